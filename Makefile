@@ -1,0 +1,40 @@
+# Two commands do all set-up on a fresh machine with Python 3.10+:
+#   make demo   - create .venv, install, initialise an embedded Airflow (SQLite), make the example
+#                 data and model, run the digits example DAG with `airflow dags test`, show its outputs
+#   make test   - create .venv, install, run ruff, mypy and the whole test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+AIRFLOW_HOME ?= $(CURDIR)/.airflow-home
+DEMO_DAG ?= parallelrun_digits
+
+export AIRFLOW_HOME
+export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
+
+.PHONY: install demo test lint clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $@
+
+demo: install
+	$(BIN)/airflow db migrate > /dev/null
+	$(BIN)/airflow dags test $(DEMO_DAG)
+	$(BIN)/python tools/show_latest_run.py "$(PARALLELRUN_EXAMPLES_DIR)/out"
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .airflow-home .pytest_cache .mypy_cache .ruff_cache build *.egg-info

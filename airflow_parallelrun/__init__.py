@@ -1,0 +1,47 @@
+"""Azure ML ParallelRunStep-style batch inference for Apache Airflow 3.
+
+Names load on first use, so an entry script's worker process that imports ``EntryScript``
+does not pay for importing Airflow.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "ParallelRunOperator": "airflow_parallelrun.operators.parallel_run",
+    "ParallelRunConfig": "airflow_parallelrun.core.config",
+    "FileDataset": "airflow_parallelrun.core.datasets",
+    "TabularDataset": "airflow_parallelrun.core.datasets",
+    "EntryScript": "airflow_parallelrun.core.entry_script",
+    "ParallelRunError": "airflow_parallelrun.core.errors",
+    "ConfigError": "airflow_parallelrun.core.errors",
+}
+
+__all__ = [
+    "ConfigError",
+    "EntryScript",
+    "FileDataset",
+    "ParallelRunConfig",
+    "ParallelRunError",
+    "ParallelRunOperator",
+    "TabularDataset",
+    "__version__",
+]
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.entry_script import EntryScript
+    from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
+    from airflow_parallelrun.operators.parallel_run import ParallelRunOperator
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'airflow_parallelrun' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

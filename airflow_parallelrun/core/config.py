@@ -1,0 +1,165 @@
+"""The configuration of one parallel run step, named and defaulted as Azure ML's ParallelRunConfig."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.sizes import MiniBatchSize, parse_mini_batch_size
+
+OUTPUT_ACTIONS = ("append_row", "summary_only")
+APPEND_ROW_FORMATS = ("text", "csv", "parquet")
+_DEFAULT_FILE_NAMES = {
+    "text": "parallel_run_step.txt",
+    "csv": "parallel_run_step.csv",
+    "parquet": "parallel_run_step.parquet",
+}
+
+
+def _require_int(name: str, value: object, minimum: int, fix: str, *, allow: tuple = ()) -> None:
+    if value in allow and value is not True and value is not False:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} is invalid: expected a whole number >= {minimum}; {fix}")
+
+
+@dataclass(frozen=True)
+class ParallelRunConfig:
+    """How to run the entry script over the mini-batches, and when the run counts as failed.
+
+    Defaults follow Azure ML: 10 files or 1MB per mini-batch, 60 s per ``run()`` call, 3 tries in
+    all. ``error_threshold`` bounds failed items over the whole run (default 10, -1 ignores);
+    ``allowed_failed_count`` and ``allowed_failed_percent`` bound failed mini-batches (None
+    ignores). ``append_row_format`` picks the merged file's format: Azure's plain text, csv with a
+    header, or parquet. ``append_row_file_name`` defaults to ``parallel_run_step.<txt|csv|parquet>``.
+    ``process_count_per_node`` defaults to the number of CPUs where the DAG is parsed.
+    """
+
+    entry_script: str
+    mini_batch_size: str | int | None = None
+    error_threshold: int = 10
+    allowed_failed_count: int | None = None
+    allowed_failed_percent: float | None = None
+    output_action: str = "append_row"
+    append_row_file_name: str | None = None
+    append_row_format: str = "text"
+    run_invocation_timeout: float = 60
+    run_max_try: int = 3
+    node_count: int = 1
+    process_count_per_node: int | None = None
+    environment_variables: Mapping[str, str] = field(default_factory=dict)
+    logging_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.entry_script, str) or not self.entry_script.endswith(".py"):
+            raise ConfigError(
+                f"entry_script={self.entry_script!r} must be the path of a Python file, "
+                "e.g. entry_script='scripts/score.py' (relative to the DAG file's folder, or absolute)"
+            )
+        if self.mini_batch_size is not None:
+            # Checked against both spellings here; the dataset picks the unit later.
+            try:
+                parse_mini_batch_size(self.mini_batch_size, tabular=True)
+            except ConfigError:
+                parse_mini_batch_size(self.mini_batch_size, tabular=False)
+        _require_int(
+            "error_threshold",
+            self.error_threshold,
+            -1,
+            "give a number of failed items to tolerate, or -1 to ignore item failures",
+        )
+        if self.allowed_failed_count is not None:
+            _require_int(
+                "allowed_failed_count",
+                self.allowed_failed_count,
+                -1,
+                "give a number of failed mini-batches to tolerate, -1 or None to ignore",
+            )
+        pct = self.allowed_failed_percent
+        if pct is not None and (
+            isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (pct == -1 or 0 <= pct <= 100)
+        ):
+            raise ConfigError(
+                f"allowed_failed_percent={pct!r} is invalid: expected a percentage from 0 to 100, "
+                "or -1 or None to ignore"
+            )
+        if self.output_action not in OUTPUT_ACTIONS:
+            raise ConfigError(
+                f"output_action={self.output_action!r} is invalid: use 'append_row' (merge what run() "
+                "returns into one file) or 'summary_only' (the script writes its own outputs)"
+            )
+        if self.append_row_format not in APPEND_ROW_FORMATS:
+            raise ConfigError(
+                f"append_row_format={self.append_row_format!r} is invalid: use one of "
+                f"{', '.join(APPEND_ROW_FORMATS)}"
+            )
+        name = self.append_row_file_name
+        if name is not None and (
+            not isinstance(name, str)
+            or not name
+            or "/" in name
+            or "\\" in name
+            or name in (".", "..")
+            or name.startswith("_parallelrun")
+        ):
+            raise ConfigError(
+                f"append_row_file_name={name!r} is invalid: give a plain file name without a folder, "
+                "e.g. 'parallel_run_step.txt'"
+            )
+        timeout = self.run_invocation_timeout
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+            raise ConfigError(
+                f"run_invocation_timeout={timeout!r} is invalid: expected seconds > 0 for one run() call, "
+                "e.g. 60"
+            )
+        _require_int("run_max_try", self.run_max_try, 1, "give the number of tries in all, e.g. 3")
+        _require_int("node_count", self.node_count, 1, "give the number of nodes, e.g. 1")
+        if self.process_count_per_node is None:
+            object.__setattr__(self, "process_count_per_node", os.cpu_count() or 1)
+        _require_int(
+            "process_count_per_node",
+            self.process_count_per_node,
+            1,
+            "give the number of processes per node, e.g. 2",
+        )
+        level = self.logging_level
+        if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
+            logging.DEBUG,
+            logging.INFO,
+            logging.WARNING,
+            logging.ERROR,
+            logging.CRITICAL,
+        ):
+            raise ConfigError(
+                f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
+            )
+        env = self.environment_variables
+        if not isinstance(env, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
+        ):
+            raise ConfigError(
+                f"environment_variables={env!r} is invalid: expected a mapping of names to string values"
+            )
+
+    @property
+    def concurrency(self) -> int:
+        """How many mini-batches of one run may execute at once."""
+        return self.node_count * int(self.process_count_per_node or 1)
+
+    @property
+    def output_file_name(self) -> str:
+        return self.append_row_file_name or _DEFAULT_FILE_NAMES[self.append_row_format]
+
+    def batch_size(self, *, tabular: bool) -> MiniBatchSize:
+        """Return the mini-batch size in the unit the dataset uses."""
+        return parse_mini_batch_size(self.mini_batch_size, tabular=tabular)
+
+    def thresholds(self) -> dict[str, float | int | None]:
+        return {
+            "error_threshold": self.error_threshold,
+            "allowed_failed_count": self.allowed_failed_count,
+            "allowed_failed_percent": self.allowed_failed_percent,
+        }

@@ -1,0 +1,91 @@
+"""Describe the input of a parallel run: a folder of files or a table split over files."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from airflow_parallelrun.core.errors import ConfigError
+
+TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
+
+
+def _check_source(kind: str, path: Any, files: Any) -> None:
+    if path is None and files is None:
+        raise ConfigError(
+            f"{kind} needs an input: give path='<folder or URL>' (with an optional pattern) "
+            "or files=[<file paths>]"
+        )
+    if path is not None and files is not None:
+        raise ConfigError(
+            f"{kind} takes path= or files=, not both; got path={path!r} and files={files!r}. "
+            "Use path with a pattern for a folder, files for an explicit list."
+        )
+    if path is not None and not isinstance(path, str):
+        raise ConfigError(f"{kind} path={path!r} must be a string (a local path or an fsspec URL)")
+
+
+@dataclass(frozen=True)
+class FileDataset:
+    """Files under ``path`` matching ``pattern``, or an explicit list of ``files``.
+
+    Each item is one file; ``run()`` receives a list of local file paths (remote files are
+    fetched to a local scratch folder first). ``path`` and ``files`` are templated by the
+    operator, so Params, macros and an upstream task's output work.
+    """
+
+    path: str | None = None
+    pattern: str = "**/*"
+    files: Sequence[str] | Any | None = None
+
+    def __post_init__(self) -> None:
+        _check_source("FileDataset", self.path, self.files)
+        if not isinstance(self.pattern, str) or not self.pattern:
+            raise ConfigError(f"FileDataset pattern={self.pattern!r} must be a glob, e.g. '**/*.png'")
+
+    @property
+    def tabular(self) -> bool:
+        return False
+
+    def with_source(self, path: str | None, files: Sequence[str] | None) -> FileDataset:
+        """Return a copy with rendered ``path`` and ``files``."""
+        return dataclasses.replace(self, path=path, files=files)
+
+
+@dataclass(frozen=True)
+class TabularDataset:
+    """A table stored in csv, tsv, parquet or jsonl files under ``path``.
+
+    Each item is a row; ``run()`` receives a pandas DataFrame. A big file is split into several
+    mini-batches (parquet by row groups or rows, text formats by byte ranges cut at line ends);
+    a mini-batch never crosses a file boundary. csv and tsv files have a header line. Text
+    splitting assumes no quoted field holds a line break.
+    """
+
+    path: str | None = None
+    format: str = "csv"
+    pattern: str | None = None
+    files: Sequence[str] | Any | None = None
+
+    def __post_init__(self) -> None:
+        _check_source("TabularDataset", self.path, self.files)
+        if self.format not in TABULAR_FORMATS:
+            raise ConfigError(
+                f"TabularDataset format={self.format!r} is not supported; use one of "
+                f"{', '.join(TABULAR_FORMATS)}"
+            )
+        if self.pattern is None:
+            object.__setattr__(self, "pattern", f"**/*.{self.format}")
+
+    @property
+    def tabular(self) -> bool:
+        return True
+
+    def with_source(self, path: str | None, files: Sequence[str] | None) -> TabularDataset:
+        """Return a copy with rendered ``path`` and ``files``."""
+        return dataclasses.replace(self, path=path, files=files)
+
+
+Dataset = FileDataset | TabularDataset

@@ -1,0 +1,55 @@
+"""The exceptions the engine raises, under one base.
+
+User-code failures (:class:`EntryScriptError` and its children) are told apart from
+framework failures, so a report can say whose fault a failed mini-batch was.
+"""
+
+from __future__ import annotations
+
+
+class ParallelRunError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ConfigError(ParallelRunError, ValueError):
+    """A configuration value is invalid: the message names the field, the value and the fix."""
+
+
+class InputError(ParallelRunError):
+    """The input cannot be listed or read (missing folder, unreadable or corrupt file)."""
+
+
+class StorageError(ParallelRunError):
+    """The run's storage kept failing after retries."""
+
+
+class EntryScriptError(ParallelRunError):
+    """The user's entry script failed; ``traceback`` holds the script's own frames."""
+
+    category = "entry_script"
+
+    def __init__(self, message: str, traceback: str = "") -> None:
+        super().__init__(message)
+        self.traceback = traceback
+
+
+class EntryScriptLoadError(EntryScriptError):
+    """The entry script cannot be imported, has no ``run()``, or its ``init()`` raised."""
+
+    category = "entry_script_load"
+
+
+class RunOutputError(EntryScriptError):
+    """``run()`` returned something the engine cannot count or write."""
+
+    category = "run_output"
+
+
+class RunTimeoutError(EntryScriptError):
+    """``run()`` did not return within ``run_invocation_timeout``."""
+
+    category = "timeout"
+
+
+class ThresholdExceeded(ParallelRunError):
+    """Failed items or mini-batches exceeded a configured bound."""

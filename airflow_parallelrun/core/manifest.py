@@ -1,0 +1,112 @@
+"""Store the list of mini-batches of a run in its storage, in shards a task reads one of."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from datetime import datetime, timezone
+from typing import Any
+
+from airflow_parallelrun.core.errors import ParallelRunError
+from airflow_parallelrun.core.minibatch import MiniBatch
+from airflow_parallelrun.core.storage import Location
+
+STATE_DIR = "_parallelrun"
+SHARD_SIZE = 1000
+
+
+class RunLayout:
+    """Where each piece of a run's state lives under its ``output_path``."""
+
+    def __init__(self, output: Location) -> None:
+        self.output = output
+
+    def state(self, *parts: str) -> str:
+        return self.output.join(STATE_DIR, *parts)
+
+    @property
+    def manifest(self) -> str:
+        return self.state("manifest.json")
+
+    def shard(self, number: int) -> str:
+        return self.state("manifest", f"shard-{number:06d}.jsonl")
+
+    def status(self, mb_id: str) -> str:
+        return self.state("status", f"{mb_id}.json")
+
+    def part(self, mb_id: str, extension: str) -> str:
+        return self.state("parts", f"{mb_id}.{extension}")
+
+    @property
+    def summary(self) -> str:
+        return self.state("summary.json")
+
+    @property
+    def report(self) -> str:
+        return self.state("processed_mini_batches.csv")
+
+
+def write_manifest(layout: RunLayout, mini_batches: list[MiniBatch], header: dict[str, Any]) -> None:
+    """Write every mini-batch, shard by shard, then the header that makes the manifest complete."""
+    for number, start in enumerate(range(0, len(mini_batches), SHARD_SIZE)):
+        lines = (json.dumps(mb.to_dict()) for mb in mini_batches[start : start + SHARD_SIZE])
+        layout.output.write_bytes(layout.shard(number), ("\n".join(lines) + "\n").encode())
+    layout.output.write_json(
+        layout.manifest,
+        {
+            **header,
+            "total_mini_batches": len(mini_batches),
+            "shard_size": SHARD_SIZE,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+        },
+    )
+
+
+def read_manifest_header(layout: RunLayout) -> dict[str, Any]:
+    if not layout.output.exists(layout.manifest):
+        raise ParallelRunError(
+            f"no manifest at {layout.output.url_of(layout.manifest)}: the partition task of this run has "
+            "not finished, or output_path renders differently between tasks; clear the partition task"
+        )
+    return dict(layout.output.read_json(layout.manifest))
+
+
+def read_mini_batch(layout: RunLayout, index: int) -> MiniBatch:
+    """Read one mini-batch by reading only its shard."""
+    header = read_manifest_header(layout)
+    size = int(header["shard_size"])
+    lines = layout.output.read_bytes(layout.shard(index // size)).decode().splitlines()
+    mb = MiniBatch.from_dict(json.loads(lines[index % size]))
+    if mb.index != index:
+        raise ParallelRunError(
+            f"manifest shard is inconsistent: expected mini-batch {index}, found {mb.index}"
+        )
+    return mb
+
+
+def iter_mini_batches(layout: RunLayout, header: dict[str, Any] | None = None) -> Iterator[MiniBatch]:
+    """Yield every mini-batch in order, one shard in memory at a time."""
+    header = header or read_manifest_header(layout)
+    total, size = int(header["total_mini_batches"]), int(header["shard_size"])
+    for number in range((total + size - 1) // size):
+        for line in layout.output.read_bytes(layout.shard(number)).decode().splitlines():
+            if line:
+                yield MiniBatch.from_dict(json.loads(line))
+
+
+def chunked(values: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """Yield lists of ``size`` values, the last one shorter.
+
+    >>> list(chunked([1, 2, 3, 4, 5], 2))
+    [[1, 2], [3, 4], [5]]
+    >>> list(chunked([], 3))
+    []
+    """
+    chunk: list[Any] = []
+    for value in values:
+        chunk.append(value)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

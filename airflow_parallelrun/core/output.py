@@ -1,0 +1,143 @@
+"""Check what ``run()`` returned, write it as a part, and merge the parts in mini-batch order."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from airflow_parallelrun.core.errors import RunOutputError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PART_EXTENSIONS = {"text": "txt", "csv": "csv", "parquet": "parquet"}
+
+
+def count_results(result: Any) -> int:
+    """Return how many items ``run()`` says succeeded, or explain what it should have returned."""
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return len(result)
+    if isinstance(result, list):
+        return len(result)
+    raise RunOutputError(
+        f"run() returned {type(result).__name__}"
+        f"{'' if result is None else ' ' + _preview(result)}; expected a list (one element per succeeded "
+        "item) or a pandas DataFrame (one row per succeeded item). Return the results, e.g. "
+        "`return [f'{name}: {label}' for ...]` or `return df[['id', 'prediction']]`."
+    )
+
+
+def _preview(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _as_frame(result: Any) -> pd.DataFrame:
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        return result
+    if result and all(isinstance(r, dict) for r in result):
+        return pd.DataFrame.from_records(result)
+    return pd.DataFrame({"result": [r if isinstance(r, (str, int, float, bool)) else str(r) for r in result]})
+
+
+def format_text(result: Any) -> bytes:
+    """Format results as Azure's append_row does: one line per item, DataFrame values space-separated.
+
+    >>> format_text(["a.png: 3", 7])
+    b'a.png: 3\\n7\\n'
+    >>> import pandas as pd
+    >>> format_text(pd.DataFrame({"id": [1, 2], "p": [0.5, 1.0]}))
+    b'1 0.5\\n2 1.0\\n'
+    >>> format_text([])
+    b''
+    """
+    import pandas as pd
+
+    if isinstance(result, pd.DataFrame):
+        if result.empty:
+            return b""
+        columns = [result[c].astype(str) for c in result.columns]
+        lines = columns[0]
+        for col in columns[1:]:
+            lines = lines + " " + col
+        return ("\n".join(lines.tolist()) + "\n").encode()
+    if not result:
+        return b""
+    return ("\n".join(str(r) for r in result) + "\n").encode()
+
+
+def write_part(result: Any, fmt: str, path: str) -> None:
+    """Write one mini-batch's results to a local file in the merged file's format."""
+    if fmt == "text":
+        with open(path, "wb") as f:
+            f.write(format_text(result))
+    elif fmt == "csv":
+        _as_frame(result).to_csv(path, index=False)
+    elif fmt == "parquet":
+        _as_frame(result).to_parquet(path, index=False)
+    else:
+        raise ValueError(f"unknown append_row_format {fmt!r}")
+
+
+def merge_parts(parts: Iterable[BinaryIO | None], fmt: str, out: BinaryIO) -> int:
+    """Concatenate parts, in the order given, into ``out``; return the number of parts merged.
+
+    Memory stays bounded by one row group or one copy buffer, whatever the number of parts. csv
+    keeps the first part's header only; parquet parts are cast to the first part's schema.
+    """
+    merged = 0
+    if fmt == "parquet":
+        return _merge_parquet(parts, out)
+    header: bytes | None = None
+    for part in parts:
+        if part is None:
+            continue
+        if fmt == "csv":
+            first = part.readline()
+            if header is None:
+                header = first
+                out.write(first)
+            elif first != header:
+                raise RunOutputError(
+                    f"csv parts have different columns: {header!r} then {first!r}; make run() return the "
+                    "same columns for every mini-batch"
+                )
+        shutil.copyfileobj(part, out, 1024 * 1024)
+        merged += 1
+    return merged
+
+
+def _merge_parquet(parts: Iterable[BinaryIO | None], out: BinaryIO) -> int:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    writer: pq.ParquetWriter | None = None
+    merged = 0
+    try:
+        for part in parts:
+            if part is None:
+                continue
+            pf = pq.ParquetFile(part)
+            if writer is None:
+                writer = pq.ParquetWriter(out, pf.schema_arrow)
+            for i in range(pf.num_row_groups):
+                table = pf.read_row_group(i)
+                if not table.schema.equals(writer.schema):
+                    try:
+                        table = table.cast(writer.schema)
+                    except (pa.ArrowInvalid, ValueError) as exc:
+                        raise RunOutputError(
+                            f"parquet parts have different schemas: {writer.schema} then {table.schema}; "
+                            "make run() return the same columns and types for every mini-batch"
+                        ) from exc
+                writer.write_table(table)
+            merged += 1
+    finally:
+        if writer is not None:
+            writer.close()
+    return merged

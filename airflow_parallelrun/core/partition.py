@@ -1,0 +1,185 @@
+"""Split an input into mini-batches: files by count, tables by bytes or rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import fsspec
+
+from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
+from airflow_parallelrun.core.errors import InputError
+from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.sizes import MiniBatchSize
+from airflow_parallelrun.core.storage import Location, call_with_retries
+
+_SCAN_BLOCK = 8 * 1024 * 1024
+
+
+def list_input_files(dataset: Dataset) -> list[tuple[str, int | None]]:
+    """Return ``(url, size)`` of every input file, sorted, with one listing call for a folder."""
+    if dataset.files is not None:
+        files = dataset.files
+        if isinstance(files, str) or not isinstance(files, Sequence):
+            raise InputError(
+                f"files={files!r} must be a list of file paths or URLs, e.g. files=['/data/a.png']"
+            )
+        return [(str(f), None) for f in files]
+    assert dataset.path is not None
+    loc = Location(dataset.path)
+    if not call_with_retries(loc.fs.exists, loc.path):
+        raise InputError(
+            f"input path {dataset.path!r} does not exist; check the path (after templating) or create it"
+        )
+    if call_with_retries(loc.fs.isfile, loc.path):
+        size = call_with_retries(loc.fs.size, loc.path)
+        return [(loc.url_of(loc.path), size)]
+    pattern = loc.join(str(dataset.pattern))
+    found = call_with_retries(loc.fs.glob, pattern, detail=True)
+    return sorted(
+        (loc.url_of(path), info.get("size"))
+        for path, info in found.items()
+        if info.get("type", "file") == "file"
+    )
+
+
+def partition_files(files: list[tuple[str, int | None]], size: MiniBatchSize) -> list[MiniBatch]:
+    """Group files into mini-batches of ``size.value`` files, in listing order.
+
+    >>> [mb.files for mb in partition_files([("a", 1), ("b", 1), ("c", 1)], MiniBatchSize("files", 2))]
+    [('a', 'b'), ('c',)]
+    >>> partition_files([], MiniBatchSize("files", 10))
+    []
+    """
+    count = size.value
+    if size.unit != "files" or count < 1:
+        raise ValueError(f"a FileDataset needs a positive count of files per mini-batch, got {size}")
+    batches = []
+    for index, start in enumerate(range(0, len(files), count)):
+        chunk = files[start : start + count]
+        batches.append(
+            MiniBatch(
+                index=index,
+                kind="files",
+                files=tuple(url for url, _ in chunk),
+                sizes=tuple(s if s is not None else -1 for _, s in chunk),
+                items=len(chunk),
+            )
+        )
+    return batches
+
+
+def _text_byte_ranges(file_size: int, size: int) -> list[tuple[int, int]]:
+    """Cut ``[0, file_size)`` into ranges of ``size`` bytes; an empty file still gets one range.
+
+    >>> _text_byte_ranges(10, 4)
+    [(0, 4), (4, 8), (8, 10)]
+    >>> _text_byte_ranges(0, 4)
+    [(0, 0)]
+    """
+    if file_size <= 0:
+        return [(0, 0)]
+    return [(start, min(start + size, file_size)) for start in range(0, file_size, size)]
+
+
+def _text_row_ranges(url: str, fmt: str, rows: int) -> tuple[list[tuple[int, int, int]], int]:
+    """Scan a text table once and cut it every ``rows`` data lines: ``[(start, end, n)]``."""
+    ranges: list[tuple[int, int, int]] = []
+    with fsspec.open(url, "rb") as f:
+        offset = 0
+        if fmt in ("csv", "tsv"):
+            offset = len(f.readline())
+        start, in_range, tail_open = offset, 0, False
+        while block := f.read(_SCAN_BLOCK):
+            pos = 0
+            while (nl := block.find(b"\n", pos)) != -1:
+                in_range += 1
+                pos = nl + 1
+                if in_range == rows:
+                    end = offset + pos
+                    ranges.append((start, end, in_range))
+                    start, in_range = end, 0
+            tail_open = pos < len(block)
+            offset += len(block)
+        if tail_open:
+            in_range += 1  # a last line without a line break
+        if in_range or not ranges:
+            ranges.append((start, offset, in_range))
+    return ranges, offset
+
+
+def _parquet_pieces(url: str, size: MiniBatchSize) -> list[tuple[TabularPiece, int]]:
+    import pyarrow.parquet as pq
+
+    with fsspec.open(url, "rb") as f:
+        meta = pq.ParquetFile(f).metadata
+    groups = [
+        (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)
+    ]
+    pieces: list[tuple[TabularPiece, int]] = []
+    if size.unit == "rows":
+        total = sum(n for n, _ in groups)
+        for start in range(0, total, size.value):
+            end = min(start + size.value, total)
+            pieces.append((TabularPiece(url, "parquet", "rows", start, end), end - start))
+    else:
+        first, rows, nbytes = 0, 0, 0
+        for i, (n, b) in enumerate(groups):
+            if i > first and nbytes + b > size.value:
+                pieces.append((TabularPiece(url, "parquet", "row_groups", first, i), rows))
+                first, rows, nbytes = i, 0, 0
+            rows += n
+            nbytes += b
+        if groups:
+            pieces.append((TabularPiece(url, "parquet", "row_groups", first, len(groups)), rows))
+    return pieces or [(TabularPiece(url, "parquet", "rows", 0, 0), 0)]
+
+
+def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBatchSize) -> list[MiniBatch]:
+    """Split each table file into pieces of about ``size``; a piece never crosses a file boundary.
+
+    A file whose layout cannot be read (a truncated parquet footer, a file gone since listing)
+    becomes one whole-file mini-batch, so that reading it fails and is counted there.
+    """
+    if size.unit not in ("bytes", "rows") or size.value < 1:
+        raise ValueError(f"a TabularDataset needs a positive byte or row size per mini-batch, got {size}")
+    pieces: list[tuple[TabularPiece, int | None]] = []
+    for url, file_size in files:
+        try:
+            if fmt == "parquet":
+                pieces.extend(call_with_retries(_parquet_pieces, url, size))
+            elif size.unit == "rows":
+                ranges, _ = call_with_retries(_text_row_ranges, url, fmt, size.value)
+                pieces.extend((TabularPiece(url, fmt, "bytes", s, e), n) for s, e, n in ranges)
+            else:
+                if file_size is None:
+                    fs, path = fsspec.core.url_to_fs(url)
+                    file_size = int(call_with_retries(fs.size, path))
+                pieces.extend(
+                    (TabularPiece(url, fmt, "bytes", s, e), None)
+                    for s, e in _text_byte_ranges(file_size, size.value)
+                )
+        except Exception:
+            pieces.append((TabularPiece(url, fmt, "file"), None))
+    return [
+        MiniBatch(index=i, kind="tabular", piece=piece, items=items)
+        for i, (piece, items) in enumerate(pieces)
+    ]
+
+
+def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniBatch], dict[str, Any]]:
+    """List the input and split it; return the mini-batches and facts for the manifest header."""
+    files = list_input_files(dataset)
+    if isinstance(dataset, TabularDataset):
+        batches = partition_table(files, dataset.format, size)
+    else:
+        assert isinstance(dataset, FileDataset)
+        batches = partition_files(files, size)
+    header = {
+        "kind": "tabular" if dataset.tabular else "files",
+        "format": getattr(dataset, "format", None),
+        "input": dataset.path if dataset.path is not None else f"{len(files)} listed files",
+        "input_files": len(files),
+        "mini_batch_size": {"unit": size.unit, "value": size.value},
+    }
+    return batches, header

@@ -1,0 +1,204 @@
+"""Run mini-batches in a worker process, with a timeout per ``run()`` call and tries per mini-batch."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+from airflow_parallelrun.core import entry_script as es
+from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.minibatch import MiniBatch
+
+log = logging.getLogger(__name__)
+
+# Reading a staged mini-batch is local work; this bounds a worker that stopped answering.
+READ_TIMEOUT = 3600.0
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What a worker process needs to host an entry script."""
+
+    entry_script: str
+    arguments: tuple[str, ...] = ()
+    environment_variables: dict[str, str] = field(default_factory=dict)
+    logging_level: str = "INFO"
+    output_dir: str = ""
+    log_dir: str = ""
+    working_dir: str = ""
+
+
+@dataclass
+class TryResult:
+    """The outcome of one try of one mini-batch."""
+
+    ok: bool
+    items: int | None = None
+    returned: int = 0
+    run_seconds: float = 0.0
+    category: str = ""
+    message: str = ""
+    traceback: str = ""
+
+    @classmethod
+    def from_reply(cls, reply: dict[str, Any]) -> TryResult:
+        return cls(
+            ok=bool(reply.get("ok")),
+            items=reply.get("items"),
+            returned=int(reply.get("returned") or 0),
+            run_seconds=float(reply.get("run_seconds") or 0.0),
+            category=reply.get("category", ""),
+            message=reply.get("message", ""),
+            traceback=reply.get("traceback", ""),
+        )
+
+
+class WorkerProcess:
+    """One Python process hosting the entry script; ``init()`` has run once it is started."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.process: subprocess.Popen[bytes] | None = None
+        self.conn: Connection | None = None
+        self.init_seconds = 0.0
+        self.timed_out = False
+
+    def start(self) -> None:
+        """Start the process and wait for ``init()``; raise ``EntryScriptLoadError`` if it fails."""
+        ours, theirs = socket.socketpair()
+        env = dict(os.environ)
+        env.update(
+            {
+                es.OUTPUT_DIR_ENV: self.settings.output_dir,
+                es.LOG_DIR_ENV: self.settings.log_dir,
+                es.WORKING_DIR_ENV: self.settings.working_dir,
+                es.LOGGING_LEVEL_ENV: self.settings.logging_level,
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "airflow_parallelrun.core.worker", str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            env=env,
+            cwd=self.settings.working_dir or None,
+            start_new_session=True,
+        )
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.conn.send(
+            {
+                "entry_script": self.settings.entry_script,
+                "arguments": list(self.settings.arguments),
+                "env": dict(self.settings.environment_variables),
+            }
+        )
+        reply = self._receive(None)
+        if reply is None or not reply.get("ok"):
+            self.kill()
+            reply = reply or {"message": "the worker process died while loading the entry script"}
+            raise EntryScriptLoadError(reply.get("message", ""), reply.get("traceback", ""))
+        self.init_seconds = float(reply.get("init_seconds", 0.0))
+
+    def _receive(self, timeout: float | None) -> dict[str, Any] | None:
+        """Return the next message, or None if the process died or ``timeout`` passed.
+
+        ``timed_out`` tells the two apart: the connection closes a moment before the OS reports
+        the process as exited, so ``alive()`` cannot.
+        """
+        assert self.conn is not None
+        self.timed_out = False
+        try:
+            if not self.conn.poll(timeout):
+                self.timed_out = True
+                return None
+            return dict(self.conn.recv())
+        except (EOFError, OSError):
+            return None
+
+    def run(self, mb: MiniBatch, part_path: str | None, fmt: str, timeout: float) -> TryResult:
+        """Run one mini-batch; a ``run()`` longer than ``timeout`` kills the process."""
+        assert self.conn is not None
+        try:
+            self.conn.send({"cmd": "run", "mini_batch": mb.to_dict(), "part_path": part_path, "format": fmt})
+        except OSError:
+            return self._died(mb)
+        reply = self._receive(READ_TIMEOUT)
+        if reply is None:
+            return self._died(mb)
+        if reply.get("event") != "started":
+            return TryResult.from_reply(reply)
+        items = reply.get("items")
+        started = time.perf_counter()
+        reply = self._receive(timeout)
+        if reply is None:
+            elapsed = time.perf_counter() - started
+            if self.timed_out:
+                self.kill()
+                return TryResult(
+                    ok=False,
+                    items=items,
+                    run_seconds=elapsed,
+                    category="timeout",
+                    message=f"run() did not return within run_invocation_timeout={timeout:g}s; the worker "
+                    "process was killed. Raise run_invocation_timeout or make mini_batch_size smaller",
+                )
+            return self._died(mb, items, elapsed)
+        return TryResult.from_reply(reply)
+
+    def _died(self, mb: MiniBatch, items: int | None = None, elapsed: float = 0.0) -> TryResult:
+        code = None
+        if self.process is not None:
+            # Its connection is closed; give the OS a moment to report how it exited.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                code = self.process.wait(timeout=5)
+        self.kill()
+        how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        return TryResult(
+            ok=False,
+            items=items,
+            run_seconds=elapsed,
+            category="worker_died",
+            message=f"the worker process died during mini-batch {mb.id} ({how}); "
+            "it may have run out of memory or called os._exit",
+        )
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def shutdown(self, timeout: float = 30.0) -> TryResult | None:
+        """Call ``shutdown()`` in the script and stop the process; kill it if it does not stop."""
+        if not self.alive() or self.conn is None:
+            self.kill()
+            return None
+        result = None
+        try:
+            self.conn.send({"cmd": "shutdown"})
+            reply = self._receive(timeout)
+            result = TryResult.from_reply(reply) if reply else None
+            assert self.process is not None
+            self.process.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired):
+            pass
+        self.kill()
+        return result
+
+    def kill(self) -> None:
+        """Kill the process and everything it started."""
+        if self.process is not None and self.process.poll() is None:
+            try:
+                os.killpg(self.process.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                self.process.kill()
+            self.process.wait()
+        if self.conn is not None:
+            self.conn.close()
+            self.conn = None

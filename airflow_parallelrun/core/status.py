@@ -1,0 +1,62 @@
+"""The status record of one mini-batch, written once it has finished, succeeded or not."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+NOT_RUN = "not_run"
+
+
+@dataclass
+class BatchStatus:
+    """What happened to one mini-batch: tries, item counts, timings and the last error."""
+
+    id: str
+    index: int
+    status: str
+    inputs: list[str] = field(default_factory=list)
+    tries: int = 0
+    items_total: int = 0
+    items_succeeded: int = 0
+    items_failed: int = 0
+    items_returned: int = 0
+    seconds_total: float = 0.0
+    seconds_run: float = 0.0
+    error_category: str = ""
+    error_message: str = ""
+    error_traceback: str = ""
+    part: str | None = None
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status == SUCCEEDED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BatchStatus:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def count_items(total: int | None, returned: int) -> tuple[int, int, int]:
+    """Return ``(total, succeeded, failed)`` items under Azure's rule: the shortfall failed.
+
+    ``run()`` returning more items than it was given counts every input as succeeded; the extra
+    rows are kept in the output.
+
+    >>> count_items(10, 7)
+    (10, 7, 3)
+    >>> count_items(10, 12)
+    (10, 10, 0)
+    >>> count_items(None, 4)
+    (4, 4, 0)
+    """
+    if total is None:
+        return returned, returned, 0
+    succeeded = min(total, returned)
+    return total, succeeded, total - succeeded

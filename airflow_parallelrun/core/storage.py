@@ -1,0 +1,129 @@
+"""Reach the run's storage through fsspec: join paths, write atomically, retry transient errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+T = TypeVar("T")
+
+# Connection resets and timeouts pass; a missing file or a permission error does not.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+
+retrying = retry(
+    retry=retry_if_exception_type(TRANSIENT_ERRORS),
+    stop=stop_after_attempt(5),
+    wait=wait_exponential(multiplier=0.2, max=5),
+    reraise=True,
+)
+
+
+class Location:
+    """A folder (or file) on one fsspec filesystem, addressed by its URL."""
+
+    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+        self.url = str(url)
+        self.fs, self.path = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        self.path = self.path.rstrip("/") or "/"
+
+    @property
+    def is_local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
+
+    def join(self, *parts: str) -> str:
+        """Return the filesystem path of ``parts`` under this location."""
+        return "/".join([self.path.rstrip("/"), *(p.strip("/") for p in parts)])
+
+    def child(self, *parts: str) -> Location:
+        loc = object.__new__(Location)
+        loc.fs, loc.path = self.fs, self.join(*parts)
+        loc.url = self.fs.unstrip_protocol(loc.path) if not self.is_local else loc.path
+        return loc
+
+    def url_of(self, path: str) -> str:
+        """Return the URL a user can open for a filesystem path of this location."""
+        return path if self.is_local else self.fs.unstrip_protocol(path)
+
+    @retrying
+    def exists(self, path: str) -> bool:
+        return bool(self.fs.exists(path))
+
+    @retrying
+    def read_bytes(self, path: str) -> bytes:
+        return bytes(self.fs.cat_file(path))
+
+    def read_json(self, path: str) -> Any:
+        return json.loads(self.read_bytes(path))
+
+    @retrying
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` so a reader sees the old content or the new, never a part."""
+        if self.is_local:
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        else:
+            # One put is atomic on object stores; other filesystems get write-then-move.
+            self.fs.pipe_file(path, data)
+
+    def write_json(self, path: str, value: Any) -> None:
+        self.write_bytes(path, json.dumps(value, indent=1, sort_keys=True, default=str).encode())
+
+    @retrying
+    def put_file(self, local_path: str, path: str) -> None:
+        """Copy a local file to ``path`` atomically."""
+        if self.is_local:
+            folder = os.path.dirname(path)
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+            shutil.copyfile(local_path, tmp)
+            os.replace(tmp, path)
+        else:
+            self.fs.put_file(local_path, path)
+
+    @retrying
+    def get_file(self, path: str, local_path: str) -> None:
+        self.fs.get_file(path, local_path)
+
+    @retrying
+    def remove(self, path: str) -> None:
+        if self.fs.exists(path):
+            self.fs.rm(path, recursive=True)
+
+    @retrying
+    def listdir(self, path: str) -> list[str]:
+        if not self.fs.exists(path):
+            return []
+        return sorted(self.fs.ls(path, detail=False))
+
+    @contextmanager
+    def writer(self, path: str) -> Iterator[Any]:
+        """Stream into a local temporary file, then publish it at ``path`` in one step."""
+        fd, tmp = tempfile.mkstemp(prefix="parallelrun-", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                yield f
+            self.put_file(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def call_with_retries(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn`` retrying transient storage errors with backoff."""
+    return retrying(fn)(*args, **kwargs)

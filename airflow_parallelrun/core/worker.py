@@ -1,0 +1,177 @@
+"""The process that hosts an entry script: ``init()`` once, ``run()`` per mini-batch, ``shutdown()``.
+
+It runs as ``python -m airflow_parallelrun.core.worker FD`` and talks to its parent over the
+socket ``FD``, so the script's own prints and logs stay on stdout and stderr. It reads only local
+files; the parent stages remote inputs and publishes the parts. Killing it is how a ``run()``
+stuck in C code is stopped.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+import traceback
+from multiprocessing.connection import Connection
+from types import ModuleType
+from typing import Any
+
+from airflow_parallelrun.core.entry_script import MINI_BATCH_ENV
+from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.minibatch import MiniBatch
+
+_OWN_FILES = (__file__, importlib.util.__file__ or "")
+
+
+def user_traceback(exc: BaseException) -> str:
+    """Format ``exc`` without the engine's frames, so the user sees their own code first."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename in _OWN_FILES:
+        tb = tb.tb_next
+    frames = traceback.extract_tb(tb) if tb is not None else []
+    frames = traceback.StackSummary.from_list(
+        [f for f in frames if not f.filename.startswith("<frozen importlib")]
+    )
+    lines = ["Traceback (most recent call last):\n", *frames.format()]
+    return "".join(lines + traceback.format_exception_only(type(exc), exc))
+
+
+def load_entry_script(path: str, arguments: list[str]) -> ModuleType:
+    """Import the entry script as a module with ``sys.argv`` set to its arguments."""
+    if not os.path.isfile(path):
+        raise EntryScriptLoadError(f"entry_script {path!r} does not exist on this worker")
+    sys.argv = [path, *arguments]
+    folder = os.path.dirname(os.path.abspath(path))
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    spec = importlib.util.spec_from_file_location("parallelrun_entry_script", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException as exc:
+        raise EntryScriptLoadError(
+            f"entry_script {path!r} failed to import: {type(exc).__name__}: {exc}", user_traceback(exc)
+        ) from exc
+    if not callable(getattr(module, "run", None)):
+        raise EntryScriptLoadError(
+            f"entry_script {path!r} has no run(mini_batch) function; define `def run(mini_batch):` "
+            "returning a list or a DataFrame"
+        )
+    return module
+
+
+def read_input(mb: MiniBatch) -> Any:
+    if mb.piece is None:
+        return list(mb.files)
+    from airflow_parallelrun.core.reading import read_table_piece
+
+    return read_table_piece(mb.piece)
+
+
+def _error(category: str, exc: BaseException, **extra: Any) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "category": category,
+        "message": str(exc) or type(exc).__name__,
+        "traceback": getattr(exc, "traceback", "") or user_traceback(exc),
+        **extra,
+    }
+
+
+def serve(conn: Connection) -> None:
+    """Answer the parent's requests until it asks to shut down or goes away."""
+    setup = conn.recv()
+    os.environ.update(setup["env"])
+    try:
+        module = load_entry_script(setup["entry_script"], setup["arguments"])
+    except EntryScriptLoadError as exc:
+        conn.send(_error(exc.category, exc))
+        return
+    init = getattr(module, "init", None)
+    if callable(init):
+        started = time.perf_counter()
+        try:
+            init()
+        except BaseException as exc:
+            conn.send(_error("entry_script_load", exc, message=f"init() raised {type(exc).__name__}: {exc}"))
+            return
+        conn.send({"ok": True, "event": "ready", "init_seconds": time.perf_counter() - started})
+    else:
+        conn.send({"ok": True, "event": "ready", "init_seconds": 0.0})
+    while True:
+        try:
+            request = conn.recv()
+        except EOFError:
+            return
+        if request["cmd"] == "shutdown":
+            shutdown = getattr(module, "shutdown", None)
+            reply: dict[str, Any] = {"ok": True}
+            if callable(shutdown):
+                try:
+                    shutdown()
+                except BaseException as exc:
+                    reply = _error(
+                        "entry_script", exc, message=f"shutdown() raised {type(exc).__name__}: {exc}"
+                    )
+            conn.send(reply)
+            return
+        conn.send(run_one(module, request, conn))
+
+
+def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> dict[str, Any]:
+    """Read a mini-batch, call ``run()``, check and write what it returned."""
+    from airflow_parallelrun.core.errors import RunOutputError
+    from airflow_parallelrun.core.output import count_results, write_part
+
+    mb = MiniBatch.from_dict(request["mini_batch"])
+    try:
+        data = read_input(mb)
+    except Exception as exc:
+        return _error("input", exc, items=getattr(exc, "items", None))
+    items = len(data)
+    conn.send({"ok": True, "event": "started", "items": items})
+    os.environ[MINI_BATCH_ENV] = mb.id
+    started = time.perf_counter()
+    try:
+        result = module.run(data)
+    except BaseException as exc:
+        return _error(
+            "entry_script",
+            exc,
+            items=items,
+            run_seconds=time.perf_counter() - started,
+            message=f"run() raised {type(exc).__name__}: {exc}",
+        )
+    finally:
+        os.environ.pop(MINI_BATCH_ENV, None)
+    run_seconds = time.perf_counter() - started
+    try:
+        returned = count_results(result)
+        if request.get("part_path"):
+            write_part(result, request["format"], request["part_path"])
+    except RunOutputError as exc:
+        return _error(exc.category, exc, items=items, run_seconds=run_seconds, traceback="")
+    except Exception as exc:
+        return _error(
+            "run_output",
+            exc,
+            items=items,
+            run_seconds=run_seconds,
+            message=f"cannot write what run() returned: {type(exc).__name__}: {exc}",
+        )
+    return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds}
+
+
+def main() -> None:
+    conn = Connection(int(sys.argv[1]))
+    try:
+        serve(conn)
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    main()

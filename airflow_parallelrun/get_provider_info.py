@@ -1,0 +1,24 @@
+"""The provider's metadata, read by Airflow through the ``apache_airflow_provider`` entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Return the metadata Airflow's provider schema expects."""
+    from airflow_parallelrun import __version__
+
+    return {
+        "package-name": "airflow-provider-parallelrun",
+        "name": "Parallel Run",
+        "description": "Azure ML ParallelRunStep-style batch inference: partition, run mapped mini-batches, "
+        "retry, count failures, merge and report.",
+        "versions": [__version__],
+        "operators": [
+            {
+                "integration-name": "Parallel Run",
+                "python-modules": ["airflow_parallelrun.operators.parallel_run"],
+            }
+        ],
+    }

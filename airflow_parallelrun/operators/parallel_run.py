@@ -1,0 +1,244 @@
+"""ParallelRunOperator: one call that adds the partition, mapped run and aggregate tasks to a DAG."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import BaseOperator, TaskGroup
+
+from airflow_parallelrun.core.config import ParallelRunConfig
+from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
+from airflow_parallelrun.core.errors import ConfigError
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+OUTPUT_PATH_KEY = "output_path"
+
+
+def _fail(message: str) -> Exception:
+    from airflow.exceptions import AirflowFailException
+
+    return AirflowFailException(message)
+
+
+def _spec(output_path: str, config: ParallelRunConfig, entry_script: str, arguments: Sequence[str]) -> Any:
+    from airflow_parallelrun.core.engine import RunSpec
+
+    return RunSpec(
+        output_path=output_path,
+        config=config,
+        entry_script=entry_script,
+        arguments=tuple(str(a) for a in arguments),
+    )
+
+
+def _check_output_path(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"output_path={value!r} rendered to an empty or non-string value; give a folder or fsspec URL, "
+            "e.g. '/data/out/{{ run_id }}'"
+        )
+    return value
+
+
+class PartitionOperator(BaseOperator):
+    """List the input, split it into mini-batches, and return their descriptors for mapping."""
+
+    template_fields: Sequence[str] = ("input_path", "input_files", "output_path")
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self, *, inputs: Dataset, output_path: str, config: ParallelRunConfig, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.inputs = inputs
+        self.input_path = inputs.path
+        self.input_files = inputs.files
+        self.output_path = output_path
+        self.config = config
+
+    def execute(self, context: Context) -> list[dict[str, Any]]:
+        from airflow_parallelrun.core import engine
+
+        output_path = _check_output_path(self.output_path)
+        dataset = self.inputs.with_source(self.input_path, self.input_files)
+        descriptors = engine.partition(dataset, _spec(output_path, self.config, "", ()))
+        context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
+        return descriptors
+
+
+class RunMiniBatchOperator(BaseOperator):
+    """Run one mini-batch through the entry script; mapped once per mini-batch."""
+
+    template_fields: Sequence[str] = ("arguments",)
+    ui_color = "#fef7e0"
+
+    def __init__(
+        self,
+        *,
+        mini_batch: dict[str, Any],
+        partition_task_id: str,
+        config: ParallelRunConfig,
+        entry_script: str,
+        arguments: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.mini_batch = mini_batch
+        self.partition_task_id = partition_task_id
+        self.config = config
+        self.entry_script = entry_script
+        self.arguments = list(arguments)
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_parallelrun.core import engine
+
+        output_path = context["ti"].xcom_pull(task_ids=self.partition_task_id, key=OUTPUT_PATH_KEY)
+        spec = _spec(output_path, self.config, self.entry_script, self.arguments)
+        status = engine.run_mini_batch(int(self.mini_batch["index"]), spec)
+        self.log.info(
+            "%s %s: %d items, %d succeeded, %d failed, %d tries, run() %.2fs",
+            status.id,
+            status.status,
+            status.items_total,
+            status.items_succeeded,
+            status.items_failed,
+            status.tries,
+            status.seconds_run,
+        )
+        if not status.succeeded:
+            inputs = "; ".join(status.inputs)[:300]
+            detail = f"\n{status.error_traceback}" if status.error_traceback else ""
+            raise _fail(
+                f"mini-batch {status.id} failed after {status.tries} tries ({inputs}): "
+                f"[{status.error_category}] {status.error_message}{detail}"
+            )
+        return {
+            "id": status.id,
+            "status": status.status,
+            "items_succeeded": status.items_succeeded,
+            "items_failed": status.items_failed,
+        }
+
+
+class AggregateOperator(BaseOperator):
+    """Count every mini-batch, apply the thresholds, merge the outputs, write summary and report."""
+
+    ui_color = "#e6f4ea"
+
+    def __init__(self, *, partition_task_id: str, config: ParallelRunConfig, **kwargs: Any) -> None:
+        kwargs.setdefault("trigger_rule", "all_done")
+        super().__init__(**kwargs)
+        self.partition_task_id = partition_task_id
+        self.config = config
+
+    def execute(self, context: Context) -> dict[str, Any]:
+        from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core.errors import ThresholdExceeded
+
+        output_path = context["ti"].xcom_pull(task_ids=self.partition_task_id, key=OUTPUT_PATH_KEY)
+        if not output_path:
+            raise _fail(
+                f"the partition task {self.partition_task_id!r} did not finish, so there is nothing to "
+                "aggregate; see its log, fix the input, and clear it"
+            )
+        try:
+            summary = engine.aggregate(_spec(output_path, self.config, "", ()))
+        except ThresholdExceeded as exc:
+            raise _fail(str(exc)) from None
+        self.log.info(
+            "parallel run succeeded: %d of %d mini-batches, %d of %d items; output %s",
+            summary["succeeded_mini_batches"],
+            summary["total_mini_batches"],
+            summary["succeeded_items"],
+            summary["total_items"],
+            summary["output"],
+        )
+        return summary
+
+
+def resolve_entry_script(entry_script: str, dag_folder: str | None) -> str:
+    """Return the entry script's absolute path: as given, or relative to the DAG file's folder."""
+    path = (
+        entry_script if os.path.isabs(entry_script) else os.path.join(dag_folder or os.getcwd(), entry_script)
+    )
+    path = os.path.normpath(path)
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"entry_script={entry_script!r} does not exist (looked at {path}); give a path relative to the "
+            "DAG file's folder or an absolute path"
+        )
+    return path
+
+
+class ParallelRunOperator(TaskGroup):
+    """Run an entry script over an input in parallel mini-batches, as Azure ML's ParallelRunStep.
+
+    One call adds a task group with three tasks: ``partition`` lists and splits the input,
+    ``run`` is mapped once per mini-batch (at most ``node_count * process_count_per_node`` at
+    once), and ``aggregate`` counts, merges and reports whatever happened upstream. The group
+    composes with ``>>`` and ``<<`` like a task; ``.output`` is the aggregate's summary.
+
+    ``inputs`` paths, ``output_path`` and ``arguments`` are templated. Other keyword arguments
+    (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to the three tasks.
+    """
+
+    def __init__(
+        self,
+        *,
+        task_id: str,
+        inputs: FileDataset | TabularDataset,
+        output_path: str,
+        config: ParallelRunConfig,
+        arguments: Sequence[str] = (),
+        tooltip: str = "",
+        dag: Any = None,
+        **operator_kwargs: Any,
+    ) -> None:
+        if not isinstance(inputs, (FileDataset, TabularDataset)):
+            raise ConfigError(
+                f"inputs={inputs!r} is not a dataset; give FileDataset(path=..., pattern=...) or "
+                "TabularDataset(path=..., format=...)"
+            )
+        if not isinstance(config, ParallelRunConfig):
+            raise ConfigError(f"config={config!r} is not a ParallelRunConfig; give ParallelRunConfig(...)")
+        if isinstance(arguments, str) or not isinstance(arguments, Sequence):
+            raise ConfigError(
+                f"arguments={arguments!r} must be a list of strings, e.g. ['--model_name', 'iris']"
+            )
+        config.batch_size(tabular=inputs.tabular)  # a size in the wrong unit fails at parse time
+        group_kwargs: dict[str, Any] = {"group_id": task_id, "tooltip": tooltip or "parallel run"}
+        if dag is not None:
+            group_kwargs["dag"] = dag
+        super().__init__(**group_kwargs)
+        self.config = config
+        self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
+        with self:
+            self.partition_task = PartitionOperator(
+                task_id="partition", inputs=inputs, output_path=output_path, config=config, **operator_kwargs
+            )
+            self.run_task = RunMiniBatchOperator.partial(
+                task_id="run",
+                partition_task_id=self.partition_task.task_id,
+                config=config,
+                entry_script=self.entry_script,
+                arguments=list(arguments),
+                max_active_tis_per_dagrun=config.concurrency,
+                map_index_template="{{ task.mini_batch['label'] }}",
+                **operator_kwargs,
+            ).expand(mini_batch=self.partition_task.output)
+            self.aggregate_task = AggregateOperator(
+                task_id="aggregate",
+                partition_task_id=self.partition_task.task_id,
+                config=config,
+                **operator_kwargs,
+            )
+            self.run_task >> self.aggregate_task
+
+    @property
+    def output(self) -> Any:
+        """Return the aggregate task's summary as an XComArg."""
+        return self.aggregate_task.output

@@ -1,0 +1,44 @@
+"""Classify digit images: a FileDataset scored by an Azure-style entry script.
+
+``prepare`` writes scikit-learn's bundled digits as PNG files and trains a classifier (once);
+``score`` runs ``scripts/digits_score.py`` over mini-batches of 100 images and merges the lines
+``"<file name>: <digit>"`` into ``parallel_run_step.txt``.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import DAG, Param, task
+from parallelrun_examples.settings import examples_dir
+
+from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+with DAG(
+    dag_id="parallelrun_digits",
+    schedule=None,
+    catchup=False,
+    tags=["parallelrun", "example"],
+    params={"data_dir": Param(examples_dir(), type="string", title="Folder of the example data and models")},
+    doc_md=__doc__,
+) as dag:
+
+    @task
+    def prepare(params: dict | None = None) -> dict[str, str]:
+        """Make the digit images and the model, if they are not there yet."""
+        from parallelrun_examples.data import prepare_examples
+
+        return prepare_examples(params["data_dir"])
+
+    score = ParallelRunOperator(
+        task_id="score",
+        inputs=FileDataset(path="{{ params.data_dir }}/digits/images", pattern="**/*.png"),
+        output_path="{{ params.data_dir }}/out/digits/{{ run_id }}",
+        config=ParallelRunConfig(
+            entry_script="scripts/digits_score.py",
+            mini_batch_size="100",
+            error_threshold=0,
+            run_invocation_timeout=60,
+            process_count_per_node=2,
+        ),
+        arguments=["--model_path", "{{ params.data_dir }}/digits/model.joblib"],
+    )
+    prepare() >> score

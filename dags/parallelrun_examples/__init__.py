@@ -1,0 +1,1 @@
+"""Data and models for the example DAGs: scikit-learn bundled datasets only, nothing is downloaded."""

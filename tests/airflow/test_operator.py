@@ -1,0 +1,131 @@
+"""ParallelRunOperator as a DAG author meets it: the tasks it adds, how it composes, parse-time errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from airflow.sdk import DAG
+from airflow.sdk.bases.operator import BaseOperator
+
+from airflow_parallelrun import (
+    ConfigError,
+    FileDataset,
+    ParallelRunConfig,
+    ParallelRunOperator,
+    TabularDataset,
+)
+
+pytestmark = pytest.mark.airflow
+
+
+@pytest.fixture
+def script(tmp_path: Path) -> Path:
+    path = tmp_path / "score.py"
+    path.write_text("def run(mini_batch):\n    return mini_batch\n")
+    return path
+
+
+def _operator(script: Path, **overrides):
+    kwargs = {
+        "task_id": "score",
+        "inputs": FileDataset(path="/data/in", pattern="**/*.png"),
+        "output_path": "/data/out/{{ run_id }}",
+    }
+    kwargs.update(overrides)
+    if "config" not in kwargs:
+        kwargs["config"] = ParallelRunConfig(entry_script=str(script), node_count=2, process_count_per_node=3)
+    return ParallelRunOperator(**kwargs)
+
+
+def test_one_call_adds_partition_mapped_run_and_aggregate(script: Path) -> None:
+    with DAG("structure", schedule=None) as dag:
+        group = _operator(script)
+    assert set(dag.task_dict) == {"score.partition", "score.run", "score.aggregate"}
+    run = dag.task_dict["score.run"]
+    assert run.is_mapped
+    assert run.upstream_task_ids == {"score.partition"}
+    assert dag.task_dict["score.aggregate"].upstream_task_ids == {"score.run"}
+    # Aggregate counts whatever happened upstream, failed mini-batches included.
+    assert dag.task_dict["score.aggregate"].trigger_rule == "all_done"
+    # At most node_count x process_count_per_node mini-batches of a run at once.
+    assert run.partial_kwargs["max_active_tis_per_dagrun"] == 6
+    assert "mini_batch" in run.partial_kwargs["map_index_template"]
+    assert group.output.operator is dag.task_dict["score.aggregate"]
+
+
+def test_composes_with_shift_operators_like_a_task(script: Path) -> None:
+    with DAG("compose", schedule=None) as dag:
+        before = BaseOperator(task_id="before")
+        after = BaseOperator(task_id="after")
+        before >> _operator(script) >> after
+    assert dag.task_dict["score.partition"].upstream_task_ids == {"before"}
+    assert dag.task_dict["after"].upstream_task_ids == {"score.aggregate"}
+    with DAG("compose_left", schedule=None) as dag:
+        first = BaseOperator(task_id="first")
+        _operator(script) << first
+    assert dag.task_dict["score.partition"].upstream_task_ids == {"first"}
+
+
+def test_templated_fields_are_the_input_and_output_paths_and_arguments(script: Path) -> None:
+    with DAG("templated", schedule=None) as dag:
+        _operator(script, arguments=["--model", "{{ params.model }}"])
+    assert set(dag.task_dict["score.partition"].template_fields) == {
+        "input_path",
+        "input_files",
+        "output_path",
+    }
+    assert dag.task_dict["score.run"].partial_kwargs["arguments"] == ["--model", "{{ params.model }}"]
+
+
+def test_entry_script_is_resolved_relative_to_the_dag_files_folder(tmp_path: Path) -> None:
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "scripts" / "score.py").write_text("def run(mb):\n    return mb\n")
+    with DAG("relative", schedule=None) as dag:
+        dag.fileloc = str(tmp_path / "my_dag.py")
+        group = _operator(tmp_path, config=ParallelRunConfig(entry_script="scripts/score.py"))
+    assert group.entry_script == str(tmp_path / "scripts" / "score.py")
+
+
+def test_missing_entry_script_is_refused_when_the_dag_is_parsed(tmp_path: Path) -> None:
+    with DAG("missing", schedule=None) as dag:
+        dag.fileloc = str(tmp_path / "my_dag.py")
+        with pytest.raises(
+            ConfigError, match=r"entry_script='scripts/nope.py' does not exist.*scripts/nope.py"
+        ):
+            _operator(tmp_path, config=ParallelRunConfig(entry_script="scripts/nope.py"))
+
+
+@pytest.mark.parametrize(
+    ("inputs", "size", "message"),
+    [
+        (FileDataset(path="/in"), "1MB", r"mini_batch_size='1MB' has an unknown unit 'MB'"),
+        (FileDataset(path="/in"), "500 rows", r"mini_batch_size='500 rows'"),
+        (TabularDataset(path="/in", format="csv"), "10XB", r"mini_batch_size='10XB'"),
+    ],
+)
+def test_a_size_in_the_wrong_unit_is_refused_when_the_dag_is_parsed(
+    script: Path, inputs, size: str, message: str
+) -> None:
+    with DAG("unit", schedule=None), pytest.raises(ConfigError, match=message):
+        _operator(
+            script, inputs=inputs, config=ParallelRunConfig(entry_script=str(script), mini_batch_size=size)
+        )
+
+
+def test_wrong_argument_types_get_errors_that_say_what_to_give(script: Path) -> None:
+    with DAG("types", schedule=None):
+        with pytest.raises(ConfigError, match="is not a dataset; give FileDataset"):
+            _operator(script, inputs="/data/in")
+        with pytest.raises(ConfigError, match="must be a list of strings"):
+            _operator(script, arguments="--model iris")
+        with pytest.raises(ConfigError, match="is not a ParallelRunConfig"):
+            _operator(script, config={"entry_script": "x.py"})
+
+
+def test_extra_keyword_arguments_reach_the_three_tasks(script: Path) -> None:
+    with DAG("kwargs", schedule=None) as dag:
+        _operator(script, retries=2, pool="scoring")
+    assert dag.task_dict["score.partition"].retries == 2
+    assert dag.task_dict["score.aggregate"].pool == "scoring"
+    assert dag.task_dict["score.run"].partial_kwargs["pool"] == "scoring"

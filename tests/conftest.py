@@ -1,0 +1,55 @@
+"""Test set-up shared by every test: an Airflow home of its own, made before Airflow is imported.
+
+Airflow reads its configuration when first imported, so the environment is set here, at
+collection time. Unit tests never import Airflow; the Airflow tests share one SQLite database
+and two DAG bundles: the repository's ``dags/`` and a temporary folder tests write DAGs into.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DAGS = REPO / "dags"
+
+_HOME = Path(tempfile.mkdtemp(prefix="parallelrun-test-airflow-"))
+TEST_DAGS = _HOME / "test_dags"
+TEST_DAGS.mkdir()
+
+os.environ.update(
+    {
+        "AIRFLOW_HOME": str(_HOME),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{_HOME / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
+            [
+                {
+                    "name": "dags-folder",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {},
+                },
+                {
+                    "name": "test-dags",
+                    "classpath": "airflow.dag_processing.bundles.local.LocalDagBundle",
+                    "kwargs": {"path": str(TEST_DAGS)},
+                },
+            ]
+        ),
+        "PARALLELRUN_EXAMPLES_DIR": str(_HOME / "examples"),
+    }
+)
+# The DAG processor puts the DAG folders on sys.path; tests importing DAG files do the same.
+for folder in (str(DAGS), str(TEST_DAGS)):
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(_HOME, ignore_errors=True)
