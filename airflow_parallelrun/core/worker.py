@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+import threading
 import time
 import traceback
 from multiprocessing.connection import Connection
@@ -165,7 +166,16 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
     return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds}
 
 
+def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
+    """Exit when the task process that started this worker is gone, so no worker outlives its task."""
+    while True:
+        time.sleep(interval)
+        if os.getppid() != parent_pid:
+            os._exit(70)
+
+
 def main() -> None:
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
     conn = Connection(int(sys.argv[1]))
     try:
         serve(conn)

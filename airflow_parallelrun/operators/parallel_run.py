@@ -19,8 +19,11 @@ OUTPUT_PATH_KEY = "output_path"
 
 
 def _fail(message: str) -> Exception:
-    from airflow.exceptions import AirflowFailException
-
+    """Return the exception that fails a task without Airflow retrying it."""
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import AirflowFailException
     return AirflowFailException(message)
 
 

@@ -1,0 +1,57 @@
+"""A worker process never outlives the task process that started it, even when that one is SIGKILLed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import psutil
+
+
+def _running(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path) -> None:
+    # Busy in run(), the worker is not reading its socket, so it cannot see the parent go that way.
+    script = tmp_path / "score.py"
+    started = tmp_path / "run-started"
+    script.write_text(
+        "import pathlib, time\n"
+        "def run(mini_batch):\n"
+        f"    pathlib.Path({str(started)!r}).touch()\n"
+        "    time.sleep(120)\n"
+        "    return mini_batch\n"
+    )
+    parent_code = textwrap.dedent(
+        f"""
+        from airflow_parallelrun.core.minibatch import MiniBatch
+        from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings
+        worker = WorkerProcess(WorkerSettings(entry_script={str(script)!r}, working_dir={str(tmp_path)!r}))
+        worker.start()
+        print(worker.process.pid, flush=True)
+        worker.run(MiniBatch(index=0, kind="files", files=("a",)), None, "text", timeout=120)
+        """
+    )
+    parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert parent.stdout is not None
+        worker_pid = int(parent.stdout.readline())
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists() and _running(worker_pid)
+        parent.kill()
+        parent.wait(timeout=10)
+        deadline = time.monotonic() + 10
+        while _running(worker_pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _running(worker_pid), "the worker outlived its killed parent"
+    finally:
+        parent.kill()
