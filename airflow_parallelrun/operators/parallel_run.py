@@ -23,7 +23,7 @@ def _fail(message: str) -> Exception:
     try:
         from airflow.sdk.exceptions import AirflowFailException
     except ImportError:  # Airflow 3.1
-        from airflow.exceptions import AirflowFailException
+        from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
     return AirflowFailException(message)
 
 
