@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -60,11 +61,18 @@ class ParallelRunConfig:
                 "e.g. entry_script='scripts/score.py' (relative to the DAG file's folder, or absolute)"
             )
         if self.mini_batch_size is not None:
-            # Checked against both spellings here; the dataset picks the unit later.
+            # The dataset picks the unit when the operator is built; here either spelling will do.
             try:
                 parse_mini_batch_size(self.mini_batch_size, tabular=True)
             except ConfigError:
-                parse_mini_batch_size(self.mini_batch_size, tabular=False)
+                try:
+                    parse_mini_batch_size(self.mini_batch_size, tabular=False)
+                except ConfigError:
+                    raise ConfigError(
+                        f"mini_batch_size={self.mini_batch_size!r} is not a size: for a FileDataset give a "
+                        'count of files, e.g. "10"; for a TabularDataset give bytes, e.g. "1MB" or "500KB" '
+                        '(KB/MB/GB = x1024), or rows, e.g. "5000 rows"'
+                    ) from None
         _require_int(
             "error_threshold",
             self.error_threshold,
@@ -110,10 +118,16 @@ class ParallelRunConfig:
                 "e.g. 'parallel_run_step.txt'"
             )
         timeout = self.run_invocation_timeout
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0:
+        # NaN and infinity get past "<= 0" but crash the wait for run() (Connection.poll): refuse them.
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, (int, float))
+            or not math.isfinite(timeout)
+            or timeout <= 0
+        ):
             raise ConfigError(
-                f"run_invocation_timeout={timeout!r} is invalid: expected seconds > 0 for one run() call, "
-                "e.g. 60"
+                f"run_invocation_timeout={timeout!r} is invalid: expected a finite number of seconds > 0 "
+                "for one run() call, e.g. 60"
             )
         _require_int("run_max_try", self.run_max_try, 1, "give the number of tries in all, e.g. 3")
         _require_int("node_count", self.node_count, 1, "give the number of nodes, e.g. 1")

@@ -94,11 +94,18 @@ def merge_parts(parts: Iterable[BinaryIO | None], fmt: str, out: BinaryIO) -> in
     if fmt == "parquet":
         return _merge_parquet(parts, out)
     header: bytes | None = None
+    empty_header: bytes | None = None
     for part in parts:
         if part is None:
             continue
         if fmt == "csv":
             first = part.readline()
+            chunk = part.read(1024 * 1024)
+            if not chunk:
+                # A part without rows (run() returned []) adds nothing, whatever its columns.
+                empty_header = empty_header or first
+                merged += 1
+                continue
             if header is None:
                 header = first
                 out.write(first)
@@ -107,8 +114,11 @@ def merge_parts(parts: Iterable[BinaryIO | None], fmt: str, out: BinaryIO) -> in
                     f"csv parts have different columns: {header!r} then {first!r}; make run() return the "
                     "same columns for every mini-batch"
                 )
+            out.write(chunk)
         shutil.copyfileobj(part, out, 1024 * 1024)
         merged += 1
+    if fmt == "csv" and header is None and empty_header:
+        out.write(empty_header)
     return merged
 
 
@@ -117,12 +127,18 @@ def _merge_parquet(parts: Iterable[BinaryIO | None], out: BinaryIO) -> int:
     import pyarrow.parquet as pq
 
     writer: pq.ParquetWriter | None = None
+    empty_schema: pa.Schema | None = None
     merged = 0
     try:
         for part in parts:
             if part is None:
                 continue
             pf = pq.ParquetFile(part)
+            if pf.metadata.num_rows == 0:
+                # A part without rows (run() returned []) adds nothing, whatever its schema.
+                empty_schema = empty_schema or pf.schema_arrow
+                merged += 1
+                continue
             if writer is None:
                 writer = pq.ParquetWriter(out, pf.schema_arrow)
             for i in range(pf.num_row_groups):
@@ -137,6 +153,8 @@ def _merge_parquet(parts: Iterable[BinaryIO | None], out: BinaryIO) -> int:
                         ) from exc
                 writer.write_table(table)
             merged += 1
+        if writer is None and empty_schema is not None:
+            writer = pq.ParquetWriter(out, empty_schema)
     finally:
         if writer is not None:
             writer.close()
