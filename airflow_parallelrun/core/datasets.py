@@ -8,32 +8,41 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.paths import has_parent_segment
 
 TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 
 
-def _check_source(kind: str, path: Any, files: Any) -> None:
+def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
     if path is None and files is None:
         raise ConfigError(
-            f"{kind} needs an input: give path='<folder or URL>' (with an optional pattern) "
-            "or files=[<file paths>]"
-        )
-    if path is not None and files is not None:
-        raise ConfigError(
-            f"{kind} takes path= or files=, not both; got path={path!r} and files={files!r}. "
-            "Use path with a pattern for a folder, files for an explicit list."
+            f"{kind} needs an input: give path='<folder or URL>' (with an optional pattern), "
+            "files=[<file paths>], or both (files inside the folder path)"
         )
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"{kind} path={path!r} must be a string (a local path or an fsspec URL)")
+    if pattern is not None and (
+        not isinstance(pattern, str)
+        or not pattern
+        or pattern.startswith(("/", "\\"))
+        or "://" in pattern
+        or has_parent_segment(pattern)
+    ):
+        raise ConfigError(
+            f"{kind} pattern={pattern!r} must be a glob relative to path, without '..', "
+            "e.g. pattern='**/*.png'"
+        )
 
 
 @dataclass(frozen=True)
 class FileDataset:
     """Files under ``path`` matching ``pattern``, or an explicit list of ``files``.
 
-    Each item is one file; ``run()`` receives a list of local file paths (remote files are
-    fetched to a local scratch folder first). ``path`` and ``files`` are templated by the
-    operator, so Params, macros and an upstream task's output work.
+    With both, ``files`` name files inside the folder ``path`` (relative to it, or absolute
+    inside it), and one outside it is refused. Each item is one file; ``run()`` receives a list
+    of local file paths (remote files are fetched to a local scratch folder first). ``path``
+    and ``files`` are templated by the operator, so Params, macros and an upstream task's output
+    work.
     """
 
     path: str | None = None
@@ -41,9 +50,7 @@ class FileDataset:
     files: Sequence[str] | Any | None = None
 
     def __post_init__(self) -> None:
-        _check_source("FileDataset", self.path, self.files)
-        if not isinstance(self.pattern, str) or not self.pattern:
-            raise ConfigError(f"FileDataset pattern={self.pattern!r} must be a glob, e.g. '**/*.png'")
+        _check_source("FileDataset", self.path, self.files, self.pattern)
 
     @property
     def tabular(self) -> bool:
@@ -70,7 +77,7 @@ class TabularDataset:
     files: Sequence[str] | Any | None = None
 
     def __post_init__(self) -> None:
-        _check_source("TabularDataset", self.path, self.files)
+        _check_source("TabularDataset", self.path, self.files, self.pattern)
         if self.format not in TABULAR_FORMATS:
             raise ConfigError(
                 f"TabularDataset format={self.format!r} is not supported; use one of "

@@ -271,6 +271,7 @@ def aggregate(spec: RunSpec) -> dict[str, Any]:
         "thresholds_exceeded": reasons,
         "input": header.get("input"),
         "input_files": header.get("input_files"),
+        "refused_inputs": header.get("refused_inputs", []),
         "mini_batch_size": header.get("mini_batch_size"),
         "run_seconds": round(sum(s.seconds_run for s in statuses), 3),
         "report": out.url_of(layout.report),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -10,21 +11,21 @@ import fsspec
 from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
 from airflow_parallelrun.core.errors import InputError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.paths import check_path, is_within
 from airflow_parallelrun.core.sizes import MiniBatchSize
 from airflow_parallelrun.core.storage import Location, call_with_retries
 
 _SCAN_BLOCK = 8 * 1024 * 1024
 
 
-def list_input_files(dataset: Dataset) -> list[tuple[str, int | None]]:
-    """Return ``(url, size)`` of every input file, sorted, with one listing call for a folder."""
+def list_input_files(dataset: Dataset) -> tuple[list[tuple[str, int | None]], list[dict[str, str]]]:
+    """Return ``(url, size)`` of every input file, sorted, and the inputs refused for safety.
+
+    A folder is listed with one call. A local file that is a symlink leading out of the input
+    folder is refused, not read: it is reported instead.
+    """
     if dataset.files is not None:
-        files = dataset.files
-        if isinstance(files, str) or not isinstance(files, Sequence):
-            raise InputError(
-                f"files={files!r} must be a list of file paths or URLs, e.g. files=['/data/a.png']"
-            )
-        return [(str(f), None) for f in files]
+        return _explicit_files(dataset), []
     assert dataset.path is not None
     loc = Location(dataset.path)
     if not call_with_retries(loc.fs.exists, loc.path):
@@ -33,14 +34,50 @@ def list_input_files(dataset: Dataset) -> list[tuple[str, int | None]]:
         )
     if call_with_retries(loc.fs.isfile, loc.path):
         size = call_with_retries(loc.fs.size, loc.path)
-        return [(loc.url_of(loc.path), size)]
+        return [(loc.url_of(loc.path), size)], []
     pattern = loc.join(str(dataset.pattern))
     found = call_with_retries(loc.fs.glob, pattern, detail=True)
-    return sorted(
-        (loc.url_of(path), info.get("size"))
-        for path, info in found.items()
-        if info.get("type", "file") == "file"
-    )
+    if not loc.is_local:
+        return sorted(
+            (loc.url_of(p), info.get("size"))
+            for p, info in found.items()
+            if info.get("type", "file") == "file"
+        ), []
+    # fsspec lists a symlink as type "other": follow it only to a file inside the input folder.
+    root = os.path.realpath(loc.path)
+    kept: list[tuple[str, int | None]] = []
+    refused: list[dict[str, str]] = []
+    for path, info in sorted(found.items()):
+        if not info.get("islink"):
+            if info.get("type") == "file":
+                kept.append((path, info.get("size")))
+            continue
+        real = os.path.realpath(path)
+        if not (real.startswith(root.rstrip("/") + "/") and os.path.isfile(real)):
+            refused.append({"input": path, "reason": f"a symlink to {real}, outside the input folder {root}"})
+        else:
+            kept.append((path, os.path.getsize(real)))
+    return kept, refused
+
+
+def _explicit_files(dataset: Dataset) -> list[tuple[str, int | None]]:
+    files = dataset.files
+    if isinstance(files, str) or not isinstance(files, Sequence):
+        raise InputError(f"files={files!r} must be a list of file paths or URLs, e.g. files=['/data/a.png']")
+    chosen: list[tuple[str, int | None]] = []
+    root = dataset.path
+    for entry in files:
+        name = check_path("files", str(entry))
+        if root is not None:
+            absolute = "://" in name or name.startswith("/")
+            name = name if absolute else root.rstrip("/") + "/" + name
+            if not is_within(name, root):
+                raise InputError(
+                    f"files entry {entry!r} is outside the input folder {root!r}; list only files inside "
+                    "it (relative to it, or absolute in the same form), or drop path= to take any file"
+                )
+        chosen.append((name, None))
+    return chosen
 
 
 def partition_files(files: list[tuple[str, int | None]], size: MiniBatchSize) -> list[MiniBatch]:
@@ -169,7 +206,7 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
 
 def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniBatch], dict[str, Any]]:
     """List the input and split it; return the mini-batches and facts for the manifest header."""
-    files = list_input_files(dataset)
+    files, refused = list_input_files(dataset)
     if isinstance(dataset, TabularDataset):
         batches = partition_table(files, dataset.format, size)
     else:
@@ -180,6 +217,7 @@ def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniB
         "format": getattr(dataset, "format", None),
         "input": dataset.path if dataset.path is not None else f"{len(files)} listed files",
         "input_files": len(files),
+        "refused_inputs": refused,
         "mini_batch_size": {"unit": size.unit, "value": size.value},
     }
     return batches, header

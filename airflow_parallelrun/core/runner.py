@@ -139,6 +139,11 @@ class WorkerProcess:
         items = reply.get("items")
         started = time.perf_counter()
         reply = self._receive(timeout)
+        if reply is not None and reply.get("event") == "returned":
+            # The timeout bounds run() itself; counting and writing its results is the engine's work.
+            reply = self._receive(READ_TIMEOUT)
+            if reply is None:
+                return self._died(mb, items, time.perf_counter() - started)
         if reply is None:
             elapsed = time.perf_counter() - started
             if self.timed_out:

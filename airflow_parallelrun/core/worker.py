@@ -149,6 +149,7 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
     finally:
         os.environ.pop(MINI_BATCH_ENV, None)
     run_seconds = time.perf_counter() - started
+    conn.send({"ok": True, "event": "returned"})
     try:
         returned = count_results(result)
         if request.get("part_path"):

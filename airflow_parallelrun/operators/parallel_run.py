@@ -62,11 +62,18 @@ class PartitionOperator(BaseOperator):
         self.input_files = inputs.files
         self.output_path = output_path
         self.config = config
+        # Kept unrendered: a rendered path must stay inside the folder its template pins.
+        self._templates = {"inputs.path": inputs.path, "output_path": output_path}
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core.paths import check_path
 
-        output_path = _check_output_path(self.output_path)
+        output_path = check_path(
+            "output_path", _check_output_path(self.output_path), self._templates["output_path"]
+        )
+        if self.input_path is not None:
+            check_path("inputs.path", str(self.input_path), self._templates["inputs.path"])
         dataset = self.inputs.with_source(self.input_path, self.input_files)
         descriptors = engine.partition(dataset, _spec(output_path, self.config, "", ()))
         context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)

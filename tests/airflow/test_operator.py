@@ -15,6 +15,7 @@ from airflow_parallelrun import (
     ParallelRunOperator,
     TabularDataset,
 )
+from tests.airflow.conftest import task_instances
 
 pytestmark = pytest.mark.airflow
 
@@ -129,3 +130,35 @@ def test_extra_keyword_arguments_reach_the_three_tasks(script: Path) -> None:
     assert dag.task_dict["score.partition"].retries == 2
     assert dag.task_dict["score.aggregate"].pool == "scoring"
     assert dag.task_dict["score.run"].partial_kwargs["pool"] == "scoring"
+
+
+def test_a_param_cannot_move_the_input_out_of_its_templated_folder(write_dag, tmp_path: Path) -> None:
+    root = tmp_path / "data" / "in"
+    (root / "ok").mkdir(parents=True)
+    (root / "ok" / "a.txt").write_text("a")
+    (tmp_path / "data" / "private").mkdir()
+    (tmp_path / "data" / "private" / "p.txt").write_text("p")
+    script = tmp_path / "score.py"
+    script.write_text("def run(mini_batch):\n    return mini_batch\n")
+    dag = write_dag(
+        f"""
+        from airflow.sdk import DAG, Param
+        from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+        with DAG("param_escape", schedule=None, params={{"folder": Param("ok", type="string")}}) as dag:
+            ParallelRunOperator(
+                task_id="score",
+                inputs=FileDataset(path="{root}/{{{{ params.folder }}}}"),
+                output_path="{tmp_path}/out/{{{{ params.folder }}}}",
+                config=ParallelRunConfig(entry_script="{script}", process_count_per_node=1),
+            )
+        """
+    )
+    escaped = dag.test(run_conf={"folder": "../private"})
+    assert escaped.state == "failed"
+    assert task_instances(escaped)[("score.partition", -1)][0] == "failed"
+    assert not (tmp_path / "private").exists() and not (tmp_path / "out").exists()
+
+    fine = dag.test(run_conf={"folder": "ok"})
+    assert fine.state == "success"
+    assert (tmp_path / "out" / "ok" / "parallel_run_step.txt").read_text() == f"{root}/ok/a.txt\n"
