@@ -128,7 +128,9 @@ def test_a_mini_batch_failing_every_try_fails_after_run_max_try(tmp_path, flaky)
 def test_a_script_that_cannot_load_fails_at_once_without_using_its_tries(tmp_path):
     make_input(tmp_path / "in")
     imports = tmp_path / "imports.txt"
-    script = write_script(tmp_path, f"""
+    script = write_script(
+        tmp_path,
+        f"""
         with open({str(imports)!r}, "a") as f:
             f.write("imported\\n")
 
@@ -136,7 +138,8 @@ def test_a_script_that_cannot_load_fails_at_once_without_using_its_tries(tmp_pat
 
         def run(mini_batch):
             return mini_batch
-    """)
+    """,
+    )
     spec = make_run(tmp_path, script, run_max_try=3)
     status = engine.run_mini_batch(0, spec)
     assert status.status == "failed"
@@ -152,7 +155,9 @@ def test_a_script_that_cannot_load_fails_at_once_without_using_its_tries(tmp_pat
 def test_a_timed_out_try_is_retried_in_a_fresh_worker(tmp_path):
     make_input(tmp_path / "in")
     inits, calls = tmp_path / "inits.txt", tmp_path / "calls.txt"
-    script = write_script(tmp_path, f"""
+    script = write_script(
+        tmp_path,
+        f"""
         import os
         import time
 
@@ -166,7 +171,8 @@ def test_a_timed_out_try_is_retried_in_a_fresh_worker(tmp_path):
             if len(open({str(calls)!r}).read().splitlines()) == 1:
                 time.sleep(60)
             return list(mini_batch)
-    """)
+    """,
+    )
     spec = make_run(tmp_path, script, run_max_try=2, run_invocation_timeout=1)
     started = time.monotonic()
     status = engine.run_mini_batch(0, spec)
@@ -203,9 +209,11 @@ def test_part_and_status_are_published_under_the_state_folder(tmp_path):
 def test_arguments_and_environment_from_the_run_reach_an_azure_style_script(tmp_path):
     make_input(tmp_path / "in")
     spec = make_run(
-        tmp_path, SCRIPTS / "azure_style_script.py",
+        tmp_path,
+        SCRIPTS / "azure_style_script.py",
         arguments=("--model_name", "digits", "--unknown", "1"),
-        environment_variables={"GREETING": "hi"}, append_row_format="csv",
+        environment_variables={"GREETING": "hi"},
+        append_row_format="csv",
     )
     status = engine.run_mini_batch(1, spec)
     assert status.succeeded, status
@@ -257,10 +265,13 @@ def test_a_failed_mini_batch_is_run_again_when_called_again(tmp_path, flaky):
 
 def test_too_few_results_count_the_shortfall_as_failed_items(tmp_path):
     make_input(tmp_path / "in")
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         def run(mini_batch):
             return ["only the first"]
-    """)
+    """,
+    )
     status = engine.run_mini_batch(0, make_run(tmp_path, script))
     assert status.status == "succeeded"
     assert item_counts(status) == (3, 1, 2, 1)
@@ -273,12 +284,15 @@ def test_too_few_results_count_the_shortfall_as_failed_items(tmp_path):
 
 def test_more_results_than_items_count_every_item_succeeded_and_keep_the_extra_rows(tmp_path):
     make_input(tmp_path / "in")
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         import os
 
         def run(mini_batch):
             return [f"{os.path.basename(p)} #{k}" for p in mini_batch for k in (1, 2)]
-    """)
+    """,
+    )
     status = engine.run_mini_batch(0, make_run(tmp_path, script))
     assert status.succeeded
     assert item_counts(status) == (3, 3, 0, 6)
@@ -288,10 +302,13 @@ def test_more_results_than_items_count_every_item_succeeded_and_keep_the_extra_r
 
 def test_run_output_error_fails_the_mini_batch_with_every_item_failed(tmp_path):
     make_input(tmp_path / "in")
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         def run(mini_batch):
             return {"not": "a list"}
-    """)
+    """,
+    )
     status = engine.run_mini_batch(0, make_run(tmp_path, script, run_max_try=1))
     assert status.status == "failed"
     assert status.error_category == "run_output"
@@ -356,7 +373,9 @@ def memory_run(tmp_path: Path, memory_root: str, script: Path, **config) -> RunS
 
 
 def test_memory_filesystem_input_is_staged_locally_and_outputs_stay_in_memory(tmp_path, memory_root):
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         import os
 
         def run(mini_batch):
@@ -365,7 +384,8 @@ def test_memory_filesystem_input_is_staged_locally_and_outputs_stay_in_memory(tm
                 with open(path) as f:
                     results.append(f"{os.path.isabs(path)} {path.endswith(name)} {f.read().strip()}")
             return results
-    """)
+    """,
+    )
     spec = memory_run(tmp_path, memory_root, script)
     status = engine.run_mini_batch(1, spec)
     assert status.succeeded, status

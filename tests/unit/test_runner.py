@@ -118,7 +118,9 @@ def test_run_receives_a_dataframe_for_a_tabular_piece(tmp_path, worker):
     assert {r["input_type"] for r in rows} == {"DataFrame"}
     assert {r["columns"] for r in rows} == {"id|x"}
     assert [json.loads(r["item"]) for r in rows] == [
-        {"id": 1, "x": 0.5}, {"id": 2, "x": 1.5}, {"id": 3, "x": 2.5},
+        {"id": 1, "x": 0.5},
+        {"id": 2, "x": 1.5},
+        {"id": 3, "x": 2.5},
     ]
 
 
@@ -168,8 +170,12 @@ def test_azure_style_script_sees_arguments_environment_and_entry_script_folders(
 
 def test_worker_process_does_not_import_airflow(tmp_path, worker):
     """``from airflow_parallelrun import EntryScript`` in a script must not pull Airflow into the worker."""
-    w = worker(SCRIPTS / "azure_style_script.py", arguments=("--model_name", "m"),
-               output_dir=str(tmp_path / "out"), log_dir=str(tmp_path / "logs"))
+    w = worker(
+        SCRIPTS / "azure_style_script.py",
+        arguments=("--model_name", "m"),
+        output_dir=str(tmp_path / "out"),
+        log_dir=str(tmp_path / "logs"),
+    )
     w.start()
     part = tmp_path / "part.csv"
     assert w.run(files_batch(tmp_path / "in", ["a.png"]), str(part), "csv", timeout=30).ok
@@ -195,26 +201,32 @@ def test_script_without_run_fails_to_start(tmp_path, worker):
 
 
 def test_syntax_error_names_the_script_file_and_line(tmp_path, worker):
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         def init():
             pass
 
         def run(mini_batch)
             return mini_batch
-    """)
+    """,
+    )
     err = start_error(worker(script))
     assert "failed to import: SyntaxError" in str(err)
     assert f'File "{script}", line 4' in err.traceback
 
 
 def test_import_error_shows_the_scripts_import_line(tmp_path, worker):
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         import os
         import module_that_does_not_exist_anywhere
 
         def run(mini_batch):
             return mini_batch
-    """)
+    """,
+    )
     err = start_error(worker(script))
     assert "failed to import: ModuleNotFoundError" in str(err)
     assert "module_that_does_not_exist_anywhere" in str(err)
@@ -223,7 +235,9 @@ def test_import_error_shows_the_scripts_import_line(tmp_path, worker):
 
 
 def test_init_that_raises_fails_to_start_with_the_scripts_traceback(tmp_path, worker):
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         def load_model():
             raise FileNotFoundError("model.pkl is missing")
 
@@ -233,7 +247,8 @@ def test_init_that_raises_fails_to_start_with_the_scripts_traceback(tmp_path, wo
 
         def run(mini_batch):
             return mini_batch
-    """)
+    """,
+    )
     err = start_error(worker(script))
     assert str(err) == "init() raised FileNotFoundError: model.pkl is missing"
     tb = err.traceback
@@ -243,7 +258,9 @@ def test_init_that_raises_fails_to_start_with_the_scripts_traceback(tmp_path, wo
 
 
 def test_worker_that_dies_in_init_fails_to_start(tmp_path, worker):
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         import os
 
         def init():
@@ -251,7 +268,8 @@ def test_worker_that_dies_in_init_fails_to_start(tmp_path, worker):
 
         def run(mini_batch):
             return mini_batch
-    """)
+    """,
+    )
     err = start_error(worker(script))
     assert "died while loading the entry script" in str(err)
 
@@ -260,14 +278,17 @@ def test_worker_that_dies_in_init_fails_to_start(tmp_path, worker):
 
 
 def test_run_that_raises_reports_the_scripts_traceback_and_the_worker_goes_on(tmp_path, worker):
-    script = write_script(tmp_path, """
+    script = write_script(
+        tmp_path,
+        """
         import os
 
         def run(mini_batch):
             if any("bad" in os.path.basename(p) for p in mini_batch):
                 raise ValueError("cannot score this file")
             return list(mini_batch)
-    """)
+    """,
+    )
     w = worker(script)
     w.start()
     pid = w.process.pid
@@ -291,10 +312,13 @@ def test_run_that_raises_reports_the_scripts_traceback_and_the_worker_goes_on(tm
 def test_run_returning_neither_list_nor_dataframe_is_a_run_output_error(
     tmp_path, worker, returned, type_name
 ):
-    script = write_script(tmp_path, f"""
+    script = write_script(
+        tmp_path,
+        f"""
         def run(mini_batch):
             return {returned}
-    """)
+    """,
+    )
     w = worker(script)
     w.start()
     part = tmp_path / "part.txt"
@@ -316,14 +340,17 @@ def test_run_returning_neither_list_nor_dataframe_is_a_run_output_error(
     ids=["python-sleep", "libc-sleep"],
 )
 def test_run_longer_than_the_timeout_is_killed(tmp_path, worker, stuck):
-    script = write_script(tmp_path, f"""
+    script = write_script(
+        tmp_path,
+        f"""
         import ctypes
         import time
 
         def run(mini_batch):
             {stuck}
             return list(mini_batch)
-    """)
+    """,
+    )
     w = worker(script)
     w.start()
     started = time.monotonic()
@@ -363,7 +390,9 @@ def _gone(pid: int) -> bool:
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to see whether a process exited")
 def test_timeout_also_kills_the_processes_run_started(tmp_path, worker):
     pid_file = tmp_path / "child.pid"
-    script = write_script(tmp_path, f"""
+    script = write_script(
+        tmp_path,
+        f"""
         import subprocess
         import time
 
@@ -372,7 +401,8 @@ def test_timeout_also_kills_the_processes_run_started(tmp_path, worker):
             with open({str(pid_file)!r}, "w") as f:
                 f.write(str(child.pid))
             time.sleep(60)
-    """)
+    """,
+    )
     w = worker(script)
     w.start()
     result = w.run(files_batch(tmp_path / "in", ["a.txt"]), None, "text", timeout=1)
@@ -393,13 +423,16 @@ def test_timeout_also_kills_the_processes_run_started(tmp_path, worker):
 def test_worker_that_dies_in_run_is_reported_as_died_without_waiting_for_the_timeout(
     tmp_path, worker, dies, how
 ):
-    script = write_script(tmp_path, f"""
+    script = write_script(
+        tmp_path,
+        f"""
         import os
         import signal
 
         def run(mini_batch):
             {dies}
-    """)
+    """,
+    )
     w = worker(script)
     w.start()
     started = time.monotonic()
