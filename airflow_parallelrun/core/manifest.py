@@ -37,6 +37,21 @@ class RunLayout:
     def part(self, mb_id: str, extension: str) -> str:
         return self.state("parts", f"{mb_id}.{extension}")
 
+    def error(self, mb_id: str) -> str:
+        return self.state("errors", f"{mb_id}.json")
+
+    @property
+    def errors(self) -> str:
+        return self.state("errors")
+
+    @property
+    def failed_inputs(self) -> str:
+        return self.state("errors", "failed_inputs.txt")
+
+    @property
+    def abort(self) -> str:
+        return self.state("abort.json")
+
     @property
     def summary(self) -> str:
         return self.state("summary.json")
@@ -82,6 +97,23 @@ def read_mini_batch(layout: RunLayout, index: int) -> MiniBatch:
             f"manifest shard is inconsistent: expected mini-batch {index}, found {mb.index}"
         )
     return mb
+
+
+def read_mini_batches(layout: RunLayout, indexes: Iterable[int]) -> Iterator[MiniBatch]:
+    """Read several mini-batches, each shard and the header once."""
+    header = read_manifest_header(layout)
+    size = int(header["shard_size"])
+    shard_number, lines = -1, []
+    for index in indexes:
+        if index // size != shard_number:
+            shard_number = index // size
+            lines = layout.output.read_bytes(layout.shard(shard_number)).decode().splitlines()
+        mb = MiniBatch.from_dict(json.loads(lines[index % size]))
+        if mb.index != index:
+            raise ParallelRunError(
+                f"manifest shard is inconsistent: expected mini-batch {index}, found {mb.index}"
+            )
+        yield mb
 
 
 def iter_mini_batches(layout: RunLayout, header: dict[str, Any] | None = None) -> Iterator[MiniBatch]:

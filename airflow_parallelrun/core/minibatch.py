@@ -75,8 +75,8 @@ class MiniBatch:
         return f"{self.id} {len(names)} files {names[0]} .. {names[-1]}"
 
     def descriptor(self) -> dict[str, Any]:
-        """Return the small dict that travels through XCom to the mapped task."""
-        return {"id": self.id, "index": self.index, "label": self.label}
+        """Return the small dict that travels through XCom to the mapped task: one mini-batch."""
+        return {"id": self.id, "index": self.index, "count": 1, "label": self.label[:250]}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,16 +18,44 @@ from airflow_parallelrun.core.sizes import MiniBatchSize
 from airflow_parallelrun.core.storage import Location, call_with_retries
 
 _SCAN_BLOCK = 8 * 1024 * 1024
+_PIECE = re.compile(r"^(.+)\[(bytes|rows|row_groups)=(\d+):(\d+)\]$")
 
 
-def list_input_files(dataset: Dataset) -> tuple[list[tuple[str, int | None]], list[dict[str, str]]]:
-    """Return ``(url, size)`` of every input file, sorted, and the inputs refused for safety.
+def end_minus_start(piece: TabularPiece) -> int | None:
+    """Return the rows a piece holds when its range counts rows, else None (unknown until read)."""
+    return piece.end - piece.start if piece.unit == "rows" else None
+
+
+Listed = tuple[list[tuple[str, int | None]], list[dict[str, str]], str]
+
+
+def _version(info: dict[str, Any]) -> str:
+    """Return what tells one version of a listed file from another: size and modification time."""
+    stamp = info.get("mtime") or info.get("LastModified") or info.get("ETag") or info.get("created") or ""
+    return f"{info.get('size')}:{stamp}"
+
+
+def _fingerprint(entries: list[str]) -> str:
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()
+
+
+def list_input_files(dataset: Dataset) -> Listed:
+    """Return ``(url, size)`` of every input file, sorted; the inputs refused for safety; a fingerprint.
 
     A folder is listed with one call. A local file that is a symlink leading out of the input
-    folder is refused, not read: it is reported instead.
+    folder is refused, not read: it is reported instead. The fingerprint changes when a file is
+    added, removed, resized or modified; for an explicit list of remote files it covers the
+    names only.
     """
     if dataset.files is not None:
-        return _explicit_files(dataset), []
+        files = _explicit_files(dataset)
+        stamps = []
+        for url, _ in files:
+            local = "://" not in url or url.startswith("file://")
+            path = url.removeprefix("file://")
+            stat = os.stat(path) if local and os.path.exists(path) else None
+            stamps.append(f"{url} {stat.st_size}:{stat.st_mtime}" if stat else url)
+        return files, [], _fingerprint(stamps)
     assert dataset.path is not None
     loc = Location(dataset.path)
     if not call_with_retries(loc.fs.exists, loc.path):
@@ -33,16 +63,14 @@ def list_input_files(dataset: Dataset) -> tuple[list[tuple[str, int | None]], li
             f"input path {dataset.path!r} does not exist; check the path (after templating) or create it"
         )
     if call_with_retries(loc.fs.isfile, loc.path):
-        size = call_with_retries(loc.fs.size, loc.path)
-        return [(loc.url_of(loc.path), size)], []
+        info = call_with_retries(loc.fs.info, loc.path)
+        return [(loc.url_of(loc.path), info.get("size"))], [], _fingerprint([f"{loc.path} {_version(info)}"])
     pattern = loc.join(str(dataset.pattern))
     found = call_with_retries(loc.fs.glob, pattern, detail=True)
+    fingerprint = _fingerprint([f"{p} {_version(info)}" for p, info in sorted(found.items())])
     if not loc.is_local:
-        return sorted(
-            (loc.url_of(p), info.get("size"))
-            for p, info in found.items()
-            if info.get("type", "file") == "file"
-        ), []
+        files = [(loc.url_of(p), info.get("size")) for p, info in found.items() if info.get("type") == "file"]
+        return sorted(files), [], fingerprint
     # fsspec lists a symlink as type "other": follow it only to a file inside the input folder.
     root = os.path.realpath(loc.path)
     kept: list[tuple[str, int | None]] = []
@@ -57,7 +85,7 @@ def list_input_files(dataset: Dataset) -> tuple[list[tuple[str, int | None]], li
             refused.append({"input": path, "reason": f"a symlink to {real}, outside the input folder {root}"})
         else:
             kept.append((path, os.path.getsize(real)))
-    return kept, refused
+    return kept, refused, fingerprint
 
 
 def _explicit_files(dataset: Dataset) -> list[tuple[str, int | None]]:
@@ -182,6 +210,13 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
         raise ValueError(f"a TabularDataset needs a positive byte or row size per mini-batch, got {size}")
     pieces: list[tuple[TabularPiece, int | None]] = []
     for url, file_size in files:
+        named = _PIECE.match(url)
+        if named is not None:
+            # A piece named as the report and the dead letters name it: re-run exactly that piece.
+            path, unit, start, end = named.groups()
+            piece = TabularPiece(path, fmt, unit, int(start), int(end))  # type: ignore[arg-type]
+            pieces.append((piece, end_minus_start(piece)))
+            continue
         try:
             if fmt == "parquet":
                 pieces.extend(call_with_retries(_parquet_pieces, url, size))
@@ -206,7 +241,7 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
 
 def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniBatch], dict[str, Any]]:
     """List the input and split it; return the mini-batches and facts for the manifest header."""
-    files, refused = list_input_files(dataset)
+    files, refused, fingerprint = list_input_files(dataset)
     if isinstance(dataset, TabularDataset):
         batches = partition_table(files, dataset.format, size)
     else:
@@ -218,6 +253,7 @@ def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniB
         "input": dataset.path if dataset.path is not None else f"{len(files)} listed files",
         "input_files": len(files),
         "refused_inputs": refused,
+        "fingerprint": fingerprint,
         "mini_batch_size": {"unit": size.unit, "value": size.value},
     }
     return batches, header

@@ -142,6 +142,34 @@ def read_table_piece(piece: TabularPiece) -> pd.DataFrame:
         ) from exc
 
 
+def count_piece_items(mb: MiniBatch) -> int:
+    """Count the items of a mini-batch that never ran: its files, or the rows its piece holds.
+
+    Reads only the piece's own bytes (or a parquet footer). An unreadable piece counts as one
+    item, so that its failure still counts against ``error_threshold``.
+    """
+    if mb.items is not None:
+        return mb.items
+    if mb.piece is None:
+        return len(mb.files)
+    piece = mb.piece
+    try:
+        with fsspec.open(piece.path, "rb") as f:
+            if piece.format == "parquet":
+                import pyarrow.parquet as pq
+
+                meta = pq.ParquetFile(f).metadata
+                if piece.unit == "row_groups":
+                    return sum(meta.row_group(i).num_rows for i in range(piece.start, piece.end))
+                return int(meta.num_rows)
+            end = f.seek(0, os.SEEK_END) if piece.unit == "file" else piece.end
+            start = 0 if piece.unit == "file" else piece.start
+            _, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
+            return count_lines(body)
+    except Exception:
+        return 1
+
+
 def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
     """Return ``mb`` with every remote input copied into ``scratch``; local inputs stay where they are.
 

@@ -8,6 +8,7 @@ from typing import Any
 SUCCEEDED = "succeeded"
 FAILED = "failed"
 NOT_RUN = "not_run"
+SKIPPED = "skipped"
 
 
 @dataclass
@@ -29,6 +30,7 @@ class BatchStatus:
     error_message: str = ""
     error_traceback: str = ""
     part: str | None = None
+    run_id: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -36,6 +38,22 @@ class BatchStatus:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def dead_letter(self) -> dict[str, Any]:
+        """Return what a user needs to re-run this mini-batch's failed inputs, and why they failed."""
+        record = {
+            "id": self.id,
+            "status": self.status,
+            "inputs": self.inputs,
+            "items_total": self.items_total,
+            "items_failed": self.items_failed,
+            "error_category": self.error_category,
+            "error_message": self.error_message,
+            "error_traceback": self.error_traceback,
+        }
+        if self.succeeded:
+            record["missing_items"] = self.items_failed
+        return record
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BatchStatus:

@@ -7,6 +7,10 @@ one exceeded fails it. -1 or None switches a bound off, as in Azure ML.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.config import ParallelRunConfig
 
 
 @dataclass(frozen=True)
@@ -86,3 +90,17 @@ def exceeded(thresholds: list[Threshold], counts: RunCounts) -> list[str]:
     ['failed items 5 > error_threshold 0']
     """
     return [reason for t in thresholds if (reason := t.check(counts)) is not None]
+
+
+def thresholds_of(config: ParallelRunConfig) -> list[Threshold]:
+    """Return the bounds a configuration sets."""
+    return [
+        ErrorThreshold(config.error_threshold),
+        AllowedFailedCount(config.allowed_failed_count),
+        AllowedFailedPercent(config.allowed_failed_percent),
+    ]
+
+
+def any_bound(config: ParallelRunConfig) -> bool:
+    """Tell whether any bound is on, so that counting failures early is worth it."""
+    return any(t.limit is not None and t.limit >= 0 for t in thresholds_of(config))

@@ -54,9 +54,16 @@ class PartitionOperator(BaseOperator):
     ui_color = "#e8f0fe"
 
     def __init__(
-        self, *, inputs: Dataset, output_path: str, config: ParallelRunConfig, **kwargs: Any
+        self,
+        *,
+        inputs: Dataset,
+        output_path: str,
+        config: ParallelRunConfig,
+        resume: bool = False,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.resume = resume
         self.inputs = inputs
         self.input_path = inputs.path
         self.input_files = inputs.files
@@ -75,7 +82,9 @@ class PartitionOperator(BaseOperator):
         if self.input_path is not None:
             check_path("inputs.path", str(self.input_path), self._templates["inputs.path"])
         dataset = self.inputs.with_source(self.input_path, self.input_files)
-        descriptors = engine.partition(dataset, _spec(output_path, self.config, "", ()))
+        descriptors = engine.partition(
+            dataset, _spec(output_path, self.config, "", ()), resume=self.resume, max_tasks=max_map_length()
+        )
         context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
         return descriptors
 
@@ -105,33 +114,46 @@ class RunMiniBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core.status import SKIPPED
 
-        output_path = context["ti"].xcom_pull(task_ids=self.partition_task_id, key=OUTPUT_PATH_KEY)
+        ti = context["ti"]
+        output_path = ti.xcom_pull(task_ids=self.partition_task_id, key=OUTPUT_PATH_KEY)
         spec = _spec(output_path, self.config, self.entry_script, self.arguments)
-        status = engine.run_mini_batch(int(self.mini_batch["index"]), spec)
-        self.log.info(
-            "%s %s: %d items, %d succeeded, %d failed, %d tries, run() %.2fs",
-            status.id,
-            status.status,
-            status.items_total,
-            status.items_succeeded,
-            status.items_failed,
-            status.tries,
-            status.seconds_run,
+        first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
+        # A first try honours an abort; a cleared or retried task instance runs whatever happened.
+        statuses = engine.run_mini_batches(
+            range(first, first + count), spec, run_id=context["run_id"], honour_abort=ti.try_number <= 1
         )
-        if not status.succeeded:
-            inputs = "; ".join(status.inputs)[:300]
-            detail = f"\n{status.error_traceback}" if status.error_traceback else ""
-            raise _fail(
-                f"mini-batch {status.id} failed after {status.tries} tries ({inputs}): "
-                f"[{status.error_category}] {status.error_message}{detail}"
+        for status in statuses:
+            self.log.info(
+                "%s %s: %d items, %d succeeded, %d failed, %d tries, run() %.2fs",
+                status.id,
+                status.status,
+                status.items_total,
+                status.items_succeeded,
+                status.items_failed,
+                status.tries,
+                status.seconds_run,
             )
+        failed = [s for s in statuses if not s.succeeded and s.status != SKIPPED]
+        if failed:
+            raise _fail("\n".join(_failure_line(s) for s in failed))
+        if all(s.status == SKIPPED for s in statuses):
+            raise _skip(f"skipped: {statuses[0].error_message}")
         return {
-            "id": status.id,
-            "status": status.status,
-            "items_succeeded": status.items_succeeded,
-            "items_failed": status.items_failed,
+            "ids": [s.id for s in statuses],
+            "items_succeeded": sum(s.items_succeeded for s in statuses),
+            "items_failed": sum(s.items_failed for s in statuses),
         }
+
+
+def _failure_line(status: Any) -> str:
+    inputs = "; ".join(status.inputs)[:300]
+    detail = f"\n{status.error_traceback}" if status.error_traceback else ""
+    return (
+        f"mini-batch {status.id} failed after {status.tries} tries ({inputs}): "
+        f"[{status.error_category}] {status.error_message}{detail}"
+    )
 
 
 class AggregateOperator(BaseOperator):
@@ -156,7 +178,7 @@ class AggregateOperator(BaseOperator):
                 "aggregate; see its log, fix the input, and clear it"
             )
         try:
-            summary = engine.aggregate(_spec(output_path, self.config, "", ()))
+            summary = engine.aggregate(_spec(output_path, self.config, "", ()), run_id=context["run_id"])
         except ThresholdExceeded as exc:
             raise _fail(str(exc)) from None
         self.log.info(
@@ -168,6 +190,23 @@ class AggregateOperator(BaseOperator):
             summary["output"],
         )
         return summary
+
+
+def _skip(message: str) -> Exception:
+    try:
+        from airflow.sdk.exceptions import AirflowSkipException
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import AirflowSkipException  # type: ignore[no-redef]
+    return AirflowSkipException(message)
+
+
+def max_map_length() -> int:
+    """Return how many task instances Airflow lets one task map to (``[core] max_map_length``)."""
+    try:
+        from airflow.sdk.configuration import conf
+    except ImportError:  # Airflow 3.1
+        from airflow.configuration import conf
+    return conf.getint("core", "max_map_length", fallback=1024)
 
 
 def resolve_entry_script(entry_script: str, dag_folder: str | None) -> str:
@@ -192,8 +231,12 @@ class ParallelRunOperator(TaskGroup):
     once), and ``aggregate`` counts, merges and reports whatever happened upstream. The group
     composes with ``>>`` and ``<<`` like a task; ``.output`` is the aggregate's summary.
 
-    ``inputs`` paths, ``output_path`` and ``arguments`` are templated. Other keyword arguments
-    (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to the three tasks.
+    ``inputs`` paths, ``output_path`` and ``arguments`` are templated. ``resume=True`` lets a new
+    DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
+    already succeeded. Above ``[core] max_map_length`` mini-batches, each mapped task instance
+    runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
+    Other keyword arguments (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to
+    the three tasks.
     """
 
     def __init__(
@@ -204,6 +247,7 @@ class ParallelRunOperator(TaskGroup):
         output_path: str,
         config: ParallelRunConfig,
         arguments: Sequence[str] = (),
+        resume: bool = False,
         tooltip: str = "",
         dag: Any = None,
         **operator_kwargs: Any,
@@ -228,7 +272,12 @@ class ParallelRunOperator(TaskGroup):
         self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
         with self:
             self.partition_task = PartitionOperator(
-                task_id="partition", inputs=inputs, output_path=output_path, config=config, **operator_kwargs
+                task_id="partition",
+                inputs=inputs,
+                output_path=output_path,
+                config=config,
+                resume=resume,
+                **operator_kwargs,
             )
             self.run_task = RunMiniBatchOperator.partial(
                 task_id="run",

@@ -476,9 +476,14 @@ def test_engine_partition_writes_a_manifest_read_back_identically(tmp_path, monk
     expected, _ = partition_dataset(FileDataset(path=str(tmp_path / "in")), files_of(2))
     assert len(expected) == 51
     assert descriptors == [mb.descriptor() for mb in expected]
-    assert all(set(d) == {"id", "index", "label"} for d in descriptors)
+    assert all(set(d) == {"id", "index", "count", "label"} and d["count"] == 1 for d in descriptors)
     assert [d["index"] for d in descriptors] == list(range(51))
-    assert descriptors[3] == {"id": "mb-000003", "index": 3, "label": "mb-000003 2 files 006.png .. 007.png"}
+    assert descriptors[3] == {
+        "id": "mb-000003",
+        "index": 3,
+        "count": 1,
+        "label": "mb-000003 2 files 006.png .. 007.png",
+    }
     assert descriptors[-1]["label"] == "mb-000050 1 file 100.png"
 
     layout = spec.layout()

@@ -1,0 +1,156 @@
+"""The aggregate step: count every mini-batch, apply the bounds, merge, write summary and report."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any, BinaryIO
+
+from airflow_parallelrun.core.errors import ThresholdExceeded
+from airflow_parallelrun.core.manifest import RunLayout, iter_mini_batches, read_manifest_header
+from airflow_parallelrun.core.minibatch import MiniBatch
+from airflow_parallelrun.core.output import merge_parts
+from airflow_parallelrun.core.reading import count_piece_items
+from airflow_parallelrun.core.report import failure_message, render_report
+from airflow_parallelrun.core.run_step import abort_reason
+from airflow_parallelrun.core.status import FAILED, NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.thresholds import RunCounts, exceeded, thresholds_of
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.engine import RunSpec
+
+log = logging.getLogger(__name__)
+
+FIRST_ERRORS = 5
+
+
+def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
+    """Count every mini-batch, merge the parts in order, write dead letters, summary and report.
+
+    Raises ``ThresholdExceeded`` after writing everything when a bound is exceeded.
+    """
+    layout = spec.layout()
+    out = layout.output
+    config = spec.config
+    header = read_manifest_header(layout)
+    aborted = abort_reason(layout)
+    statuses = [_status_of(layout, mb, run_id, aborted) for mb in iter_mini_batches(layout, header)]
+    skipped = [s for s in statuses if s.status == SKIPPED]
+    failed = [s for s in statuses if s.status in (FAILED, NOT_RUN)]
+    counts = RunCounts(
+        total_mini_batches=len(statuses),
+        failed_mini_batches=len(failed),
+        total_items=sum(s.items_total for s in statuses),
+        failed_items=sum(s.items_failed for s in statuses),
+    )
+    reasons = exceeded(thresholds_of(config), counts)
+    if aborted and skipped and not reasons:
+        # Inputs were left unprocessed on purpose: whatever the bounds say, the run did not succeed.
+        reasons.append(f"the run was aborted ({aborted}); {len(skipped)} mini-batches were skipped")
+    merged_url = _merge(layout, statuses, config) if config.output_action == "append_row" else None
+    _write_dead_letters(layout, statuses)
+    out.write_bytes(layout.report, render_report(statuses))
+    summary: dict[str, Any] = {
+        "status": "failed" if reasons else "succeeded",
+        "run_id": run_id,
+        "total_mini_batches": counts.total_mini_batches,
+        "succeeded_mini_batches": sum(s.succeeded for s in statuses),
+        "failed_mini_batches": counts.failed_mini_batches,
+        "skipped_mini_batches": len(skipped),
+        "reused_mini_batches": sum(
+            s.succeeded and run_id is not None and s.run_id != run_id for s in statuses
+        ),
+        "total_items": counts.total_items,
+        "succeeded_items": sum(s.items_succeeded for s in statuses),
+        "failed_items": counts.failed_items,
+        "skipped_items": sum(s.items_total for s in skipped),
+        "returned_items": sum(s.items_returned for s in statuses),
+        "output": merged_url,
+        "output_action": config.output_action,
+        "thresholds": config.thresholds(),
+        "thresholds_exceeded": reasons,
+        "aborted": {"reason": aborted} if aborted and skipped else None,
+        "input": header.get("input"),
+        "input_files": header.get("input_files"),
+        "refused_inputs": header.get("refused_inputs", []),
+        "resumed_from_earlier_run": bool(header.get("resumed")),
+        "resume_note": header.get("resume_note", ""),
+        "mini_batch_size": header.get("mini_batch_size"),
+        "run_seconds": round(sum(s.seconds_run for s in statuses), 3),
+        "report": out.url_of(layout.report),
+        "errors": out.url_of(layout.errors),
+        "first_errors": [
+            {"id": s.id, "inputs": s.inputs, "category": s.error_category, "message": s.error_message}
+            for s in failed[:FIRST_ERRORS]
+        ],
+    }
+    out.write_json(layout.summary, summary)
+    if reasons:
+        raise ThresholdExceeded(failure_message(reasons, summary, failed[:FIRST_ERRORS]))
+    return summary
+
+
+def _status_of(layout: RunLayout, mb: MiniBatch, run_id: str | None, aborted: str | None) -> BatchStatus:
+    """Read a mini-batch's status for this run.
+
+    One without a status, or with a failed status from an earlier run, did not run in this one:
+    skipped when the run was aborted, otherwise failed with all its items.
+    """
+    path = layout.status(mb.id)
+    if layout.output.exists(path):
+        status = BatchStatus.from_dict(layout.output.read_json(path))
+        if status.succeeded or run_id is None or status.run_id in (None, run_id):
+            return status
+    items = mb.items if mb.items is not None else count_piece_items(mb)
+    if aborted:
+        return BatchStatus(
+            id=mb.id,
+            index=mb.index,
+            status=SKIPPED,
+            inputs=mb.inputs,
+            items_total=items,
+            error_category="aborted",
+            error_message=f"not run: the run was aborted ({aborted})",
+        )
+    return BatchStatus(
+        id=mb.id,
+        index=mb.index,
+        status=NOT_RUN,
+        inputs=mb.inputs,
+        items_total=items,
+        items_failed=items,
+        error_category="not_run",
+        error_message="the mini-batch has no status: its task did not run or was killed before finishing",
+    )
+
+
+def _write_dead_letters(layout: RunLayout, statuses: list[BatchStatus]) -> None:
+    """List every input that was not processed, and write a record for mini-batches nobody ran."""
+    out = layout.output
+    unprocessed = []
+    for s in statuses:
+        if s.status in (NOT_RUN, SKIPPED):
+            out.write_json(layout.error(s.id), s.dead_letter())
+        if s.status != SUCCEEDED:
+            unprocessed.extend(s.inputs)
+    out.write_bytes(layout.failed_inputs, "".join(f"{i}\n" for i in unprocessed).encode())
+
+
+def _merge(layout: RunLayout, statuses: list[BatchStatus], config: ParallelRunConfig) -> str | None:
+    """Merge the succeeded parts in mini-batch order into the output file; return its URL."""
+    out = layout.output
+
+    def parts() -> Iterator[BinaryIO | None]:
+        for s in statuses:
+            if s.succeeded and s.part:
+                with out.fs.open(s.part, "rb") as f:
+                    yield f
+
+    target = out.join(config.output_file_name)
+    if config.append_row_format == "parquet" and not any(s.succeeded and s.part for s in statuses):
+        out.remove(target)
+        return None
+    with out.writer(target) as f:
+        merge_parts(parts(), config.append_row_format, f)
+    return out.url_of(target)

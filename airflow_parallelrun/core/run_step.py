@@ -1,0 +1,299 @@
+"""The run step: run a task's mini-batches through one worker process, publish what each gave.
+
+For each mini-batch: stage its inputs locally, try it up to ``run_max_try`` times (a killed or
+dead worker is replaced by a fresh one), then publish its part, its dead letter (when items
+failed) and last its status, each in one atomic write. A status that says succeeded therefore
+always has its part, and a retried mini-batch replaces its part instead of adding a copy.
+
+A failure that makes the run hopeless (the entry script cannot load, or a threshold is already
+exceeded) writes an abort marker; mini-batches not yet started then end as skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.manifest import RunLayout, read_manifest_header, read_mini_batches
+from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
+from airflow_parallelrun.core.output import PART_EXTENSIONS
+from airflow_parallelrun.core.reading import stage_mini_batch
+from airflow_parallelrun.core.runner import TryResult, WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.status import FAILED, SKIPPED, SUCCEEDED, BatchStatus, count_items
+from airflow_parallelrun.core.storage import Location
+from airflow_parallelrun.core.thresholds import RunCounts, any_bound, exceeded, thresholds_of
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.engine import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[str]:
+    root = tempfile.mkdtemp(prefix="parallelrun-")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def abort_reason(layout: RunLayout) -> str | None:
+    """Return why the run was aborted, or None if it was not."""
+    if not layout.output.exists(layout.abort):
+        return None
+    return str(layout.output.read_json(layout.abort).get("reason", "aborted"))
+
+
+def run_mini_batches(
+    indexes: Sequence[int], spec: RunSpec, *, run_id: str | None = None, honour_abort: bool = True
+) -> list[BatchStatus]:
+    """Run the mini-batches at ``indexes`` in order; return a status for each.
+
+    A mini-batch whose status already says it succeeded is not run again. With
+    ``honour_abort``, a mini-batch not yet started when the run was aborted is skipped: its
+    returned status says so and nothing is written for it.
+    """
+    layout = spec.layout()
+    statuses: list[BatchStatus] = []
+    with _scratch() as scratch, BatchRunner(spec, scratch) as runner:
+        for mb in read_mini_batches(layout, indexes):
+            previous = _previous_status(layout, mb.id)
+            if previous is not None and previous.succeeded:
+                log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
+                statuses.append(previous)
+                continue
+            reason = abort_reason(layout) if honour_abort else None
+            if reason is not None:
+                log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
+                statuses.append(
+                    BatchStatus(
+                        id=mb.id,
+                        index=mb.index,
+                        status=SKIPPED,
+                        inputs=mb.inputs,
+                        error_category="aborted",
+                        error_message=reason,
+                    )
+                )
+                continue
+            status = runner.run(mb, run_id)
+            statuses.append(status)
+            if status.items_failed or not status.succeeded:
+                _abort_if_hopeless(layout, spec, status)
+    return statuses
+
+
+def run_mini_batch(index: int, spec: RunSpec, **kwargs: Any) -> BatchStatus:
+    """Run one mini-batch; see :func:`run_mini_batches`."""
+    return run_mini_batches([index], spec, **kwargs)[0]
+
+
+def _previous_status(layout: RunLayout, mb_id: str) -> BatchStatus | None:
+    path = layout.status(mb_id)
+    if not layout.output.exists(path):
+        return None
+    return BatchStatus.from_dict(layout.output.read_json(path))
+
+
+class BatchRunner:
+    """Run mini-batches one after another through one worker process, replaced when it dies.
+
+    ``init()`` therefore runs once per task, not once per mini-batch, unless a try kills the
+    worker (a timeout) or the worker dies.
+    """
+
+    def __init__(self, spec: RunSpec, scratch: str) -> None:
+        self.spec = spec
+        self.layout = spec.layout()
+        self.scratch = scratch
+        out = self.layout.output
+        if out.is_local:
+            output_dir, log_dir, self.upload_dir = out.path, out.join("_parallelrun", "logs", "user"), None
+        else:
+            output_dir = self._folder("output")
+            log_dir = self._folder("output", "_parallelrun", "logs", "user")
+            self.upload_dir = output_dir
+        config = spec.config
+        self.settings = WorkerSettings(
+            entry_script=spec.entry_script,
+            arguments=spec.arguments,
+            environment_variables=dict(config.environment_variables),
+            logging_level=config.logging_level,
+            output_dir=output_dir,
+            log_dir=log_dir,
+            working_dir=self._folder("work"),
+        )
+        self.worker: WorkerProcess | None = None
+
+    def _folder(self, *parts: str) -> str:
+        path = os.path.join(self.scratch, *parts)
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def __enter__(self) -> BatchRunner:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.worker is not None:
+            result = self.worker.shutdown()
+            if result is not None and not result.ok:
+                log.warning("shutdown() failed: %s\n%s", result.message, result.traceback)
+            self.worker = None
+
+    def run(self, mb: MiniBatch, run_id: str | None) -> BatchStatus:
+        """Stage, try, and publish one mini-batch; return its status."""
+        config, out = self.spec.config, self.layout.output
+        started = time.perf_counter()
+        ext = PART_EXTENSIONS[config.append_row_format]
+        part_local = (
+            os.path.join(self.scratch, f"{mb.id}.{ext}") if config.output_action == "append_row" else None
+        )
+        staged = self._folder("input", mb.id)
+        try:
+            try:
+                local_mb = stage_mini_batch(mb, staged)
+            except Exception as exc:
+                result, tries = (
+                    TryResult(
+                        ok=False,
+                        items=mb.items,
+                        category="input",
+                        message=f"cannot fetch the inputs of {mb.id}: {type(exc).__name__}: {exc}",
+                    ),
+                    1,
+                )
+            else:
+                result, tries = self._tries(local_mb, part_local)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+        status = _status_of(mb, result, tries, run_id)
+        if status.succeeded and part_local is not None:
+            status.part = self.layout.part(mb.id, ext)
+            out.put_file(part_local, status.part)
+            os.unlink(part_local)
+        if self.upload_dir is not None:
+            _upload_tree(self.upload_dir, out)
+        if status.items_failed or not status.succeeded:
+            out.write_json(self.layout.error(mb.id), status.dead_letter())
+        else:
+            out.remove(self.layout.error(mb.id))
+        status.seconds_total = round(time.perf_counter() - started, 6)
+        out.write_json(self.layout.status(mb.id), status.to_dict())
+        return status
+
+    def _tries(self, mb: MiniBatch, part_local: str | None) -> tuple[TryResult, int]:
+        config = self.spec.config
+        result = TryResult(ok=False, category="not_run", message="not tried")
+        for tries in range(1, config.run_max_try + 1):
+            if self.worker is None or not self.worker.alive():
+                self.worker = WorkerProcess(self.settings)
+                try:
+                    self.worker.start()
+                except EntryScriptLoadError as exc:
+                    # A script that cannot load fails the same way on every try.
+                    self.worker = None
+                    return TryResult(
+                        ok=False,
+                        items=mb.items,
+                        category=exc.category,
+                        message=str(exc),
+                        traceback=exc.traceback,
+                    ), tries
+            result = self.worker.run(mb, part_local, config.append_row_format, config.run_invocation_timeout)
+            if result.ok or result.category == "input":
+                return result, tries
+            log.warning(
+                "%s try %d of %d failed: [%s] %s",
+                mb.id,
+                tries,
+                config.run_max_try,
+                result.category,
+                result.message,
+            )
+            if result.traceback:
+                log.warning("%s", result.traceback)
+        return result, config.run_max_try
+
+
+def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None) -> BatchStatus:
+    if result.ok:
+        total, succeeded, failed = count_items(
+            result.items if result.items is not None else mb.items, result.returned
+        )
+    else:
+        total = result.items if result.items is not None else (mb.items if mb.items is not None else 1)
+        succeeded, failed = 0, total
+    status = BatchStatus(
+        id=mb.id,
+        index=mb.index,
+        status=SUCCEEDED if result.ok else FAILED,
+        inputs=mb.inputs,
+        tries=tries,
+        items_total=total,
+        items_succeeded=succeeded,
+        items_failed=failed,
+        items_returned=result.returned if result.ok else 0,
+        seconds_run=round(result.run_seconds, 6),
+        error_category=result.category,
+        error_message=result.message,
+        error_traceback=result.traceback,
+        run_id=run_id,
+    )
+    if result.ok and failed:
+        status.error_category = "shortfall"
+        status.error_message = (
+            f"run() returned {result.returned} results for {total} items; {failed} items count as failed"
+        )
+    return status
+
+
+def _upload_tree(local_root: str, output: Location) -> None:
+    """Publish what a ``summary_only`` script wrote locally, then forget it."""
+    for folder, _, names in os.walk(local_root):
+        for name in names:
+            local = os.path.join(folder, name)
+            output.put_file(local, output.join(os.path.relpath(local, local_root).replace(os.sep, "/")))
+            os.unlink(local)
+
+
+def _abort_if_hopeless(layout: RunLayout, spec: RunSpec, status: BatchStatus) -> None:
+    """Write the abort marker when the run cannot succeed any more."""
+    if status.error_category == "entry_script_load":
+        _write_abort(layout, f"the entry script cannot load: {status.error_message}", status.id)
+        return
+    if not any_bound(spec.config):
+        return
+    records = [
+        layout.output.read_json(p) for p in layout.output.listdir(layout.errors) if p.endswith(".json")
+    ]
+    header = read_manifest_header(layout)
+    counts = RunCounts(
+        total_mini_batches=int(header["total_mini_batches"]),
+        failed_mini_batches=sum(r.get("status") != SUCCEEDED for r in records),
+        total_items=0,
+        failed_items=sum(int(r.get("items_failed") or 0) for r in records),
+    )
+    reasons = exceeded(thresholds_of(spec.config), counts)
+    if reasons:
+        _write_abort(layout, "; ".join(reasons), status.id)
+
+
+def _write_abort(layout: RunLayout, reason: str, by: str) -> None:
+    if layout.output.exists(layout.abort):
+        return
+    log.error("aborting the run: %s; mini-batches not yet started will be skipped", reason)
+    layout.output.write_json(
+        layout.abort, {"reason": reason, "by": by, "at": datetime.now(timezone.utc).isoformat()}
+    )
+
+
+__all__ = ["BatchRunner", "abort_reason", "mini_batch_id", "run_mini_batch", "run_mini_batches"]
