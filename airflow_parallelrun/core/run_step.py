@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.manifest import RunLayout, read_manifest_header, read_mini_batches
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
 from airflow_parallelrun.core.output import PART_EXTENSIONS
@@ -180,6 +181,7 @@ class BatchRunner:
             status.part = self.layout.part(mb.id, ext)
             out.put_file(part_local, status.part)
             os.unlink(part_local)
+            failpoint(f"part_published:{mb.id}")
         if self.upload_dir is not None:
             _upload_tree(self.upload_dir, out)
         if status.items_failed or not status.succeeded:

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import weakref
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -19,6 +20,18 @@ from airflow_parallelrun.core.errors import EntryScriptLoadError
 from airflow_parallelrun.core.minibatch import MiniBatch
 
 log = logging.getLogger(__name__)
+
+# Workers of this process, so that a task being killed can take them down with it.
+_LIVE: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
+
+
+def kill_live_workers() -> int:
+    """Kill every worker this process started that is still running; return how many."""
+    workers = [w for w in list(_LIVE) if w.alive()]
+    for worker in workers:
+        worker.kill()
+    return len(workers)
+
 
 # Reading a staged mini-batch is local work; this bounds a worker that stopped answering.
 READ_TIMEOUT = 3600.0
@@ -92,6 +105,7 @@ class WorkerProcess:
             cwd=self.settings.working_dir or None,
             start_new_session=True,
         )
+        _LIVE.add(self)
         theirs.close()
         self.conn = Connection(ours.detach())
         self.conn.send(

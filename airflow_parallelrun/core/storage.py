@@ -16,6 +16,8 @@ import fsspec
 from fsspec.implementations.local import LocalFileSystem
 from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from airflow_parallelrun.core.failpoints import failpoint
+
 T = TypeVar("T")
 
 # Connection resets and timeouts pass; a missing file or a permission error does not.
@@ -77,6 +79,7 @@ class Location:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
+            failpoint(f"replace:{os.path.basename(path)}")
             os.replace(tmp, path)
         else:
             # One put is atomic on object stores; other filesystems get write-then-move.
@@ -93,6 +96,7 @@ class Location:
             os.makedirs(folder, exist_ok=True)
             tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
             shutil.copyfile(local_path, tmp)
+            failpoint(f"replace:{os.path.basename(path)}")
             os.replace(tmp, path)
         else:
             self.fs.put_file(local_path, path)

@@ -146,6 +146,13 @@ class RunMiniBatchOperator(BaseOperator):
             "items_failed": sum(s.items_failed for s in statuses),
         }
 
+    def on_kill(self) -> None:
+        """Kill the entry-script worker with the task: Airflow sends SIGTERM, then SIGKILL."""
+        from airflow_parallelrun.core.runner import kill_live_workers
+
+        if killed := kill_live_workers():
+            self.log.warning("killed %d entry-script worker process(es) with the task", killed)
+
 
 def _failure_line(status: Any) -> str:
     inputs = "; ".join(status.inputs)[:300]

@@ -590,11 +590,12 @@ class RealAirflow:
         return list(response.json()["task_instances"])
 
 
-@pytest.fixture(scope="module")
-def real_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirflow]:
-    """A started ``RealAirflow`` for the test module, stopped (with everything it started) at its end."""
-    home = tmp_path_factory.mktemp("real-airflow")
-    airflow = RealAirflow(home, home / "dags")
+def running_airflow(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[RealAirflow]:
+    """Yield a started ``RealAirflow`` on ``home``; stop it, with everything it started, afterwards.
+
+    Skips when this machine cannot run one, except under ``CI=true``, where that fails.
+    """
+    airflow = RealAirflow(home, home / "dags", extra_env)
     try:
         airflow.start()
     except AirflowUnavailable as exc:
@@ -610,3 +611,9 @@ def real_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirfl
         yield airflow
     finally:
         airflow.stop()
+
+
+@pytest.fixture(scope="module")
+def real_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirflow]:
+    """A started ``RealAirflow`` for the test module, stopped (with everything it started) at its end."""
+    yield from running_airflow(tmp_path_factory.mktemp("real-airflow"))

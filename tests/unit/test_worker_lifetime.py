@@ -55,3 +55,19 @@ def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path
         assert not _running(worker_pid), "the worker outlived its killed parent"
     finally:
         parent.kill()
+
+
+def test_kill_live_workers_takes_down_the_workers_of_this_process(tmp_path: Path) -> None:
+    """What the run task's on_kill calls when Airflow stops the task with SIGTERM."""
+    from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings, kill_live_workers
+
+    script = tmp_path / "score.py"
+    script.write_text("def run(mini_batch):\n    return mini_batch\n")
+    worker = WorkerProcess(WorkerSettings(entry_script=str(script), working_dir=str(tmp_path)))
+    worker.start()
+    assert worker.process is not None
+    pid = worker.process.pid
+    assert _running(pid)
+    assert kill_live_workers() == 1
+    assert not _running(pid)
+    assert kill_live_workers() == 0
