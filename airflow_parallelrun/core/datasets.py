@@ -42,12 +42,13 @@ class FileDataset:
     inside it), and one outside it is refused. Each item is one file; ``run()`` receives a list
     of local file paths (remote files are fetched to a local scratch folder first). ``path``
     and ``files`` are templated by the operator, so Params, macros and an upstream task's output
-    work.
+    work. ``conn_id`` names an Airflow Connection holding the storage's credentials.
     """
 
     path: str | None = None
     pattern: str = "**/*"
     files: Sequence[str] | Any | None = None
+    conn_id: str | None = None
 
     def __post_init__(self) -> None:
         _check_source("FileDataset", self.path, self.files, self.pattern)
@@ -68,13 +69,15 @@ class TabularDataset:
     Each item is a row; ``run()`` receives a pandas DataFrame. A big file is split into several
     mini-batches (parquet by row groups or rows, text formats by byte ranges cut at line ends);
     a mini-batch never crosses a file boundary. csv and tsv files have a header line. Text
-    splitting assumes no quoted field holds a line break.
+    splitting assumes no quoted field holds a line break. ``conn_id`` names an Airflow
+    Connection holding the storage's credentials.
     """
 
     path: str | None = None
     format: str = "csv"
     pattern: str | None = None
     files: Sequence[str] | Any | None = None
+    conn_id: str | None = None
 
     def __post_init__(self) -> None:
         _check_source("TabularDataset", self.path, self.files, self.pattern)

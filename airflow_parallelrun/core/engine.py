@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from airflow_parallelrun.core.aggregate import aggregate
@@ -33,7 +33,8 @@ class RunSpec:
     config: ParallelRunConfig
     entry_script: str
     arguments: tuple[str, ...] = ()
-    storage_options: dict[str, Any] = field(default_factory=dict)
+    # None: the options registered for the output path (from a Connection), if any.
+    storage_options: dict[str, Any] | None = None
 
     def layout(self) -> RunLayout:
         return RunLayout(Location(self.output_path, self.storage_options))

@@ -8,14 +8,12 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-import fsspec
-
 from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
 from airflow_parallelrun.core.errors import InputError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
 from airflow_parallelrun.core.paths import check_path, is_within
 from airflow_parallelrun.core.sizes import MiniBatchSize
-from airflow_parallelrun.core.storage import Location, call_with_retries
+from airflow_parallelrun.core.storage import Location, call_with_retries, open_url, url_to_fs
 
 _SCAN_BLOCK = 8 * 1024 * 1024
 _PIECE = re.compile(r"^(.+)\[(bytes|rows|row_groups)=(\d+):(\d+)\]$")
@@ -150,7 +148,7 @@ def _text_byte_ranges(file_size: int, size: int) -> list[tuple[int, int]]:
 def _text_row_ranges(url: str, fmt: str, rows: int) -> tuple[list[tuple[int, int, int]], int]:
     """Scan a text table once and cut it every ``rows`` data lines: ``[(start, end, n)]``."""
     ranges: list[tuple[int, int, int]] = []
-    with fsspec.open(url, "rb") as f:
+    with open_url(url) as f:
         offset = 0
         if fmt in ("csv", "tsv"):
             offset = len(f.readline())
@@ -176,7 +174,7 @@ def _text_row_ranges(url: str, fmt: str, rows: int) -> tuple[list[tuple[int, int
 def _parquet_pieces(url: str, size: MiniBatchSize) -> list[tuple[TabularPiece, int]]:
     import pyarrow.parquet as pq
 
-    with fsspec.open(url, "rb") as f:
+    with open_url(url) as f:
         meta = pq.ParquetFile(f).metadata
     groups = [
         (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)
@@ -225,7 +223,7 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
                 pieces.extend((TabularPiece(url, fmt, "bytes", s, e), n) for s, e, n in ranges)
             else:
                 if file_size is None:
-                    fs, path = fsspec.core.url_to_fs(url)
+                    fs, path = url_to_fs(url)
                     file_size = int(call_with_retries(fs.size, path))
                 pieces.extend(
                     (TabularPiece(url, fmt, "bytes", s, e), None)

@@ -8,19 +8,18 @@ import posixpath
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_parallelrun.core.errors import InputError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.storage import call_with_retries
+from airflow_parallelrun.core.storage import call_with_retries, open_url, url_to_fs
 
 if TYPE_CHECKING:
     import pandas as pd
 
 
 def is_local(url: str) -> bool:
-    fs, _ = fsspec.core.url_to_fs(url)
+    fs, _ = url_to_fs(url)
     return isinstance(fs, LocalFileSystem)
 
 
@@ -115,7 +114,7 @@ def read_table_piece(piece: TabularPiece) -> pd.DataFrame:
     """Read one piece of a table as a DataFrame, reading only its own bytes."""
     name = piece.path
     try:
-        with fsspec.open(piece.path, "rb") as f:
+        with open_url(piece.path) as f:
             if piece.format == "parquet":
                 return read_parquet_piece(f, piece).to_pandas()
             if piece.unit == "file":
@@ -154,7 +153,7 @@ def count_piece_items(mb: MiniBatch) -> int:
         return len(mb.files)
     piece = mb.piece
     try:
-        with fsspec.open(piece.path, "rb") as f:
+        with open_url(piece.path) as f:
             if piece.format == "parquet":
                 import pyarrow.parquet as pq
 
@@ -184,14 +183,14 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
             import pyarrow.parquet as pq
 
             def fetch() -> None:
-                with fsspec.open(piece.path, "rb") as f:
+                with open_url(piece.path) as f:
                     pq.write_table(read_parquet_piece(f, piece), local)
 
             call_with_retries(fetch)
             return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
 
         def fetch_text() -> None:
-            with fsspec.open(piece.path, "rb") as f:
+            with open_url(piece.path) as f:
                 end = f.seek(0, os.SEEK_END) if piece.unit == "file" else piece.end
                 start = 0 if piece.unit == "file" else piece.start
                 head, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
@@ -204,11 +203,11 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
     folder = os.path.join(scratch, mb.id)
     for i, url in enumerate(mb.files):
         if is_local(url):
-            local_files.append(fsspec.core.url_to_fs(url)[1])
+            local_files.append(url_to_fs(url)[1])
             continue
         os.makedirs(folder, exist_ok=True)
         target = os.path.join(folder, f"{i:05d}-{posixpath.basename(url.rstrip('/'))}")
-        fs, path = fsspec.core.url_to_fs(url)
+        fs, path = url_to_fs(url)
         call_with_retries(fs.get_file, path, target)
         local_files.append(target)
     return replace(mb, files=tuple(local_files))

@@ -31,12 +31,60 @@ retrying = retry(
 )
 
 
+# Storage options (credentials) per URL prefix, set by the Airflow adapters from Connections.
+# They live only in this process's memory: never in a manifest, a status, a report or XCom.
+_OPTIONS: dict[str, dict[str, Any]] = {}
+
+
+def _normal(url: str) -> str:
+    """Spell a URL one way: ``mem:///a/b`` and ``mem://a/b`` are the same place.
+
+    >>> _normal("lockedmem:///in/a.txt"), _normal("s3://bucket/x/"), _normal("/data/in/")
+    ('lockedmem://in/a.txt', 's3://bucket/x', '/data/in')
+    """
+    if "://" in url:
+        protocol, rest = url.split("://", 1)
+        return f"{protocol}://{rest.lstrip('/')}".rstrip("/")
+    return url.rstrip("/") or "/"
+
+
+def set_storage_options(url_prefix: str, options: dict[str, Any]) -> None:
+    """Use ``options`` for every URL under ``url_prefix`` opened by this process."""
+    _OPTIONS[_normal(url_prefix)] = dict(options)
+
+
+def clear_storage_options() -> None:
+    _OPTIONS.clear()
+
+
+def options_for(url: str) -> dict[str, Any]:
+    """Return the storage options of the longest registered prefix of ``url``, or none."""
+    url, best = _normal(url), None
+    for prefix in _OPTIONS:
+        inside = url == prefix or url.startswith(prefix if prefix.endswith(("/", ":")) else prefix + "/")
+        if inside and (best is None or len(prefix) > len(best)):
+            best = prefix
+    return dict(_OPTIONS[best]) if best is not None else {}
+
+
+def url_to_fs(url: str) -> tuple[Any, str]:
+    """Return the filesystem and path of ``url``, with the storage options registered for it."""
+    return fsspec.core.url_to_fs(url, **options_for(url))
+
+
+def open_url(url: str, mode: str = "rb") -> Any:
+    """Open ``url`` with the storage options registered for it."""
+    fs, path = url_to_fs(url)
+    return fs.open(path, mode)
+
+
 class Location:
     """A folder (or file) on one fsspec filesystem, addressed by its URL."""
 
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = str(url)
-        self.fs, self.path = fsspec.core.url_to_fs(self.url, **(storage_options or {}))
+        options = storage_options if storage_options is not None else options_for(self.url)
+        self.fs, self.path = fsspec.core.url_to_fs(self.url, **options)
         self.path = self.path.rstrip("/") or "/"
 
     @property

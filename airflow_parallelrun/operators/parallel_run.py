@@ -16,6 +16,46 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 OUTPUT_PATH_KEY = "output_path"
+INPUT_ROOT_KEY = "input_root"
+
+
+def storage_options_from_connection(conn_id: str) -> dict[str, Any]:
+    """Turn an Airflow Connection into fsspec storage options, held in this process's memory only.
+
+    The Connection's extra ``storage_options`` (a JSON object) goes to fsspec as it is; its login
+    and password fill ``key`` and ``secret`` (s3fs's names) unless the extra names other
+    options in ``login_option`` and ``password_option``.
+    """
+    from airflow.sdk import BaseHook
+
+    conn = BaseHook.get_connection(conn_id)
+    extra = conn.extra_dejson
+    options = dict(extra.get("storage_options") or {})
+    if conn.login:
+        options.setdefault(extra.get("login_option", "key"), conn.login)
+    if conn.password:
+        options.setdefault(extra.get("password_option", "secret"), conn.password)
+    return options
+
+
+def input_root(path: str | None, files: Any) -> str:
+    """Return the URL prefix the input's credentials apply to: its folder, or its files' protocol."""
+    if path:
+        return str(path)
+    first = next(iter(files or []), "")
+    return str(first).split("://", 1)[0] + ":/" if "://" in str(first) else "/"
+
+
+def use_connections(
+    root: str | None, input_conn_id: str | None, output_path: str | None, output_conn_id: str | None
+) -> None:
+    """Register the Connections' storage options for the input and output of this task's run."""
+    from airflow_parallelrun.core.storage import set_storage_options
+
+    if input_conn_id and root:
+        set_storage_options(root, storage_options_from_connection(input_conn_id))
+    if output_conn_id and output_path:
+        set_storage_options(output_path, storage_options_from_connection(output_conn_id))
 
 
 def _fail(message: str) -> Exception:
@@ -47,6 +87,17 @@ def _check_output_path(value: Any) -> str:
     return value
 
 
+def pull_output_path(
+    context: Context, partition_task_id: str, input_conn_id: str | None, output_conn_id: str | None
+) -> str | None:
+    """Return the output path the partition task rendered, with the run's Connections in use."""
+    ti = context["ti"]
+    output_path = ti.xcom_pull(task_ids=partition_task_id, key=OUTPUT_PATH_KEY)
+    root = ti.xcom_pull(task_ids=partition_task_id, key=INPUT_ROOT_KEY)
+    use_connections(root, input_conn_id, output_path, output_conn_id)
+    return output_path
+
+
 class PartitionOperator(BaseOperator):
     """List the input, split it into mini-batches, and return their descriptors for mapping."""
 
@@ -60,10 +111,12 @@ class PartitionOperator(BaseOperator):
         output_path: str,
         config: ParallelRunConfig,
         resume: bool = False,
+        output_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.resume = resume
+        self.output_conn_id = output_conn_id
         self.inputs = inputs
         self.input_path = inputs.path
         self.input_files = inputs.files
@@ -82,10 +135,13 @@ class PartitionOperator(BaseOperator):
         if self.input_path is not None:
             check_path("inputs.path", str(self.input_path), self._templates["inputs.path"])
         dataset = self.inputs.with_source(self.input_path, self.input_files)
+        root = input_root(dataset.path, dataset.files)
+        use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
         descriptors = engine.partition(
             dataset, _spec(output_path, self.config, "", ()), resume=self.resume, max_tasks=max_map_length()
         )
         context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
+        context["ti"].xcom_push(key=INPUT_ROOT_KEY, value=root)
         return descriptors
 
 
@@ -103,11 +159,15 @@ class RunMiniBatchOperator(BaseOperator):
         config: ParallelRunConfig,
         entry_script: str,
         arguments: Sequence[str] = (),
+        input_conn_id: str | None = None,
+        output_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.mini_batch = mini_batch
         self.partition_task_id = partition_task_id
+        self.input_conn_id = input_conn_id
+        self.output_conn_id = output_conn_id
         self.config = config
         self.entry_script = entry_script
         self.arguments = list(arguments)
@@ -117,8 +177,10 @@ class RunMiniBatchOperator(BaseOperator):
         from airflow_parallelrun.core.status import SKIPPED
 
         ti = context["ti"]
-        output_path = ti.xcom_pull(task_ids=self.partition_task_id, key=OUTPUT_PATH_KEY)
-        spec = _spec(output_path, self.config, self.entry_script, self.arguments)
+        output_path = pull_output_path(
+            context, self.partition_task_id, self.input_conn_id, self.output_conn_id
+        )
+        spec = _spec(str(output_path), self.config, self.entry_script, self.arguments)
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.
         statuses = engine.run_mini_batches(
@@ -168,17 +230,29 @@ class AggregateOperator(BaseOperator):
 
     ui_color = "#e6f4ea"
 
-    def __init__(self, *, partition_task_id: str, config: ParallelRunConfig, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        partition_task_id: str,
+        config: ParallelRunConfig,
+        input_conn_id: str | None = None,
+        output_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.partition_task_id = partition_task_id
         self.config = config
+        self.input_conn_id = input_conn_id
+        self.output_conn_id = output_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_parallelrun.core import engine
         from airflow_parallelrun.core.errors import ThresholdExceeded
 
-        output_path = context["ti"].xcom_pull(task_ids=self.partition_task_id, key=OUTPUT_PATH_KEY)
+        output_path = pull_output_path(
+            context, self.partition_task_id, self.input_conn_id, self.output_conn_id
+        )
         if not output_path:
             raise _fail(
                 f"the partition task {self.partition_task_id!r} did not finish, so there is nothing to "
@@ -240,7 +314,9 @@ class ParallelRunOperator(TaskGroup):
 
     ``inputs`` paths, ``output_path`` and ``arguments`` are templated. ``resume=True`` lets a new
     DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
-    already succeeded. Above ``[core] max_map_length`` mini-batches, each mapped task instance
+    already succeeded. Credentials come from Airflow Connections: ``conn_id`` on the dataset for
+    the input, ``output_conn_id`` for the output; they are never written to the run's storage,
+    its reports or XCom. Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
     Other keyword arguments (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to
     the three tasks.
@@ -255,6 +331,7 @@ class ParallelRunOperator(TaskGroup):
         config: ParallelRunConfig,
         arguments: Sequence[str] = (),
         resume: bool = False,
+        output_conn_id: str | None = None,
         tooltip: str = "",
         dag: Any = None,
         **operator_kwargs: Any,
@@ -284,8 +361,10 @@ class ParallelRunOperator(TaskGroup):
                 output_path=output_path,
                 config=config,
                 resume=resume,
+                output_conn_id=output_conn_id,
                 **operator_kwargs,
             )
+            connections = {"input_conn_id": inputs.conn_id, "output_conn_id": output_conn_id}
             self.run_task = RunMiniBatchOperator.partial(
                 task_id="run",
                 partition_task_id=self.partition_task.task_id,
@@ -294,12 +373,14 @@ class ParallelRunOperator(TaskGroup):
                 arguments=list(arguments),
                 max_active_tis_per_dagrun=config.concurrency,
                 map_index_template="{{ task.mini_batch['label'] }}",
+                **connections,
                 **operator_kwargs,
             ).expand(mini_batch=self.partition_task.output)
             self.aggregate_task = AggregateOperator(
                 task_id="aggregate",
                 partition_task_id=self.partition_task.task_id,
                 config=config,
+                **connections,
                 **operator_kwargs,
             )
             self.run_task >> self.aggregate_task

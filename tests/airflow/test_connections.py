@@ -1,0 +1,112 @@
+"""Credentials come from an Airflow Connection and never show in a log, a report, the summary or XCom."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from tests.airflow.conftest import task_instances
+
+pytestmark = [pytest.mark.airflow, pytest.mark.slow]
+
+SECRET = "s3cr3t-Zq81-never-print-me"
+
+
+class LockedFileSystem(MemoryFileSystem):
+    """An in-memory store that refuses every caller without the right key and secret."""
+
+    protocol = ("lockedmem",)
+    root_marker = "/"
+    store: dict[str, Any] = {}  # its own files, not the memory filesystem's
+    pseudo_dirs = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        # MemoryFileSystem strips only "memory://".
+        return super()._strip_protocol(path.removeprefix("lockedmem://"))
+
+    def __init__(self, key: str | None = None, secret: str | None = None, **kwargs: Any) -> None:
+        if key != "scorer" or secret != SECRET:
+            raise PermissionError("lockedmem: wrong or missing credentials; give key and secret")
+        super().__init__(**kwargs)
+
+
+@pytest.fixture
+def locked_store(monkeypatch: pytest.MonkeyPatch):
+    fsspec.register_implementation("lockedmem", LockedFileSystem, clobber=True)
+    LockedFileSystem.store.clear()
+    fs = LockedFileSystem(key="scorer", secret=SECRET)
+    for i in range(6):
+        fs.pipe_file(f"/in/item{i}.txt", f"v{i}".encode())
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_LOCKED_STORE",
+        json.dumps({"conn_type": "generic", "login": "scorer", "password": SECRET, "extra": {}}),
+    )
+    yield fs
+    from airflow_parallelrun.core.storage import clear_storage_options
+
+    clear_storage_options()
+    LockedFileSystem.store.clear()
+
+
+DAG_SOURCE = """
+from airflow.sdk import DAG
+from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+with DAG("{dag_id}", schedule=None) as dag:
+    ParallelRunOperator(
+        task_id="score",
+        inputs=FileDataset(path="lockedmem://in", pattern="*.txt", conn_id={conn!r}),
+        output_path="lockedmem://out",
+        output_conn_id={conn!r},
+        config=ParallelRunConfig(entry_script="{script}", mini_batch_size="2", process_count_per_node=1),
+    )
+"""
+
+
+def _script(tmp_path: Path) -> Path:
+    script = tmp_path / "score.py"
+    script.write_text("def run(mini_batch):\n    return [open(p).read() for p in mini_batch]\n")
+    return script
+
+
+def test_a_connection_gives_the_credentials_and_no_secret_is_written_anywhere(
+    write_dag, tmp_path: Path, locked_store, capfd: pytest.CaptureFixture[str]
+) -> None:
+    dag = write_dag(DAG_SOURCE.format(dag_id="locked_ok", conn="locked_store", script=_script(tmp_path)))
+    dag_run = dag.test()
+    assert dag_run.state == "success"
+    assert locked_store.cat_file("/out/parallel_run_step.txt").decode().split() == [f"v{i}" for i in range(6)]
+
+    # Everything the run wrote to its storage: summary, report, manifest, statuses, parts.
+    written = {path: locked_store.cat_file(path) for path in locked_store.find("/out")}
+    assert any(path.endswith("summary.json") for path in written)
+    assert all(SECRET.encode() not in content for content in written.values())
+    # XCom of every task of the run.
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        values = [
+            str(row.value)
+            for row in session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+        ]
+    assert values and all(SECRET not in v for v in values)
+    # The task logs, as dag.test() prints them.
+    logs = capfd.readouterr()
+    assert "parallel run succeeded" in logs.out + logs.err  # the logs were captured
+    assert SECRET not in logs.out and SECRET not in logs.err
+
+
+def test_without_the_connection_the_store_refuses_and_the_run_says_why(
+    write_dag, tmp_path: Path, locked_store
+) -> None:
+    dag = write_dag(DAG_SOURCE.format(dag_id="locked_none", conn=None, script=_script(tmp_path)))
+    dag_run = dag.test()
+    assert dag_run.state == "failed"
+    assert task_instances(dag_run)[("score.partition", -1)][0] == "failed"
