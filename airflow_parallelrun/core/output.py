@@ -16,11 +16,9 @@ PART_EXTENSIONS = {"text": "txt", "csv": "csv", "parquet": "parquet"}
 
 def count_results(result: Any) -> int:
     """Return how many items ``run()`` says succeeded, or explain what it should have returned."""
-    import pandas as pd
-
-    if isinstance(result, pd.DataFrame):
-        return len(result)
     if isinstance(result, list):
+        return len(result)
+    if _is_frame(result):
         return len(result)
     raise RunOutputError(
         f"run() returned {type(result).__name__}"
@@ -28,6 +26,15 @@ def count_results(result: Any) -> int:
         "item) or a pandas DataFrame (one row per succeeded item). Return the results, e.g. "
         "`return [f'{name}: {label}' for ...]` or `return df[['id', 'prediction']]`."
     )
+
+
+def _is_frame(value: Any) -> bool:
+    """Tell whether ``value`` is a pandas DataFrame, without importing pandas for a list."""
+    if not type(value).__module__.startswith("pandas"):
+        return False
+    import pandas as pd
+
+    return isinstance(value, pd.DataFrame)
 
 
 def _preview(value: Any) -> str:
@@ -56,9 +63,7 @@ def format_text(result: Any) -> bytes:
     >>> format_text([])
     b''
     """
-    import pandas as pd
-
-    if isinstance(result, pd.DataFrame):
+    if _is_frame(result):
         if result.empty:
             return b""
         columns = [result[c].astype(str) for c in result.columns]

@@ -128,13 +128,16 @@ class WorkerProcess:
         ``timed_out`` tells the two apart: the connection closes a moment before the OS reports
         the process as exited, so ``alive()`` cannot.
         """
-        assert self.conn is not None
+        # kill() may run meanwhile, from on_kill in a signal handler: hold the connection here.
+        conn = self.conn
         self.timed_out = False
+        if conn is None:
+            return None
         try:
-            if not self.conn.poll(timeout):
+            if not conn.poll(timeout):
                 self.timed_out = True
                 return None
-            return dict(self.conn.recv())
+            return dict(conn.recv())
         except (EOFError, OSError):
             return None
 

@@ -71,3 +71,23 @@ def test_kill_live_workers_takes_down_the_workers_of_this_process(tmp_path: Path
     assert kill_live_workers() == 1
     assert not _running(pid)
     assert kill_live_workers() == 0
+
+
+def test_a_kill_during_run_ends_the_try_as_worker_died_not_an_exception(tmp_path: Path) -> None:
+    """on_kill runs kill_live_workers while run() waits for its reply; the try must end cleanly."""
+    import threading
+
+    from airflow_parallelrun.core.minibatch import MiniBatch
+    from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings, kill_live_workers
+
+    script = tmp_path / "score.py"
+    script.write_text("import time\ndef run(mini_batch):\n    time.sleep(30)\n    return mini_batch\n")
+    worker = WorkerProcess(WorkerSettings(entry_script=str(script), working_dir=str(tmp_path)))
+    worker.start()
+    killer = threading.Timer(1.0, kill_live_workers)
+    killer.start()
+    started = time.monotonic()
+    result = worker.run(MiniBatch(index=0, kind="files", files=("a",)), None, "text", timeout=60)
+    killer.join()
+    assert time.monotonic() - started < 15
+    assert not result.ok and result.category == "worker_died"
