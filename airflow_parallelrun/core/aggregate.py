@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -76,6 +77,7 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
         "refused_inputs": header.get("refused_inputs", []),
         "resumed_from_earlier_run": bool(header.get("resumed")),
         "resume_note": header.get("resume_note", ""),
+        "note": header.get("note", ""),
         "mini_batch_size": header.get("mini_batch_size"),
         "run_seconds": round(sum(s.seconds_run for s in statuses), 3),
         "report": out.url_of(layout.report),
@@ -144,8 +146,8 @@ def _merge(layout: RunLayout, statuses: list[BatchStatus], config: ParallelRunCo
     def parts() -> Iterator[BinaryIO | None]:
         for s in statuses:
             if s.succeeded and s.part:
-                with out.fs.open(s.part, "rb") as f:
-                    yield f
+                # One part in memory at a time, read with the storage retries.
+                yield io.BytesIO(out.read_bytes(s.part))
 
     target = out.join(config.output_file_name)
     if config.append_row_format == "parquet" and not any(s.succeeded and s.part for s in statuses):

@@ -19,6 +19,18 @@ class InputError(ParallelRunError):
     """The input cannot be listed or read (missing folder, unreadable or corrupt file)."""
 
 
+class InputReadError(InputError):
+    """An input could not be read; ``items`` is how many items failed with it, if known."""
+
+    def __init__(self, message: str, items: int | None) -> None:
+        super().__init__(message)
+        self.items = items
+
+
+class TableReadError(InputReadError):
+    """A piece of a table could not be read or parsed."""
+
+
 class StorageError(ParallelRunError):
     """The run's storage kept failing after retries."""
 

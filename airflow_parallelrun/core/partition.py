@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import re
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
-from airflow_parallelrun.core.errors import InputError
+from airflow_parallelrun.core.errors import InputError, StorageError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
 from airflow_parallelrun.core.paths import check_path, is_within
 from airflow_parallelrun.core.sizes import MiniBatchSize
-from airflow_parallelrun.core.storage import Location, call_with_retries, open_url, url_to_fs
+from airflow_parallelrun.core.storage import (
+    Location,
+    call_with_retries,
+    open_url,
+    url_to_fs,
+)
 
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+NO_FILES_NOTE = "the input matched no files: the run has zero mini-batches and succeeds with zero items"
 _SCAN_BLOCK = 8 * 1024 * 1024
 _PIECE = re.compile(r"^(.+)\[(bytes|rows|row_groups)=(\d+):(\d+)\]$")
 
@@ -56,15 +66,16 @@ def list_input_files(dataset: Dataset) -> Listed:
         return files, [], _fingerprint(stamps)
     assert dataset.path is not None
     loc = Location(dataset.path)
-    if not call_with_retries(loc.fs.exists, loc.path):
+    # Not fs.exists: fsspec's generic exists() answers False for any error, a timeout included.
+    info = _with_retries(f"input path {dataset.path!r}", _info_or_none, loc.fs, loc.path)
+    if info is None:
         raise InputError(
             f"input path {dataset.path!r} does not exist; check the path (after templating) or create it"
         )
-    if call_with_retries(loc.fs.isfile, loc.path):
-        info = call_with_retries(loc.fs.info, loc.path)
+    if info.get("type") == "file":
         return [(loc.url_of(loc.path), info.get("size"))], [], _fingerprint([f"{loc.path} {_version(info)}"])
     pattern = loc.join(str(dataset.pattern))
-    found = call_with_retries(loc.fs.glob, pattern, detail=True)
+    found = _with_retries(f"listing {dataset.path!r}", loc.fs.glob, pattern, detail=True)
     fingerprint = _fingerprint([f"{p} {_version(info)}" for p, info in sorted(found.items())])
     if not loc.is_local:
         files = [(loc.url_of(p), info.get("size")) for p, info in found.items() if info.get("type") == "file"]
@@ -84,6 +95,26 @@ def list_input_files(dataset: Dataset) -> Listed:
         else:
             kept.append((path, os.path.getsize(real)))
     return kept, refused, fingerprint
+
+
+def _info_or_none(fs: Any, path: str) -> dict[str, Any] | None:
+    try:
+        return dict(fs.info(path))
+    except FileNotFoundError:
+        return None
+
+
+def _with_retries(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """Call ``fn`` retrying transient storage errors; one that persists fails the partition step."""
+    try:
+        return call_with_retries(fn, *args, **kwargs)
+    except StorageError as exc:
+        # The retries gave up: say which input, and keep the storage's own error as the cause.
+        cause = exc.__cause__ or exc
+        raise StorageError(
+            f"{what}: the storage kept failing after retries: {type(cause).__name__}: {cause}; "
+            "check the storage and its connection, then clear the partition task"
+        ) from cause
 
 
 def _explicit_files(dataset: Dataset) -> list[tuple[str, int | None]]:
@@ -202,7 +233,9 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
     """Split each table file into pieces of about ``size``; a piece never crosses a file boundary.
 
     A file whose layout cannot be read (a truncated parquet footer, a file gone since listing)
-    becomes one whole-file mini-batch, so that reading it fails and is counted there.
+    becomes one whole-file mini-batch, so that reading it fails and is counted there. A storage
+    error that persists through the retries raises ``StorageError`` instead: that is no fault
+    of the file's.
     """
     if size.unit not in ("bytes", "rows") or size.value < 1:
         raise ValueError(f"a TabularDataset needs a positive byte or row size per mini-batch, got {size}")
@@ -217,18 +250,20 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
             continue
         try:
             if fmt == "parquet":
-                pieces.extend(call_with_retries(_parquet_pieces, url, size))
+                pieces.extend(_with_retries(url, _parquet_pieces, url, size))
             elif size.unit == "rows":
-                ranges, _ = call_with_retries(_text_row_ranges, url, fmt, size.value)
+                ranges, _ = _with_retries(url, _text_row_ranges, url, fmt, size.value)
                 pieces.extend((TabularPiece(url, fmt, "bytes", s, e), n) for s, e, n in ranges)
             else:
                 if file_size is None:
                     fs, path = url_to_fs(url)
-                    file_size = int(call_with_retries(fs.size, path))
+                    file_size = int(_with_retries(url, fs.size, path))
                 pieces.extend(
                     (TabularPiece(url, fmt, "bytes", s, e), None)
                     for s, e in _text_byte_ranges(file_size, size.value)
                 )
+        except StorageError:
+            raise
         except Exception:
             pieces.append((TabularPiece(url, fmt, "file"), None))
     return [
@@ -245,6 +280,8 @@ def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniB
     else:
         assert isinstance(dataset, FileDataset)
         batches = partition_files(files, size)
+    if not files:
+        log.warning("input %s: %s", dataset.path if dataset.path is not None else "files=[]", NO_FILES_NOTE)
     header = {
         "kind": "tabular" if dataset.tabular else "files",
         "format": getattr(dataset, "format", None),
@@ -253,5 +290,6 @@ def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniB
         "refused_inputs": refused,
         "fingerprint": fingerprint,
         "mini_batch_size": {"unit": size.unit, "value": size.value},
+        "note": "" if files else NO_FILES_NOTE,
     }
     return batches, header

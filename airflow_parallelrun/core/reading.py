@@ -1,82 +1,41 @@
-"""Read one mini-batch: make its files local, or load its piece of a table as a DataFrame."""
+"""Read one mini-batch: make its files local, or load its piece of a table as a DataFrame.
+
+A bad input fails only what it must. A file that cannot be opened, a table piece that is empty,
+binary, not UTF-8 or not parseable fails its mini-batch with a message naming the file and the
+cause. A csv or tsv row whose field count differs from the header's is rejected on its own: the
+other rows of its piece are read, and the rejected rows are reported by line number.
+"""
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_parallelrun.core.errors import InputError
+from airflow_parallelrun.core.errors import InputError, InputReadError, TableReadError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
 from airflow_parallelrun.core.storage import call_with_retries, open_url, url_to_fs
+from airflow_parallelrun.core.text_table import (
+    TableRows,
+    count_lines,
+    parse_text_rows,
+    read_line_range,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
+
+_MESSAGE_LINES = 20
+_BLOCK = 8 * 1024 * 1024
 
 
 def is_local(url: str) -> bool:
     fs, _ = url_to_fs(url)
     return isinstance(fs, LocalFileSystem)
-
-
-def read_line_range(f: BinaryIO, start: int, end: int, *, header: bool) -> tuple[bytes, bytes]:
-    """Return ``(header line, data lines)`` of the lines whose first byte is in ``[start, end)``.
-
-    The header line belongs to no range. Only the range's own bytes are read, plus the rest of
-    the last line that starts inside it.
-
-    >>> data = io.BytesIO(b"h\\n1\\n22\\n333\\n")
-    >>> read_line_range(data, 0, 4, header=True)
-    (b'h\\n', b'1\\n')
-    >>> read_line_range(data, 4, 6, header=True)
-    (b'h\\n', b'22\\n')
-    >>> read_line_range(data, 6, 12, header=True)
-    (b'h\\n', b'333\\n')
-    """
-    f.seek(0)
-    head = f.readline() if header else b""
-    begin = max(start, len(head))
-    if begin >= end:
-        return head, b""
-    if begin > len(head):
-        f.seek(begin - 1)
-        if f.read(1) != b"\n":
-            f.readline()  # the line under way belongs to the range before
-    else:
-        f.seek(begin)
-    pos = f.tell()
-    if pos >= end:
-        return head, b""
-    body = f.read(end - pos)
-    if body and not body.endswith(b"\n"):
-        body += f.readline()
-    return head, body
-
-
-def parse_text_table(head: bytes, body: bytes, fmt: str) -> pd.DataFrame:
-    """Parse csv/tsv (with ``head`` as the header line) or jsonl bytes into a DataFrame."""
-    import pandas as pd
-
-    if fmt == "jsonl":
-        if not body.strip():
-            return pd.DataFrame()
-        return pd.read_json(io.BytesIO(body), lines=True)
-    if not head.strip():
-        raise InputError("the file is empty: a csv or tsv file needs a header line")
-    return pd.read_csv(io.BytesIO(head + body), sep="\t" if fmt == "tsv" else ",")
-
-
-def count_lines(body: bytes) -> int:
-    """Count the lines in ``body``, a last line without a line break included.
-
-    >>> count_lines(b"a\\nb"), count_lines(b"a\\n"), count_lines(b"")
-    (2, 1, 0)
-    """
-    return body.count(b"\n") + (1 if body and not body.endswith(b"\n") else 0)
 
 
 def read_parquet_piece(source: Any, piece: TabularPiece) -> Any:
@@ -102,26 +61,30 @@ def read_parquet_piece(source: Any, piece: TabularPiece) -> Any:
     return table.slice(piece.start - (first_row or 0), piece.end - piece.start)
 
 
-class TableReadError(InputError):
-    """A piece of a table could not be parsed; ``items`` is how many rows it held, if known."""
-
-    def __init__(self, message: str, items: int | None) -> None:
-        super().__init__(message)
-        self.items = items
-
-
 def read_table_piece(piece: TabularPiece) -> pd.DataFrame:
-    """Read one piece of a table as a DataFrame, reading only its own bytes."""
+    """Read one piece of a table as a DataFrame, reading only its own bytes.
+
+    Raise ``TableReadError`` naming the file and the cause if the piece cannot be read, and
+    also if a row was rejected (see :func:`read_table_rows` to read the other rows).
+    """
+    rows = read_table_rows(piece)
+    if rows.rejected:
+        raise TableReadError(f"{piece.path}: {rows.message}", rows.rejected + len(rows.frame))
+    return rows.frame
+
+
+def read_table_rows(piece: TabularPiece) -> TableRows:
+    """Read one piece of a table, reading only its own bytes; reject ragged csv/tsv rows.
+
+    Raise ``TableReadError`` naming the file and the cause if the piece cannot be read at all:
+    the file is gone, may not be read, is not a table of its format, or is empty (a csv or tsv
+    needs its header line; an empty jsonl file is an empty table).
+    """
     name = piece.path
     try:
-        with open_url(piece.path) as f:
-            if piece.format == "parquet":
-                return read_parquet_piece(f, piece).to_pandas()
-            if piece.unit == "file":
-                start, end = 0, f.seek(0, os.SEEK_END)
-            else:
-                start, end = piece.start, piece.end
-            head, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
+        if piece.format == "parquet":
+            return TableRows(call_with_retries(_read_parquet, piece).to_pandas())
+        head, body, offset = call_with_retries(_read_text, piece)
     except FileNotFoundError as exc:
         raise TableReadError(
             f"{name}: the file is gone ({exc}); it was listed but cannot be read", None
@@ -133,12 +96,72 @@ def read_table_piece(piece: TabularPiece) -> pd.DataFrame:
             f"{name}: cannot read {piece.describe()}: {type(exc).__name__}: {exc}", None
         ) from exc
     try:
-        return parse_text_table(head, body, piece.format)
+        # Count the lines before the piece only to name rejected rows exactly: rarely, that is.
+        rows = parse_text_rows(
+            head,
+            body,
+            piece.format,
+            offset=offset,
+            first_line=lambda: call_with_retries(_lines_before, piece.path, offset) + 1,
+        )
     except Exception as exc:
+        cause = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
         raise TableReadError(
-            f"{name}: cannot parse {piece.describe()} as {piece.format}: {type(exc).__name__}: {exc}",
-            count_lines(body),
+            f"{name}: cannot read {piece.describe()} as {piece.format}: {cause}", max(count_lines(body), 1)
         ) from exc
+    if rows.rejected:
+        rows.message = f"{name}: {rows.message}"
+    return rows
+
+
+def _read_parquet(piece: TabularPiece) -> Any:
+    with open_url(piece.path) as f:
+        return read_parquet_piece(f, piece)
+
+
+def _read_text(piece: TabularPiece) -> tuple[bytes, bytes, int]:
+    """Return the header line, the piece's lines, and the file offset of the first of them."""
+    with open_url(piece.path) as f:
+        if piece.unit == "file":
+            start, end = 0, f.seek(0, os.SEEK_END)
+        else:
+            start, end = piece.start, piece.end
+        head, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
+        return head, body, f.tell() - len(body)
+
+
+def _lines_before(url: str, offset: int) -> int:
+    """Count the line breaks in the first ``offset`` bytes of a file."""
+    count, done = 0, 0
+    with open_url(url) as f:
+        while done < offset and (block := f.read(min(_BLOCK, offset - done))):
+            count += block.count(b"\n")
+            done += len(block)
+    return count
+
+
+def check_files_readable(files: Sequence[str]) -> None:
+    """Raise ``InputReadError`` naming every local file of a mini-batch that cannot be opened.
+
+    Opening reads nothing (and does not wait on a named pipe); it finds the files deleted since
+    listing, and those that may not be read, before ``run()`` spends its tries on them.
+    """
+    problems = []
+    for path in files:
+        try:
+            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+        except FileNotFoundError as exc:
+            problems.append(f"{path}: the file is gone ({exc}); it was listed but cannot be read")
+        except PermissionError as exc:
+            problems.append(f"{path}: permission denied ({exc}); let the worker read it")
+        except OSError as exc:
+            problems.append(f"{path}: cannot open it: {type(exc).__name__}: {exc}")
+    if problems:
+        listed = "; ".join(problems[:_MESSAGE_LINES])
+        more = f"; and {len(problems) - _MESSAGE_LINES} more" if len(problems) > _MESSAGE_LINES else ""
+        raise InputReadError(
+            f"{len(problems)} of the {len(files)} files cannot be read: {listed}{more}", len(files)
+        )
 
 
 def count_piece_items(mb: MiniBatch) -> int:
@@ -152,7 +175,8 @@ def count_piece_items(mb: MiniBatch) -> int:
     if mb.piece is None:
         return len(mb.files)
     piece = mb.piece
-    try:
+
+    def count() -> int:
         with open_url(piece.path) as f:
             if piece.format == "parquet":
                 import pyarrow.parquet as pq
@@ -165,6 +189,9 @@ def count_piece_items(mb: MiniBatch) -> int:
             start = 0 if piece.unit == "file" else piece.start
             _, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
             return count_lines(body)
+
+    try:
+        return call_with_retries(count)
     except Exception:
         return 1
 
@@ -172,13 +199,17 @@ def count_piece_items(mb: MiniBatch) -> int:
 def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
     """Return ``mb`` with every remote input copied into ``scratch``; local inputs stay where they are.
 
-    The worker process then reads only local files, whatever filesystem the input is on.
+    The worker process then reads only local files, whatever filesystem the input is on. A
+    local file that cannot be opened any more raises ``InputReadError`` naming it, before
+    ``run()`` spends its tries on it.
     """
     if mb.piece is not None:
         if is_local(mb.piece.path):
             return mb
-        local = os.path.join(scratch, f"{mb.id}.{mb.piece.format}")
         piece = mb.piece
+        # Named as the piece is named (``t.csv[bytes=0:65536]``), so that a message naming the
+        # copy names the input, and says that its line numbers count from the piece's header.
+        local = os.path.join(scratch, posixpath.basename(mb.inputs[0].rstrip("/")) or mb.id)
         if piece.format == "parquet":
             import pyarrow.parquet as pq
 
@@ -199,6 +230,7 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
 
         call_with_retries(fetch_text)
         return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
+    check_files_readable([url_to_fs(url)[1] for url in mb.files if is_local(url)])
     local_files = []
     folder = os.path.join(scratch, mb.id)
     for i, url in enumerate(mb.files):

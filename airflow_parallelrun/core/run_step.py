@@ -227,10 +227,13 @@ class BatchRunner:
 
 
 def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None) -> BatchStatus:
+    given: int | None = None
     if result.ok:
-        total, succeeded, failed = count_items(
-            result.items if result.items is not None else mb.items, result.returned
-        )
+        total_read = result.items if result.items is not None else mb.items
+        # Rows the worker rejected while reading never reached run(): failed, whatever it returned.
+        given = None if total_read is None else total_read - result.rejected
+        given, succeeded, failed = count_items(given, result.returned)
+        total, failed = given + result.rejected, failed + result.rejected
     else:
         total = result.items if result.items is not None else (mb.items if mb.items is not None else 1)
         succeeded, failed = 0, total
@@ -251,10 +254,15 @@ def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None)
         run_id=run_id,
     )
     if result.ok and failed:
-        status.error_category = "shortfall"
-        status.error_message = (
-            f"run() returned {result.returned} results for {total} items; {failed} items count as failed"
-        )
+        shortfall = failed - result.rejected
+        notes = [result.message] if result.rejected else []
+        if shortfall:
+            notes.append(
+                f"run() returned {result.returned} results for {given} items; "
+                f"{shortfall} items count as failed"
+            )
+        status.error_category = "rejected_rows" if result.rejected else "shortfall"
+        status.error_message = "; ".join(notes)
     return status
 
 

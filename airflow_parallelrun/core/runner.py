@@ -57,6 +57,7 @@ class TryResult:
     ok: bool
     items: int | None = None
     returned: int = 0
+    rejected: int = 0
     run_seconds: float = 0.0
     category: str = ""
     message: str = ""
@@ -68,6 +69,7 @@ class TryResult:
             ok=bool(reply.get("ok")),
             items=reply.get("items"),
             returned=int(reply.get("returned") or 0),
+            rejected=int(reply.get("rejected") or 0),
             run_seconds=float(reply.get("run_seconds") or 0.0),
             category=reply.get("category", ""),
             message=reply.get("message", ""),

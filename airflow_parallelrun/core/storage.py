@@ -10,12 +10,13 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
 
+from airflow_parallelrun.core.errors import StorageError
 from airflow_parallelrun.core.failpoints import failpoint
 
 T = TypeVar("T")
@@ -23,11 +24,24 @@ T = TypeVar("T")
 # Connection resets and timeouts pass; a missing file or a permission error does not.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
 
+
+def _give_up(state: RetryCallState) -> NoReturn:
+    """Raise a StorageError naming the call, its path and the tries, once a transient error persists."""
+    exc = state.outcome.exception() if state.outcome is not None else None
+    name = getattr(state.fn, "__name__", "storage call")
+    args = [a for a in state.args if isinstance(a, str)][:1]
+    where = f" {args[0]!r}" if args else ""
+    raise StorageError(
+        f"{name}{where} kept failing after {state.attempt_number} tries: {type(exc).__name__}: {exc}; "
+        "check that the storage is reachable, then clear the task"
+    ) from exc
+
+
 retrying = retry(
     retry=retry_if_exception_type(TRANSIENT_ERRORS),
     stop=stop_after_attempt(5),
     wait=wait_exponential(multiplier=0.2, max=5),
-    reraise=True,
+    retry_error_callback=_give_up,
 )
 
 
@@ -105,9 +119,17 @@ class Location:
         """Return the URL a user can open for a filesystem path of this location."""
         return path if self.is_local else self.fs.unstrip_protocol(path)
 
+    def _exists(self, path: str) -> bool:
+        # fsspec's generic exists() answers False for any error, a timeout included: ask info().
+        try:
+            self.fs.info(path)
+        except FileNotFoundError:
+            return False
+        return True
+
     @retrying
     def exists(self, path: str) -> bool:
-        return bool(self.fs.exists(path))
+        return self._exists(path)
 
     @retrying
     def read_bytes(self, path: str) -> bytes:
@@ -155,12 +177,12 @@ class Location:
 
     @retrying
     def remove(self, path: str) -> None:
-        if self.fs.exists(path):
+        if self._exists(path):
             self.fs.rm(path, recursive=True)
 
     @retrying
     def listdir(self, path: str) -> list[str]:
-        if not self.fs.exists(path):
+        if not self._exists(path):
             return []
         return sorted(self.fs.ls(path, detail=False))
 

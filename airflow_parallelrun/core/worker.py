@@ -64,12 +64,24 @@ def load_entry_script(path: str, arguments: list[str]) -> ModuleType:
     return module
 
 
-def read_input(mb: MiniBatch) -> Any:
-    if mb.piece is None:
-        return list(mb.files)
-    from airflow_parallelrun.core.reading import read_table_piece
+def read_input(mb: MiniBatch) -> tuple[Any, dict[str, Any]]:
+    """Return what ``run()`` receives, and what the reply says of the rows rejected while reading.
 
-    return read_table_piece(mb.piece)
+    Raise ``InputReadError`` (with the items it fails) for an input that cannot be read at all.
+    """
+    if mb.piece is None:
+        return list(mb.files), {}
+    from airflow_parallelrun.core.reading import read_table_rows
+
+    rows = read_table_rows(mb.piece)
+    if not rows.rejected:
+        return rows.frame, {}
+    return rows.frame, {
+        "rejected": rows.rejected,
+        "rejected_lines": rows.rejected_lines,
+        "category": "rejected_rows",
+        "message": rows.message,
+    }
 
 
 def _error(category: str, exc: BaseException, **extra: Any) -> dict[str, Any]:
@@ -129,10 +141,11 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
 
     mb = MiniBatch.from_dict(request["mini_batch"])
     try:
-        data = read_input(mb)
+        data, rejected = read_input(mb)
     except Exception as exc:
         return _error("input", exc, items=getattr(exc, "items", None))
-    items = len(data)
+    # Rows rejected while reading are items of the mini-batch that run() never sees.
+    items = len(data) + rejected.get("rejected", 0)
     conn.send({"ok": True, "event": "started", "items": items})
     os.environ[MINI_BATCH_ENV] = mb.id
     started = time.perf_counter()
@@ -164,7 +177,7 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
             run_seconds=run_seconds,
             message=f"cannot write what run() returned: {type(exc).__name__}: {exc}",
         )
-    return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds}
+    return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds, **rejected}
 
 
 def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
