@@ -80,6 +80,7 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
         "note": header.get("note", ""),
         "mini_batch_size": header.get("mini_batch_size"),
         "run_seconds": round(sum(s.seconds_run for s in statuses), 3),
+        "summary": out.url_of(layout.summary),
         "report": out.url_of(layout.report),
         "errors": out.url_of(layout.errors),
         "first_errors": [

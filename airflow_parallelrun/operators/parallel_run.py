@@ -262,6 +262,9 @@ class AggregateOperator(BaseOperator):
             summary = engine.aggregate(_spec(output_path, self.config, "", ()), run_id=context["run_id"])
         except ThresholdExceeded as exc:
             raise _fail(str(exc)) from None
+        for asset in self.outlets:
+            # The event's extra is what a DAG scheduled on the asset reads of this run.
+            context["outlet_events"][asset].extra = asset_event_extra(summary)
         self.log.info(
             "parallel run succeeded: %d of %d mini-batches, %d of %d items; output %s",
             summary["succeeded_mini_batches"],
@@ -271,6 +274,23 @@ class AggregateOperator(BaseOperator):
             summary["output"],
         )
         return summary
+
+
+def asset_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
+    """Return the metadata of a run's output asset event: counts, the merged output, the run id."""
+    keys = (
+        "run_id",
+        "output",
+        "summary",
+        "status",
+        "total_mini_batches",
+        "succeeded_mini_batches",
+        "failed_mini_batches",
+        "total_items",
+        "succeeded_items",
+        "failed_items",
+    )
+    return {key: summary.get(key) for key in keys}
 
 
 def _skip(message: str) -> Exception:
@@ -316,7 +336,9 @@ class ParallelRunOperator(TaskGroup):
     DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
     already succeeded. Credentials come from Airflow Connections: ``conn_id`` on the dataset for
     the input, ``output_conn_id`` for the output; they are never written to the run's storage,
-    its reports or XCom. Above ``[core] max_map_length`` mini-batches, each mapped task instance
+    its reports or XCom. ``output_asset`` (an ``Asset``) is emitted by the aggregate task when the
+    run succeeds, with the run's counts, merged output URL and run id as the event's extra.
+    Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
     Other keyword arguments (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to
     the three tasks.
@@ -332,6 +354,7 @@ class ParallelRunOperator(TaskGroup):
         arguments: Sequence[str] = (),
         resume: bool = False,
         output_conn_id: str | None = None,
+        output_asset: Any = None,
         tooltip: str = "",
         dag: Any = None,
         **operator_kwargs: Any,
@@ -380,6 +403,7 @@ class ParallelRunOperator(TaskGroup):
                 task_id="aggregate",
                 partition_task_id=self.partition_task.task_id,
                 config=config,
+                outlets=[output_asset] if output_asset is not None else [],
                 **connections,
                 **operator_kwargs,
             )
