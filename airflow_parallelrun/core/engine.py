@@ -15,14 +15,11 @@ from airflow_parallelrun.core.aggregate import aggregate
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.datasets import Dataset
 from airflow_parallelrun.core.manifest import RunLayout, write_manifest
-from airflow_parallelrun.core.minibatch import MiniBatch
+from airflow_parallelrun.core.minibatch import LABEL_LIMIT, MiniBatch
 from airflow_parallelrun.core.run_step import run_mini_batch, run_mini_batches
 from airflow_parallelrun.core.storage import Location
 
 log = logging.getLogger(__name__)
-
-# Airflow stores a mapped task instance's name in a column of 250 characters.
-LABEL_LIMIT = 250
 
 
 @dataclass(frozen=True)

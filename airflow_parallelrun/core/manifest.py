@@ -124,21 +124,3 @@ def iter_mini_batches(layout: RunLayout, header: dict[str, Any] | None = None) -
         for line in layout.output.read_bytes(layout.shard(number)).decode().splitlines():
             if line:
                 yield MiniBatch.from_dict(json.loads(line))
-
-
-def chunked(values: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    """Yield lists of ``size`` values, the last one shorter.
-
-    >>> list(chunked([1, 2, 3, 4, 5], 2))
-    [[1, 2], [3, 4], [5]]
-    >>> list(chunked([], 3))
-    []
-    """
-    chunk: list[Any] = []
-    for value in values:
-        chunk.append(value)
-        if len(chunk) == size:
-            yield chunk
-            chunk = []
-    if chunk:
-        yield chunk

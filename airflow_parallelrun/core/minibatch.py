@@ -6,6 +6,9 @@ import posixpath
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+# Airflow stores a mapped task instance's name in a column of 250 characters.
+LABEL_LIMIT = 250
+
 
 def mini_batch_id(index: int) -> str:
     """Return the id of the mini-batch at ``index``: fixed-width, safe in any path or URL.
@@ -76,7 +79,7 @@ class MiniBatch:
 
     def descriptor(self) -> dict[str, Any]:
         """Return the small dict that travels through XCom to the mapped task: one mini-batch."""
-        return {"id": self.id, "index": self.index, "count": 1, "label": self.label[:250]}
+        return {"id": self.id, "index": self.index, "count": 1, "label": self.label[:LABEL_LIMIT]}
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -177,18 +177,15 @@ def count_piece_items(mb: MiniBatch) -> int:
     piece = mb.piece
 
     def count() -> int:
-        with open_url(piece.path) as f:
-            if piece.format == "parquet":
-                import pyarrow.parquet as pq
+        if piece.format != "parquet":
+            return count_lines(_read_text(piece)[1])
+        import pyarrow.parquet as pq
 
-                meta = pq.ParquetFile(f).metadata
-                if piece.unit == "row_groups":
-                    return sum(meta.row_group(i).num_rows for i in range(piece.start, piece.end))
-                return int(meta.num_rows)
-            end = f.seek(0, os.SEEK_END) if piece.unit == "file" else piece.end
-            start = 0 if piece.unit == "file" else piece.start
-            _, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
-            return count_lines(body)
+        with open_url(piece.path) as f:
+            meta = pq.ParquetFile(f).metadata
+        if piece.unit == "row_groups":
+            return sum(meta.row_group(i).num_rows for i in range(piece.start, piece.end))
+        return int(meta.num_rows)
 
     try:
         return call_with_retries(count)
@@ -221,10 +218,7 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
             return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
 
         def fetch_text() -> None:
-            with open_url(piece.path) as f:
-                end = f.seek(0, os.SEEK_END) if piece.unit == "file" else piece.end
-                start = 0 if piece.unit == "file" else piece.start
-                head, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
+            head, body, _ = _read_text(piece)
             with open(local, "wb") as out:
                 out.write(head + body)
 

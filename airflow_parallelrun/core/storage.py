@@ -109,12 +109,6 @@ class Location:
         """Return the filesystem path of ``parts`` under this location."""
         return "/".join([self.path.rstrip("/"), *(p.strip("/") for p in parts)])
 
-    def child(self, *parts: str) -> Location:
-        loc = object.__new__(Location)
-        loc.fs, loc.path = self.fs, self.join(*parts)
-        loc.url = self.fs.unstrip_protocol(loc.path) if not self.is_local else loc.path
-        return loc
-
     def url_of(self, path: str) -> str:
         """Return the URL a user can open for a filesystem path of this location."""
         return path if self.is_local else self.fs.unstrip_protocol(path)
