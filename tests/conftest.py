@@ -7,9 +7,11 @@ and two DAG bundles: the repository's ``dags/`` and a temporary folder tests wri
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -43,6 +45,8 @@ os.environ.update(
             ]
         ),
         "PARALLELRUN_EXAMPLES_DIR": str(_HOME / "examples"),
+        # Warm worker pools of this test session live here (short: it holds Unix sockets).
+        "PARALLELRUN_POOL_DIR": tempfile.mkdtemp(prefix="prp-"),
     }
 )
 # The DAG processor puts the DAG folders on sys.path; tests importing DAG files do the same.
@@ -51,5 +55,14 @@ for folder in (str(DAGS), str(TEST_DAGS)):
         sys.path.insert(0, folder)
 
 
+def stop_worker_pools(folder: str) -> None:
+    """Kill, by process id, every warm worker pool started under ``folder`` (its workers follow)."""
+    for pid_file in Path(folder).glob("*.pid"):
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+
+
 def pytest_sessionfinish(session, exitstatus):
+    stop_worker_pools(os.environ["PARALLELRUN_POOL_DIR"])
+    shutil.rmtree(os.environ["PARALLELRUN_POOL_DIR"], ignore_errors=True)
     shutil.rmtree(_HOME, ignore_errors=True)

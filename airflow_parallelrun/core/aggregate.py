@@ -11,6 +11,7 @@ from airflow_parallelrun.core.errors import ThresholdExceeded
 from airflow_parallelrun.core.manifest import RunLayout, iter_mini_batches, read_manifest_header
 from airflow_parallelrun.core.minibatch import MiniBatch
 from airflow_parallelrun.core.output import merge_parts
+from airflow_parallelrun.core.pool import stop_pools
 from airflow_parallelrun.core.reading import count_piece_items
 from airflow_parallelrun.core.report import failure_message, render_report
 from airflow_parallelrun.core.run_step import abort_reason
@@ -34,6 +35,9 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
     layout = spec.layout()
     out = layout.output
     config = spec.config
+    if config.warm_workers:
+        # Every run task is done: free this node's warm workers now rather than when they idle out.
+        stop_pools(layout.output.url)
     header = read_manifest_header(layout)
     aborted = abort_reason(layout)
     statuses = [_status_of(layout, mb, run_id, aborted) for mb in iter_mini_batches(layout, header)]

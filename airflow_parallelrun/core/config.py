@@ -37,6 +37,9 @@ class ParallelRunConfig:
     ignores). ``append_row_format`` picks the merged file's format: Azure's plain text, csv with a
     header, or parquet. ``append_row_file_name`` defaults to ``parallel_run_step.<txt|csv|parquet>``.
     ``process_count_per_node`` defaults to the number of CPUs where the DAG is parsed.
+    ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
+    of the run warm on each node, so imports and ``init()`` are paid once per process rather
+    than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
     """
 
     entry_script: str
@@ -53,6 +56,8 @@ class ParallelRunConfig:
     process_count_per_node: int | None = None
     environment_variables: Mapping[str, str] = field(default_factory=dict)
     logging_level: str = "INFO"
+    warm_workers: bool = True
+    worker_idle_timeout: float = 60
 
     def __post_init__(self) -> None:
         if not isinstance(self.entry_script, str) or not self.entry_script.endswith(".py"):
@@ -139,6 +144,22 @@ class ParallelRunConfig:
             1,
             "give the number of processes per node, e.g. 2",
         )
+        if not isinstance(self.warm_workers, bool):
+            raise ConfigError(
+                f"warm_workers={self.warm_workers!r} is invalid: expected True (keep entry-script "
+                "processes warm across mini-batches) or False (a new process per task instance)"
+            )
+        idle = self.worker_idle_timeout
+        if (
+            isinstance(idle, bool)
+            or not isinstance(idle, (int, float))
+            or not math.isfinite(idle)
+            or idle <= 0
+        ):
+            raise ConfigError(
+                f"worker_idle_timeout={idle!r} is invalid: expected a finite number of seconds > 0 a warm "
+                "worker waits for its next mini-batch, e.g. 60"
+            )
         level = self.logging_level
         if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
             logging.DEBUG,

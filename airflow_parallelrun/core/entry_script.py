@@ -17,6 +17,8 @@ LOG_DIR_ENV = "PARALLELRUN_LOG_DIR"
 WORKING_DIR_ENV = "PARALLELRUN_WORKING_DIR"
 LOGGING_LEVEL_ENV = "PARALLELRUN_LOGGING_LEVEL"
 MINI_BATCH_ENV = "PARALLELRUN_MINI_BATCH"
+# The process id of the task instance whose request a (warm) worker is serving.
+TASK_PID_ENV = "PARALLELRUN_TASK_PID"
 LOGGER_NAME = "parallelrun.entry_script"
 
 

@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.manifest import RunLayout, read_manifest_header, read_mini_batches
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
 from airflow_parallelrun.core.output import PART_EXTENSIONS
+from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker
 from airflow_parallelrun.core.reading import stage_mini_batch
 from airflow_parallelrun.core.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.status import FAILED, SKIPPED, SUCCEEDED, BatchStatus, count_items
@@ -133,6 +135,20 @@ class BatchRunner:
             log_dir=log_dir,
             working_dir=self._folder("work"),
         )
+        self.pool_spec: PoolSpec | None = None
+        if config.warm_workers:
+            shared = out.is_local
+            self.pool_spec = PoolSpec(
+                settings=replace(
+                    self.settings,
+                    output_dir=output_dir if shared else "",
+                    log_dir=log_dir if shared else "",
+                    working_dir="",
+                ),
+                size=int(config.process_count_per_node or 1),
+                idle_timeout=float(config.worker_idle_timeout),
+                output_location=out.url,
+            )
         self.worker: WorkerProcess | None = None
 
     def _folder(self, *parts: str) -> str:
@@ -192,14 +208,35 @@ class BatchRunner:
         out.write_json(self.layout.status(mb.id), status.to_dict())
         return status
 
+    def _start_worker(self) -> WorkerProcess:
+        """Borrow a warm worker from this node's pool, or start one of this task's own."""
+        if self.pool_spec is not None:
+            try:
+                worker: WorkerProcess = lease_worker(self.pool_spec)
+            except PoolUnavailable as exc:
+                log.warning("no warm worker pool (%s); starting a worker of this task's own", exc)
+                self.pool_spec = None
+            else:
+                if self.upload_dir is not None:
+                    self.upload_dir = worker.settings.output_dir
+                how = (
+                    f"started, init() {worker.init_seconds:.2f}s"
+                    if getattr(worker, "fresh", True)
+                    else "warm"
+                )
+                log.info("leased worker pid %s from the pool (%s)", worker.pid, how)
+                return worker
+        worker = WorkerProcess(self.settings)
+        worker.start()
+        return worker
+
     def _tries(self, mb: MiniBatch, part_local: str | None) -> tuple[TryResult, int]:
         config = self.spec.config
         result = TryResult(ok=False, category="not_run", message="not tried")
         for tries in range(1, config.run_max_try + 1):
             if self.worker is None or not self.worker.alive():
-                self.worker = WorkerProcess(self.settings)
                 try:
-                    self.worker.start()
+                    self.worker = self._start_worker()
                 except EntryScriptLoadError as exc:
                     # A script that cannot load fails the same way on every try.
                     self.worker = None

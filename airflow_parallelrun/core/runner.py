@@ -12,7 +12,7 @@ import sys
 import time
 import weakref
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from airflow_parallelrun.core import entry_script as es
@@ -77,6 +77,12 @@ class TryResult:
         )
 
 
+def send_fds(conn: Connection, fds: tuple[int, ...]) -> None:
+    """Send file descriptors over ``conn``'s Unix socket, right after a message that announces them."""
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        socket.send_fds(sock, [b"F"], list(fds))
+
+
 class WorkerProcess:
     """One Python process hosting the entry script; ``init()`` has run once it is started."""
 
@@ -86,9 +92,22 @@ class WorkerProcess:
         self.conn: Connection | None = None
         self.init_seconds = 0.0
         self.timed_out = False
+        # A worker this process started shares its stdout and stderr; a leased one is sent them.
+        self.attach_output = False
 
     def start(self) -> None:
         """Start the process and wait for ``init()``; raise ``EntryScriptLoadError`` if it fails."""
+        self.launch()
+        self.await_ready()
+
+    def launch(
+        self, *, extra_env: dict[str, str] | None = None, output_fds: tuple[int, int] | None = None
+    ) -> None:
+        """Start the process and send it the entry script; ``await_ready`` waits for ``init()``.
+
+        ``output_fds`` (stdout, stderr) are where the script's prints go during import and
+        ``init()``: a pool passes the requesting task's own, since the worker outlives it.
+        """
         ours, theirs = socket.socketpair()
         env = dict(os.environ)
         env.update(
@@ -98,6 +117,7 @@ class WorkerProcess:
                 es.WORKING_DIR_ENV: self.settings.working_dir,
                 es.LOGGING_LEVEL_ENV: self.settings.logging_level,
                 "PYTHONUNBUFFERED": "1",
+                **(extra_env or {}),
             }
         )
         self.process = subprocess.Popen(
@@ -115,14 +135,34 @@ class WorkerProcess:
                 "entry_script": self.settings.entry_script,
                 "arguments": list(self.settings.arguments),
                 "env": dict(self.settings.environment_variables),
+                "attach_output": output_fds is not None,
             }
         )
+        if output_fds is not None:
+            send_fds(self.conn, output_fds)
+
+    def await_ready(self, *, also_watch: Any = None) -> bool:
+        """Wait for ``init()``; raise ``EntryScriptLoadError`` if it fails.
+
+        With ``also_watch`` (a socket), return False, killing the process, as soon as that
+        socket becomes readable: a pool gives up a start whose requesting task went away.
+        """
+        if also_watch is not None and self.conn is not None:
+            ready = wait([self.conn, also_watch])
+            if self.conn not in ready:
+                self.kill()
+                return False
         reply = self._receive(None)
         if reply is None or not reply.get("ok"):
             self.kill()
             reply = reply or {"message": "the worker process died while loading the entry script"}
             raise EntryScriptLoadError(reply.get("message", ""), reply.get("traceback", ""))
         self.init_seconds = float(reply.get("init_seconds", 0.0))
+        return True
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else None
 
     def _receive(self, timeout: float | None) -> dict[str, Any] | None:
         """Return the next message, or None if the process died or ``timeout`` passed.
@@ -146,9 +186,19 @@ class WorkerProcess:
     def run(self, mb: MiniBatch, part_path: str | None, fmt: str, timeout: float) -> TryResult:
         """Run one mini-batch; a ``run()`` longer than ``timeout`` kills the process."""
         assert self.conn is not None
+        request = {
+            "cmd": "run",
+            "mini_batch": mb.to_dict(),
+            "part_path": part_path,
+            "format": fmt,
+            "task_pid": os.getpid(),
+            "attach_output": self.attach_output,
+        }
         try:
-            self.conn.send({"cmd": "run", "mini_batch": mb.to_dict(), "part_path": part_path, "format": fmt})
-        except OSError:
+            self.conn.send(request)
+            if self.attach_output:
+                send_fds(self.conn, (1, 2))
+        except (OSError, ValueError):
             return self._died(mb)
         reply = self._receive(READ_TIMEOUT)
         if reply is None:
@@ -179,11 +229,7 @@ class WorkerProcess:
         return TryResult.from_reply(reply)
 
     def _died(self, mb: MiniBatch, items: int | None = None, elapsed: float = 0.0) -> TryResult:
-        code = None
-        if self.process is not None:
-            # Its connection is closed; give the OS a moment to report how it exited.
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                code = self.process.wait(timeout=5)
+        code = self._exit_code()
         self.kill()
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return TryResult(
@@ -194,6 +240,14 @@ class WorkerProcess:
             message=f"the worker process died during mini-batch {mb.id} ({how}); "
             "it may have run out of memory or called os._exit",
         )
+
+    def _exit_code(self) -> int | None:
+        """Return how the process exited; its connection is closed, so give the OS a moment."""
+        if self.process is None:
+            return None
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            return self.process.wait(timeout=5)
+        return None
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None

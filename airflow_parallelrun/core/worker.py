@@ -8,17 +8,20 @@ stuck in C code is stopped.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
+import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any
 
-from airflow_parallelrun.core.entry_script import MINI_BATCH_ENV
+from airflow_parallelrun.core.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
 from airflow_parallelrun.core.errors import EntryScriptLoadError
 from airflow_parallelrun.core.minibatch import MiniBatch
 
@@ -94,26 +97,49 @@ def _error(category: str, exc: BaseException, **extra: Any) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def task_output(conn: Connection, request: dict[str, Any]) -> Iterator[None]:
+    """Send this process's stdout and stderr to the requesting task's while the request runs.
+
+    A warm worker outlives the task that started it: each task sends its own stdout and stderr
+    (``attach_output``) right after its request, so the script's prints and logs land in the log
+    of the task whose mini-batch they belong to.
+    """
+    if request.get("task_pid"):
+        os.environ[TASK_PID_ENV] = str(request["task_pid"])
+    if not request.get("attach_output"):
+        yield
+        return
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        _, fds, _, _ = socket.recv_fds(sock, 1, 2)
+    saved = [os.dup(1), os.dup(2)]
+    _flush()
+    for fd, target in zip(fds, (1, 2), strict=False):
+        os.dup2(fd, target)
+        os.close(fd)
+    try:
+        yield
+    finally:
+        _flush()
+        for fd, target in zip(saved, (1, 2), strict=True):
+            os.dup2(fd, target)
+            os.close(fd)
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+
+
 def serve(conn: Connection) -> None:
     """Answer the parent's requests until it asks to shut down or goes away."""
     setup = conn.recv()
     os.environ.update(setup["env"])
-    try:
-        module = load_entry_script(setup["entry_script"], setup["arguments"])
-    except EntryScriptLoadError as exc:
-        conn.send(_error(exc.category, exc))
+    with task_output(conn, setup):
+        module = _load_and_init(conn, setup)
+    if module is None:
         return
-    init = getattr(module, "init", None)
-    if callable(init):
-        started = time.perf_counter()
-        try:
-            init()
-        except BaseException as exc:
-            conn.send(_error("entry_script_load", exc, message=f"init() raised {type(exc).__name__}: {exc}"))
-            return
-        conn.send({"ok": True, "event": "ready", "init_seconds": time.perf_counter() - started})
-    else:
-        conn.send({"ok": True, "event": "ready", "init_seconds": 0.0})
     while True:
         try:
             request = conn.recv()
@@ -131,7 +157,29 @@ def serve(conn: Connection) -> None:
                     )
             conn.send(reply)
             return
-        conn.send(run_one(module, request, conn))
+        with task_output(conn, request):
+            reply = run_one(module, request, conn)
+        conn.send(reply)
+
+
+def _load_and_init(conn: Connection, setup: dict[str, Any]) -> ModuleType | None:
+    """Import the entry script and call ``init()``; reply ready, or the error and return None."""
+    try:
+        module = load_entry_script(setup["entry_script"], setup["arguments"])
+    except EntryScriptLoadError as exc:
+        conn.send(_error(exc.category, exc))
+        return None
+    init = getattr(module, "init", None)
+    started = time.perf_counter()
+    if callable(init):
+        try:
+            init()
+        except BaseException as exc:
+            conn.send(_error("entry_script_load", exc, message=f"init() raised {type(exc).__name__}: {exc}"))
+            return None
+    seconds = time.perf_counter() - started if callable(init) else 0.0
+    conn.send({"ok": True, "event": "ready", "init_seconds": seconds})
+    return module
 
 
 def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> dict[str, Any]:

@@ -31,6 +31,8 @@ def init():
     parser.add_argument("--calls_dir")
     args, _ = parser.parse_known_args()
     calls_dir = args.calls_dir
+    with open(os.path.join(calls_dir, "init.log"), "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
 
 
 def run(mini_batch):
@@ -38,6 +40,7 @@ def run(mini_batch):
     time.sleep({SLEEP})
     end = time.time()
     name = os.path.basename(mini_batch[0])
+    print(f"scoring {{name}} in worker {{os.getpid()}}")
     with open(os.path.join(calls_dir, name + ".call"), "a") as f:
         f.write(f"{{start}},{{end}},{{os.getpid()}}\\n")
     return list(mini_batch)
@@ -113,7 +116,20 @@ def test_mapped_mini_batches_run_two_at_a_time_under_a_real_scheduler(
     intervals = [(float(start), float(end)) for start, end, _pid in records]
     assert max_overlap(intervals) == 2, sorted(intervals)
 
-    # (c) the API lists 8 mapped run task instances, named after their mini-batches
+    # (c) init() ran once per warm worker process, at most process_count_per_node = 2, not per mini-batch
+    inits = (calls / "init.log").read_text().split()
+    assert 1 <= len(inits) <= 2 and len(set(inits)) == len(inits), inits
+    assert {pid for *_, pid in records} == set(inits)
+
+    # (d) a warm worker prints into the log of the task instance whose mini-batch it runs
+    for i, path in enumerate(paths):
+        (log,) = real_airflow.logs.glob(
+            f"dag_id={dag_id}/run_id=*/task_id=score.run/map_index={i}/attempt=1.log"
+        )
+        printed = [name for name in (p.name for p in paths) if f"scoring {name} in worker" in log.read_text()]
+        assert printed == [path.name], (i, printed)
+
+    # (e) the API lists 8 mapped run task instances, named after their mini-batches
     runs = sorted((t for t in tis if t["task_id"] == "score.run"), key=lambda t: t["map_index"])
     assert [t["map_index"] for t in runs] == list(range(INPUTS))
     assert all(t["state"] == "success" for t in runs), runs

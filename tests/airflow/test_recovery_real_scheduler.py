@@ -35,7 +35,7 @@ def _pause(point):
     except FileExistsError:
         return
     with open(marker + ".tmp", "w") as f:
-        f.write(str(os.getppid()))  # the task process, which started this worker
+        f.write(os.environ["PARALLELRUN_TASK_PID"])  # the task process this worker serves
     os.replace(marker + ".tmp", marker)
     time.sleep(3600)
 

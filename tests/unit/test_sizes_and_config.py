@@ -113,6 +113,7 @@ def test_defaults_equal_azure_ml():
     assert config.append_row_format == "text"
     assert config.output_file_name == "parallel_run_step.txt"
     assert config.logging_level == "INFO"
+    assert config.warm_workers is True and config.worker_idle_timeout == 60
     assert config.node_count == 1
     assert config.allowed_failed_count is None
     assert config.allowed_failed_percent is None
@@ -238,6 +239,9 @@ INVALID = [
     ("process_count_per_node", True, "expected a whole number"),
     ("allowed_failed_percent", True, "from 0 to 100"),
     ("run_invocation_timeout", True, "seconds > 0"),
+    ("warm_workers", "yes", "expected True"),
+    ("worker_idle_timeout", 0, "seconds > 0 a warm worker waits"),
+    ("worker_idle_timeout", float("inf"), "e.g. 60"),
 ]
 
 

@@ -1,0 +1,556 @@
+"""Warm workers: entry-script processes kept alive on a node across the task instances of a run.
+
+Airflow starts a new process for every task instance. Were each to start its own entry-script
+worker, imports and ``init()`` would be paid once per mini-batch; Azure pays them once per worker
+process. A *pool* keeps the workers of one run's entry script warm on one node, and each mapped
+task instance borrows one for its mini-batch (a *lease*), so every task instance still stands
+for its mini-batch, with its own tries, timeout, part and status.
+
+- **Found** by a key: a hash of the run's output location (first part) and of the entry script
+  (its path, size and modification time), arguments, environment variables, logging level, the
+  pool size and the Python interpreter (second part). The pool listens on the Unix socket
+  ``<pool dir>/<key>.sock``; the pool dir is ``$PARALLELRUN_POOL_DIR`` or
+  ``<tmp>/parallelrun-pools-<uid>``, readable by its owner only. It is a cache, not state:
+  nothing another node needs lives there, and a run works the same without it.
+- **Started** by the first task instance that finds no pool, under a file lock so two tasks
+  never start two, as a process of its own session (``python -m airflow_parallelrun.core.pool``)
+  that outlives the task. It starts workers on demand.
+- **Limited** to ``process_count_per_node`` workers; a lease waits for a free one.
+- **Leased**: the task sends its stdout and stderr and receives the worker's socket (SCM_RIGHTS)
+  and process id. It talks to the worker directly, as to a worker of its own, and the worker
+  prints into the task's log. It gives the worker back healthy, or kills it.
+- **Timed out** as before: a ``run()`` past ``run_invocation_timeout`` is killed by the task
+  (the worker's process group); the pool starts a fresh worker, with ``init()``, on the next lease.
+- **Recovered**: a lease that ends without a healthy release (the task died, was killed, or its
+  worker did) kills the worker, which may be in the middle of a ``run()``. A worker exits when
+  its pool dies (it watches its parent). A dead pool leaves a stale socket, which the next task
+  removes before starting a new pool. If a pool cannot start at all, the task runs its own worker.
+- **Cleaned up**: a pool with no lease for ``worker_idle_timeout`` seconds calls ``shutdown()``
+  in each worker, removes its socket and exits; the aggregate task stops the run's pools on its
+  node at once. The pool's own log (and what ``shutdown()`` prints) is ``<key>.log``, its
+  process id ``<key>.pid``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from multiprocessing.connection import Connection
+from typing import Any
+
+from airflow_parallelrun.core.entry_script import TASK_PID_ENV
+from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.runner import _LIVE, WorkerProcess, WorkerSettings
+
+log = logging.getLogger(__name__)
+
+POOL_DIR_ENV = "PARALLELRUN_POOL_DIR"
+#: Seconds a task waits for a pool it started to listen.
+START_TIMEOUT = 60.0
+_HEADER = struct.Struct("!I")
+
+
+class PoolUnavailable(RuntimeError):
+    """No pool could be started or reached; the task runs a worker of its own instead."""
+
+
+class _ClientGone(Exception):
+    """The task asking for a worker went away while it waited."""
+
+
+def pool_dir() -> str:
+    """Return the folder of this user's pools, made readable by its owner only."""
+    path = os.environ.get(POOL_DIR_ENV) or os.path.join(
+        tempfile.gettempdir(), f"parallelrun-pools-{os.getuid()}"
+    )
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    if os.stat(path).st_uid != os.getuid():
+        raise PoolUnavailable(
+            f"the pool folder {path} belongs to another user; set {POOL_DIR_ENV} to a folder of your own"
+        )
+    os.chmod(path, 0o700)
+    return path
+
+
+def _short_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class PoolSpec:
+    """What the workers of one pool run. ``settings.output_dir`` "" gives each worker its own.
+
+    A run whose output is remote gives each worker a local output folder of its own, which the
+    task that leased the worker uploads after each mini-batch.
+    """
+
+    settings: WorkerSettings
+    size: int
+    idle_timeout: float
+    output_location: str
+
+    def key(self) -> str:
+        script = self.settings.entry_script
+        try:
+            stat = os.stat(script)
+            version: Any = [stat.st_size, stat.st_mtime_ns]
+        except OSError:
+            version = None
+        engine = os.stat(os.path.join(os.path.dirname(__file__), "worker.py")).st_mtime_ns
+        rest = [asdict(self.settings), self.size, self.idle_timeout, version, sys.executable, engine]
+        return f"{_short_hash(self.output_location)}-{_short_hash(rest)}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "settings": asdict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PoolSpec:
+        settings = dict(data["settings"])
+        settings["arguments"] = tuple(settings.get("arguments") or ())
+        return cls(**{**data, "settings": WorkerSettings(**settings)})
+
+
+# -- the wire: a length-prefixed JSON message, optionally carrying file descriptors ----------------
+
+
+def _send(sock: socket.socket, message: dict[str, Any], fds: tuple[int, ...] = ()) -> None:
+    data = json.dumps(message).encode()
+    buffer = _HEADER.pack(len(data)) + data
+    sent = socket.send_fds(sock, [buffer], list(fds)) if fds else 0
+    sock.sendall(buffer[sent:])
+
+
+def _recv_exactly(sock: socket.socket, size: int, data: bytes = b"") -> bytes | None:
+    while len(data) < size:
+        chunk = sock.recv(size - len(data))
+        if not chunk:
+            return None
+        data += chunk
+    return data
+
+
+def _recv(sock: socket.socket, max_fds: int = 0) -> tuple[dict[str, Any] | None, list[int]]:
+    """Return the next message and the descriptors it carried; None at end of stream."""
+    fds: list[int] = []
+    if max_fds:
+        head, fds, _, _ = socket.recv_fds(sock, _HEADER.size, max_fds)
+    else:
+        head = sock.recv(_HEADER.size)
+    if not head:
+        return None, fds
+    header = _recv_exactly(sock, _HEADER.size, head)
+    body = _recv_exactly(sock, _HEADER.unpack(header)[0]) if header else None
+    return (json.loads(body) if body is not None else None), fds
+
+
+# -- the task's side ---------------------------------------------------------------------------------
+
+
+class LeasedWorker(WorkerProcess):
+    """A pool's warm worker, borrowed by this task: run mini-batches, then give it back or kill it."""
+
+    def __init__(
+        self, settings: WorkerSettings, lease: socket.socket, reply: dict[str, Any], fd: int
+    ) -> None:
+        super().__init__(settings)
+        self.lease: socket.socket | None = lease
+        self._pid = int(reply["pid"])
+        self.conn = Connection(fd)
+        self.init_seconds = float(reply.get("init_seconds") or 0.0)
+        self.fresh = bool(reply.get("fresh"))
+        self.attach_output = True
+        self._dead = False
+        self._exited = False
+        _LIVE.add(self)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    def alive(self) -> bool:
+        return not self._dead
+
+    def _exit_code(self) -> int | None:
+        """Ask the pool, which reaps the worker, how it exited."""
+        if self.lease is None:
+            return None
+        try:
+            self.lease.settimeout(10)
+            _send(self.lease, {"cmd": "exit_code"})
+            reply, _ = _recv(self.lease)
+        except OSError:
+            return None
+        self._exited = reply is not None and reply.get("code") is not None
+        return reply.get("code") if reply else None
+
+    def kill(self) -> None:
+        """Kill the worker and everything it started; the pool replaces it."""
+        if self._dead:
+            return
+        self._dead = True
+        if not self._exited:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._pid, signal.SIGKILL)
+        self._close(healthy=False)
+
+    def shutdown(self, timeout: float = 30.0) -> None:
+        """Give the worker back to its pool, warm; ``shutdown()`` runs when the pool stops."""
+        if not self._dead:
+            self._dead = True
+            self._close(healthy=True)
+        return None
+
+    def _close(self, *, healthy: bool) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.close()
+        lease, self.lease = self.lease, None
+        if lease is None:
+            return
+        with contextlib.suppress(OSError):
+            lease.settimeout(10)
+            _send(lease, {"cmd": "release", "healthy": healthy})
+            _recv(lease)
+        lease.close()
+
+
+def lease_worker(spec: PoolSpec) -> LeasedWorker:
+    """Borrow a warm worker from this node's pool for ``spec``, starting the pool if there is none.
+
+    Raise ``EntryScriptLoadError`` when the entry script cannot load, and ``PoolUnavailable``
+    when no pool can be reached.
+    """
+    path = os.path.join(pool_dir(), spec.key() + ".sock")
+    for _ in range(5):
+        sock = _connect_or_start(path, spec)
+        try:
+            _send(sock, {"cmd": "lease", "pid": os.getpid()}, fds=(1, 2))
+            reply, fds = _recv(sock, max_fds=1)
+        except OSError:
+            reply, fds = None, []
+        if reply is None or reply.get("retry"):
+            # The pool is closing (idle): start or find the next one.
+            sock.close()
+            time.sleep(0.05)
+            continue
+        if not reply.get("ok"):
+            sock.close()
+            raise EntryScriptLoadError(reply.get("message", ""), reply.get("traceback", ""))
+        settings = replace(spec.settings, output_dir=reply["output_dir"], log_dir=reply["log_dir"])
+        sock.settimeout(None)
+        return LeasedWorker(settings, sock, reply, fds[0])
+    raise PoolUnavailable(f"the worker pool at {path} kept closing; see {path[:-5]}.log")
+
+
+def _connect(path: str) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(path)
+    except (FileNotFoundError, ConnectionRefusedError):
+        sock.close()
+        return None
+    except OSError as exc:
+        sock.close()
+        raise PoolUnavailable(f"cannot reach the worker pool at {path}: {exc}") from exc
+    return sock
+
+
+def _connect_or_start(path: str, spec: PoolSpec) -> socket.socket:
+    sock = _connect(path)
+    if sock is not None:
+        return sock
+    with open(path[:-5] + ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)  # a dead pool's socket
+        return _start(path, spec)
+
+
+def _start(path: str, spec: PoolSpec) -> socket.socket:
+    log_path = path[:-5] + ".log"
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "airflow_parallelrun.core.pool", path],
+            stdin=subprocess.PIPE,
+            stdout=log_file,
+            stderr=log_file,
+            cwd=os.path.dirname(path),
+            start_new_session=True,
+        )
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(spec.to_dict()).encode())
+    process.stdin.close()
+    deadline = time.monotonic() + START_TIMEOUT
+    while time.monotonic() < deadline:
+        sock = _connect(path)
+        if sock is not None:
+            log.info("started worker pool %s (pid %d) for %s", path, process.pid, spec.settings.entry_script)
+            return sock
+        if process.poll() is not None:
+            break
+        time.sleep(0.02)
+    with contextlib.suppress(OSError), open(log_path) as f:
+        tail = f.read()[-2000:]
+    process.kill()
+    raise PoolUnavailable(f"the worker pool {path} did not start; its log says:\n{tail}")
+
+
+def stop_pools(output_location: str) -> int:
+    """Ask this node's pools of the run writing to ``output_location`` to stop; return how many.
+
+    A pool stops once its leases end: it calls ``shutdown()`` in each worker and exits.
+    """
+    try:
+        folder = pool_dir()
+    except (OSError, PoolUnavailable):
+        return 0
+    stopped = 0
+    for path in glob.glob(os.path.join(folder, f"{_short_hash(output_location)}-*.sock")):
+        sock = _connect(path)
+        if sock is None:
+            continue
+        with sock, contextlib.suppress(OSError):
+            sock.settimeout(10)
+            _send(sock, {"cmd": "stop"})
+            _recv(sock)
+            stopped += 1
+    return stopped
+
+
+# -- the pool's side ---------------------------------------------------------------------------------
+
+
+class Pool:
+    """Serve leases of up to ``spec.size`` warm workers on the socket ``path``."""
+
+    def __init__(self, spec: PoolSpec, path: str) -> None:
+        self.spec = spec
+        self.path = path
+        self.scratch = path[:-5] + ".d"
+        self.cond = threading.Condition()
+        self.free: list[WorkerProcess] = []
+        self.workers = 0  # started or starting, not yet discarded
+        self.leases = 0
+        self.started = 0
+        self.last_used = time.monotonic()
+        self.stop_requested = False
+        self.closing = False
+
+    def serve(self) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(self.path)
+        inode = os.stat(self.path).st_ino
+        listener.listen(128)
+        listener.settimeout(0.5)
+        log.info(
+            "pool %s: up to %d workers of %s", self.path, self.spec.size, self.spec.settings.entry_script
+        )
+        while True:
+            with contextlib.suppress(TimeoutError):
+                client, _ = listener.accept()
+                client.settimeout(None)
+                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+            with self.cond:
+                idle = time.monotonic() - self.last_used > self.spec.idle_timeout
+                if self.leases == 0 and (self.stop_requested or idle):
+                    self.closing = True
+                    break
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == inode:
+                os.unlink(self.path)
+        listener.close()
+        log.info("pool %s: stopping (%s)", self.path, "asked to" if self.stop_requested else "idle")
+        for worker in self.free:
+            result = worker.shutdown()
+            if result is not None and not result.ok:
+                log.warning("shutdown() failed: %s\n%s", result.message, result.traceback)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def _handle(self, client: socket.socket) -> None:
+        with client:
+            message, fds = _recv(client, max_fds=2)
+            try:
+                if message is None:
+                    return
+                if message.get("cmd") == "stop":
+                    with self.cond:
+                        self.stop_requested = True
+                    _send(client, {"ok": True})
+                elif message.get("cmd") == "lease":
+                    self._lease(client, message, fds)
+            except OSError as exc:
+                log.warning("pool %s: a client connection failed: %s", self.path, exc)
+            finally:
+                for fd in fds:
+                    os.close(fd)
+
+    def _lease(self, client: socket.socket, message: dict[str, Any], fds: list[int]) -> None:
+        try:
+            worker, fresh = self._acquire(client, message, fds)
+        except EntryScriptLoadError as exc:
+            _send(client, {"ok": False, "message": str(exc), "traceback": exc.traceback})
+            return
+        except _ClientGone:
+            return
+        if worker is None:
+            _send(client, {"ok": False, "retry": True})
+            return
+        healthy = False
+        try:
+            assert worker.conn is not None
+            reply = {
+                "ok": True,
+                "pid": worker.pid,
+                "init_seconds": worker.init_seconds if fresh else 0.0,
+                "fresh": fresh,
+                "output_dir": worker.settings.output_dir,
+                "log_dir": worker.settings.log_dir,
+            }
+            _send(client, reply, fds=(worker.conn.fileno(),))
+            while True:
+                request, _ = _recv(client)
+                if request is None:
+                    break
+                if request.get("cmd") == "exit_code":
+                    _send(client, {"code": _wait(worker)})
+                elif request.get("cmd") == "release":
+                    healthy = bool(request.get("healthy")) and worker.alive()
+                    _send(client, {"ok": True})
+                    break
+        finally:
+            self._give_back(worker, healthy)
+
+    def _acquire(
+        self, client: socket.socket, message: dict[str, Any], fds: list[int]
+    ) -> tuple[WorkerProcess | None, bool]:
+        with self.cond:
+            while True:
+                if self.closing:
+                    return None, False
+                while self.free:
+                    worker = self.free.pop()
+                    if worker.alive():
+                        self.leases += 1
+                        return worker, False
+                    worker.kill()
+                    self.workers -= 1
+                if self.workers < self.spec.size:
+                    self.workers += 1
+                    self.leases += 1
+                    self.started += 1
+                    number = self.started
+                    break
+                self.cond.wait(0.5)
+                if _closed(client):
+                    raise _ClientGone
+        worker = WorkerProcess(self._settings(number))
+        try:
+            worker.launch(
+                extra_env={TASK_PID_ENV: str(message.get("pid") or "")},
+                output_fds=(fds[0], fds[1]) if len(fds) == 2 else None,
+            )
+            if not worker.await_ready(also_watch=client):
+                raise _ClientGone
+        except BaseException:
+            worker.kill()
+            self._forget()
+            raise
+        log.info(
+            "pool %s: worker %d (pid %s) ready, init() %.2fs",
+            self.path,
+            number,
+            worker.pid,
+            worker.init_seconds,
+        )
+        return worker, True
+
+    def _settings(self, number: int) -> WorkerSettings:
+        own = os.path.join(self.scratch, f"w{number}")
+        work = os.path.join(own, "work")
+        os.makedirs(work, exist_ok=True)
+        settings = replace(self.spec.settings, working_dir=work)
+        if not settings.output_dir:
+            output = os.path.join(own, "output")
+            user_logs = os.path.join(output, "_parallelrun", "logs", "user")
+            os.makedirs(user_logs, exist_ok=True)
+            settings = replace(settings, output_dir=output, log_dir=user_logs)
+        return settings
+
+    def _forget(self) -> None:
+        with self.cond:
+            self.workers -= 1
+            self.leases -= 1
+            self.last_used = time.monotonic()
+            self.cond.notify_all()
+
+    def _give_back(self, worker: WorkerProcess, healthy: bool) -> None:
+        if not healthy:
+            worker.kill()
+            self._forget()
+            return
+        with self.cond:
+            self.free.append(worker)
+            self.leases -= 1
+            self.last_used = time.monotonic()
+            self.cond.notify_all()
+
+
+def _wait(worker: WorkerProcess) -> int | None:
+    if worker.process is None:
+        return None
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        return worker.process.wait(timeout=5)
+    return None
+
+
+def _closed(sock: socket.socket) -> bool:
+    """Return True if the peer closed ``sock`` (it sends nothing while it waits for a lease)."""
+    try:
+        sock.setblocking(False)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        finally:
+            sock.setblocking(True)
+    except OSError:
+        return True
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
+    path = sys.argv[1]
+    spec = PoolSpec.from_dict(json.loads(sys.stdin.read()))
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    pid_file = path[:-5] + ".pid"
+    with open(pid_file, "w") as f:
+        f.write(str(os.getpid()))
+    try:
+        Pool(spec, path).serve()
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(pid_file)
+
+
+if __name__ == "__main__":
+    main()

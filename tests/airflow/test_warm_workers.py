@@ -1,0 +1,82 @@
+"""Warm workers in a DAG run: ``init()`` once per worker process, not once per mapped task instance."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.airflow.conftest import task_instances
+
+pytestmark = pytest.mark.airflow
+
+SCRIPT = """
+import os
+
+def init():
+    with open({init_log!r}, "a") as f:
+        f.write(f"{{os.getpid()}}\\n")
+
+def run(mini_batch):
+    return [f"{{os.path.basename(p)}} {{os.getpid()}}" for p in mini_batch]
+"""
+
+DAG_SOURCE = """
+from airflow.sdk import DAG
+from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+with DAG("{dag_id}", schedule=None) as dag:
+    ParallelRunOperator(
+        task_id="score",
+        inputs=FileDataset(path="{input}", pattern="*.txt"),
+        output_path="{output}/{{{{ run_id }}}}",
+        config=ParallelRunConfig(entry_script="{script}", mini_batch_size="1", process_count_per_node=1,
+                                 warm_workers={warm}),
+    )
+"""
+
+
+@pytest.mark.parametrize("warm", [True, False])
+def test_init_runs_once_per_worker_process_with_warm_workers(write_dag, tmp_path: Path, warm: bool) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    names = [f"item{i}.txt" for i in range(6)]
+    for name in names:
+        (folder / name).write_text(name)
+    init_log = tmp_path / "init.log"
+    script = tmp_path / "score.py"
+    script.write_text(SCRIPT.format(init_log=str(init_log)))
+    dag_id = f"warm_{warm}_{tmp_path.name}"
+    dag = write_dag(
+        DAG_SOURCE.format(dag_id=dag_id, input=folder, output=tmp_path / "out", script=script, warm=warm)
+    )
+    dag_run = dag.test()
+    states = {key: state for key, (state, _) in task_instances(dag_run).items()}
+    assert set(states.values()) == {"success"}, states
+    assert len([key for key in states if key[0] == "score.run"]) == 6
+
+    lines = (tmp_path / "out" / dag_run.run_id / "parallel_run_step.txt").read_text().splitlines()
+    assert [line.split()[0] for line in lines] == names
+    run_pids = {line.split()[1] for line in lines}
+    inits = init_log.read_text().split()
+    if warm:
+        # Six task instances, one warm worker: imports and init() paid once.
+        assert len(inits) == 1 and run_pids == set(inits)
+    else:
+        assert len(inits) == 6 and len(run_pids) == 6
+    # The aggregate task stopped the run's pool: no worker of it is left running.
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and not all(gone(int(pid)) for pid in run_pids):
+        time.sleep(0.1)
+    assert [pid for pid in run_pids if not gone(int(pid))] == []
+
+
+def gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(") ", 1)[1].startswith("Z")
