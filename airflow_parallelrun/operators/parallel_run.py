@@ -301,6 +301,17 @@ def _skip(message: str) -> Exception:
     return AirflowSkipException(message)
 
 
+def max_active_run_tasks(config: ParallelRunConfig) -> int:
+    """Return how many run task instances of a DAG run may be in flight at once.
+
+    Without warm workers each runs its own worker: ``node_count * process_count_per_node``.
+    With them the node's pool bounds the ``run()`` calls to ``process_count_per_node``, and one
+    more task instance per worker may start and wait for it, so that Airflow's start-up of the
+    next task instance overlaps the current ``run()`` instead of leaving the worker idle.
+    """
+    return config.concurrency * (2 if config.warm_workers else 1)
+
+
 def max_map_length() -> int:
     """Return how many task instances Airflow lets one task map to (``[core] max_map_length``)."""
     try:
@@ -328,9 +339,9 @@ class ParallelRunOperator(TaskGroup):
     """Run an entry script over an input in parallel mini-batches, as Azure ML's ParallelRunStep.
 
     One call adds a task group with three tasks: ``partition`` lists and splits the input,
-    ``run`` is mapped once per mini-batch (at most ``node_count * process_count_per_node`` at
-    once), and ``aggregate`` counts, merges and reports whatever happened upstream. The group
-    composes with ``>>`` and ``<<`` like a task; ``.output`` is the aggregate's summary.
+    ``run`` is mapped once per mini-batch (at most ``node_count * process_count_per_node``
+    ``run()`` calls at once), and ``aggregate`` counts, merges and reports whatever happened
+    upstream. The group composes with ``>>`` and ``<<`` like a task; ``.output`` is the aggregate's summary.
 
     ``inputs`` paths, ``output_path`` and ``arguments`` are templated. ``resume=True`` lets a new
     DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
@@ -394,7 +405,7 @@ class ParallelRunOperator(TaskGroup):
                 config=config,
                 entry_script=self.entry_script,
                 arguments=list(arguments),
-                max_active_tis_per_dagrun=config.concurrency,
+                max_active_tis_per_dagrun=max_active_run_tasks(config),
                 map_index_template="{{ task.mini_batch['label'] }}",
                 **connections,
                 **operator_kwargs,

@@ -49,8 +49,15 @@ def test_one_call_adds_partition_mapped_run_and_aggregate(script: Path) -> None:
     assert dag.task_dict["score.aggregate"].upstream_task_ids == {"score.run"}
     # Aggregate counts whatever happened upstream, failed mini-batches included.
     assert dag.task_dict["score.aggregate"].trigger_rule == "all_done"
-    # At most node_count x process_count_per_node mini-batches of a run at once.
-    assert run.partial_kwargs["max_active_tis_per_dagrun"] == 6
+    # At most node_count x process_count_per_node run() calls at once: the warm pools bound the
+    # calls, and one more task instance per worker may start up and wait for a free one.
+    assert run.partial_kwargs["max_active_tis_per_dagrun"] == 12
+    with DAG("structure_cold", schedule=None) as cold_dag:
+        config = ParallelRunConfig(
+            entry_script=str(script), node_count=2, process_count_per_node=3, warm_workers=False
+        )
+        _operator(script, config=config)
+    assert cold_dag.task_dict["score.run"].partial_kwargs["max_active_tis_per_dagrun"] == 6
     assert "mini_batch" in run.partial_kwargs["map_index_template"]
     assert group.output.operator is dag.task_dict["score.aggregate"]
 

@@ -2,7 +2,7 @@
 
 ``dag.test()`` runs the mapped tasks one after the other in the test process; here the
 scheduler queues them and LocalExecutor workers run them side by side, so this is where
-``max_active_tis_per_dagrun = node_count * process_count_per_node`` is really put to the test.
+"at most ``node_count * process_count_per_node`` ``run()`` calls at once" is really put to the test.
 """
 
 from __future__ import annotations
