@@ -6,7 +6,8 @@ import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.sizes import MiniBatchSize, parse_mini_batch_size
@@ -18,6 +19,35 @@ _DEFAULT_FILE_NAMES = {
     "csv": "parallel_run_step.csv",
     "parquet": "parallel_run_step.parquet",
 }
+
+
+#: Fields a DAG may take from a Param or macro: a Jinja string, rendered by the partition task
+#: of each DAG run and checked then, as any other value is checked when the DAG is parsed.
+TEMPLATED_FIELDS = (
+    "mini_batch_size",
+    "error_threshold",
+    "allowed_failed_count",
+    "allowed_failed_percent",
+    "run_invocation_timeout",
+    "run_max_try",
+)
+
+
+def _from_text(name: str, value: Any) -> Any:
+    """Turn a rendered template into the value it stands for; leave anything else as it is."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    if name == "mini_batch_size":
+        return text
+    if text.lower() in ("", "none", "null"):
+        return None
+    for number in (int, float):
+        try:
+            return number(text)
+        except ValueError:
+            pass
+    return value
 
 
 def _require_int(name: str, value: object, minimum: int, fix: str, *, allow: tuple = ()) -> None:
@@ -37,6 +67,9 @@ class ParallelRunConfig:
     ignores). ``append_row_format`` picks the merged file's format: Azure's plain text, csv with a
     header, or parquet. ``append_row_file_name`` defaults to ``parallel_run_step.<txt|csv|parquet>``.
     ``process_count_per_node`` defaults to the number of CPUs where the DAG is parsed.
+    ``mini_batch_size``, the three bounds, ``run_invocation_timeout`` and ``run_max_try`` may be
+    Jinja templates, e.g. ``"{{ params.error_threshold }}"``, so a UI form sets them per run; the
+    partition task renders and checks them, and every task of the run uses what it rendered.
     ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
     of the run warm on each node, so imports and ``init()`` are paid once per process rather
     than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
@@ -60,6 +93,13 @@ class ParallelRunConfig:
     worker_idle_timeout: float = 60
 
     def __post_init__(self) -> None:
+        templates = self.templates
+        if templates:
+            # Check every other field now; the templated ones are checked once rendered.
+            defaults: dict[str, Any] = {f.name: f.default for f in fields(self) if f.name in templates}
+            parsed = replace(self, **defaults)
+            object.__setattr__(self, "process_count_per_node", parsed.process_count_per_node)
+            return
         if not isinstance(self.entry_script, str) or not self.entry_script.endswith(".py"):
             raise ConfigError(
                 f"entry_script={self.entry_script!r} must be the path of a Python file, "
@@ -178,6 +218,23 @@ class ParallelRunConfig:
             raise ConfigError(
                 f"environment_variables={env!r} is invalid: expected a mapping of names to string values"
             )
+
+    @property
+    def templates(self) -> dict[str, str]:
+        """Return the fields given as Jinja templates (``"{{ params.error_threshold }}"``)."""
+        return {
+            name: value
+            for name in TEMPLATED_FIELDS
+            if isinstance(value := getattr(self, name), str) and "{{" in value
+        }
+
+    def rendered(self, values: Mapping[str, Any]) -> ParallelRunConfig:
+        """Return this config with its templated fields set to their rendered ``values``, checked.
+
+        A rendered number arrives as text ("10", "-1", "0.5"); "" or "None" means None.
+        Raise ``ConfigError`` naming the field and the value when one is invalid.
+        """
+        return replace(self, **{name: _from_text(name, value) for name, value in values.items()})
 
     @property
     def concurrency(self) -> int:

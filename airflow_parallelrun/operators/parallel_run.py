@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 OUTPUT_PATH_KEY = "output_path"
 INPUT_ROOT_KEY = "input_root"
+CONFIG_KEY = "config"
 
 
 def storage_options_from_connection(conn_id: str) -> dict[str, Any]:
@@ -98,10 +99,18 @@ def pull_output_path(
     return output_path
 
 
+def run_config(context: Context, config: ParallelRunConfig, partition_task_id: str) -> ParallelRunConfig:
+    """Return the configuration of this DAG run: ``config`` with the values the partition rendered."""
+    if not config.templates:
+        return config
+    values = context["ti"].xcom_pull(task_ids=partition_task_id, key=CONFIG_KEY) or {}
+    return config.rendered(values)
+
+
 class PartitionOperator(BaseOperator):
     """List the input, split it into mini-batches, and return their descriptors for mapping."""
 
-    template_fields: Sequence[str] = ("input_path", "input_files", "output_path")
+    template_fields: Sequence[str] = ("input_path", "input_files", "output_path", "config_templates")
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -122,6 +131,7 @@ class PartitionOperator(BaseOperator):
         self.input_files = inputs.files
         self.output_path = output_path
         self.config = config
+        self.config_templates = config.templates
         # Kept unrendered: a rendered path must stay inside the folder its template pins.
         self._templates = {"inputs.path": inputs.path, "output_path": output_path}
 
@@ -134,12 +144,21 @@ class PartitionOperator(BaseOperator):
         )
         if self.input_path is not None:
             check_path("inputs.path", str(self.input_path), self._templates["inputs.path"])
+        config = self.config
+        if self.config_templates:
+            try:
+                config = config.rendered(self.config_templates)
+            except ConfigError as exc:
+                raise _fail(f"this DAG run's parameters make an invalid ParallelRunConfig: {exc}") from None
+            self.log.info("configuration of this run: %s", self.config_templates)
         dataset = self.inputs.with_source(self.input_path, self.input_files)
         root = input_root(dataset.path, dataset.files)
         use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
         descriptors = engine.partition(
-            dataset, _spec(output_path, self.config, "", ()), resume=self.resume, max_tasks=max_map_length()
+            dataset, _spec(output_path, config, "", ()), resume=self.resume, max_tasks=max_map_length()
         )
+        if self.config_templates:
+            context["ti"].xcom_push(key=CONFIG_KEY, value=self.config_templates)
         context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
         context["ti"].xcom_push(key=INPUT_ROOT_KEY, value=root)
         return descriptors
@@ -180,7 +199,8 @@ class RunMiniBatchOperator(BaseOperator):
         output_path = pull_output_path(
             context, self.partition_task_id, self.input_conn_id, self.output_conn_id
         )
-        spec = _spec(str(output_path), self.config, self.entry_script, self.arguments)
+        config = run_config(context, self.config, self.partition_task_id)
+        spec = _spec(str(output_path), config, self.entry_script, self.arguments)
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.
         statuses = engine.run_mini_batches(
@@ -254,12 +274,10 @@ class AggregateOperator(BaseOperator):
             context, self.partition_task_id, self.input_conn_id, self.output_conn_id
         )
         if not output_path:
-            raise _fail(
-                f"the partition task {self.partition_task_id!r} did not finish, so there is nothing to "
-                "aggregate; see its log, fix the input, and clear it"
-            )
+            raise self._no_partition(context)
+        config = run_config(context, self.config, self.partition_task_id)
         try:
-            summary = engine.aggregate(_spec(output_path, self.config, "", ()), run_id=context["run_id"])
+            summary = engine.aggregate(_spec(output_path, config, "", ()), run_id=context["run_id"])
         except ThresholdExceeded as exc:
             raise _fail(str(exc)) from None
         for asset in self.outlets:
@@ -274,6 +292,28 @@ class AggregateOperator(BaseOperator):
             summary["output"],
         )
         return summary
+
+    def _no_partition(self, context: Context) -> Exception:
+        """Skip when the partition task was skipped (say, no new files); fail saying why otherwise."""
+        state = None
+        try:
+            states = context["ti"].get_task_states(
+                dag_id=context["ti"].dag_id, task_ids=[self.partition_task_id], run_ids=[context["run_id"]]
+            )
+            state = states.get(context["run_id"], {}).get(self.partition_task_id)
+        except Exception as exc:  # an older Airflow, or the API is unreachable: say what is known
+            self.log.warning("cannot read the state of %s: %s", self.partition_task_id, exc)
+        if state == "skipped":
+            return _skip(f"the partition task {self.partition_task_id!r} was skipped: nothing ran")
+        if state == "upstream_failed":
+            return _fail(
+                f"the partition task {self.partition_task_id!r} did not run because a task before it "
+                "failed; see that task's log, fix it, and clear it"
+            )
+        return _fail(
+            f"the partition task {self.partition_task_id!r} did not finish (state {state}), so there is "
+            "nothing to aggregate; see its log, fix the input, and clear it"
+        )
 
 
 def asset_event_extra(summary: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +421,8 @@ class ParallelRunOperator(TaskGroup):
             raise ConfigError(
                 f"arguments={arguments!r} must be a list of strings, e.g. ['--model_name', 'iris']"
             )
-        config.batch_size(tabular=inputs.tabular)  # a size in the wrong unit fails at parse time
+        if "mini_batch_size" not in config.templates:
+            config.batch_size(tabular=inputs.tabular)  # a size in the wrong unit fails at parse time
         group_kwargs: dict[str, Any] = {"group_id": task_id, "tooltip": tooltip or "parallel run"}
         if dag is not None:
             group_kwargs["dag"] = dag
