@@ -23,6 +23,17 @@ Component logs are in ``<home>/logs/<component>.log``; task logs in ``<home>/log
 The fixture ``real_airflow`` is module scoped: a test module that imports it gets one Airflow for
 all its tests (use distinct DAG ids). Where the machine cannot run one (no loopback socket, a
 port already taken), it skips, unless ``CI=true``, where it fails.
+
+The defaults are the embedded deployment (LocalExecutor, SQLite). ``executor="CeleryExecutor"``
+with ``sql_alchemy_conn`` (PostgreSQL), ``celery_broker_url`` (Redis), ``celery_queue`` and
+``celery_workers`` gives the scale-out one: each ``CeleryWorker`` is an ``airflow celery worker``
+component of its own, with its own Celery hostname, concurrency and environment (e.g. its own
+``PARALLELRUN_POOL_DIR``, so that two workers on this machine stand for two nodes).
+Each worker leads a session of its own, so ``stop()`` finds its prefork children and the task
+processes they run; the warm worker pools that tasks start (sessions of their own, reparented to
+init once their task ends) are found by the ``AIRFLOW_HOME`` they inherit. ``postgres_database``
+makes a fresh database for one test run and drops it afterwards, ``service_unavailable`` tells
+whether PostgreSQL and Redis answer, and ``delete_redis_keys`` removes a run's queue from the broker.
 """
 
 from __future__ import annotations
@@ -38,7 +49,9 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator, Sequence
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -64,6 +77,26 @@ from airflow.sdk import DAG
 with DAG("{READY_DAG_ID}", schedule=None, tags=["real_airflow"]):
     pass
 '''
+
+
+#: The PostgreSQL server and Redis broker of this machine (and CI's): trust auth, user postgres.
+POSTGRES_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@dataclass(frozen=True)
+class CeleryWorker:
+    """One ``airflow celery worker`` of a ``RealAirflow``: a node of a scale-out deployment.
+
+    ``name`` names the component (``celery-worker-<name>``, its log ``<home>/logs/celery-worker-
+    <name>.log``) and starts its Celery hostname (``<name>-<token>@<host>``, unique per
+    ``RealAirflow`` so that workers of other runs on the same broker never clash). ``env`` is added
+    to this worker's environment only, last.
+    """
+
+    name: str
+    concurrency: int = 2
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class AirflowUnavailable(RuntimeError):
@@ -121,12 +154,31 @@ class RealAirflow:
         extra_env: dict[str, str] | None = None,
         *,
         parallelism: int = 8,
+        executor: str = "LocalExecutor",
+        sql_alchemy_conn: str | None = None,
+        celery_broker_url: str | None = None,
+        celery_result_backend: str | None = None,
+        celery_queue: str | None = None,
+        celery_workers: Sequence[CeleryWorker] = (),
     ) -> None:
         self.home = Path(home).resolve()
         self.dags_folder = Path(dags_folder).resolve()
         self.logs = self.home / "logs"
         self.extra_env = dict(extra_env or {})
         self.parallelism = parallelism
+        self.executor = executor
+        self.sql_alchemy_conn = sql_alchemy_conn
+        #: Unique to this RealAirflow: in the Celery queue's name and the workers' hostnames.
+        self.token = uuid.uuid4().hex[:10]
+        self.celery_broker_url = celery_broker_url
+        self.celery_result_backend = celery_result_backend
+        self.celery_queue = celery_queue or f"parallelrun_{self.token}"
+        self.celery_workers = tuple(celery_workers)
+        if len({w.name for w in self.celery_workers}) != len(self.celery_workers):
+            raise ValueError(f"celery worker names must differ: {[w.name for w in self.celery_workers]}")
+        if self.celery_workers and executor != "CeleryExecutor":
+            raise ValueError(f"celery_workers need executor='CeleryExecutor', not {executor!r}")
+        self.component_env: dict[str, dict[str, str]] = {}  # per component, over self.env
         self.port = 0
         self.base_url = ""
         self.env: dict[str, str] = {}
@@ -161,9 +213,11 @@ class RealAirflow:
                 "PYTHONUNBUFFERED": "1",
                 "AIRFLOW__CORE__DAGS_FOLDER": str(self.dags_folder),
                 "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-                "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+                "AIRFLOW__CORE__EXECUTOR": self.executor,
                 "AIRFLOW__CORE__PARALLELISM": str(self.parallelism),
-                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{self.home / 'airflow.db'}",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": (
+                    self.sql_alchemy_conn or f"sqlite:///{self.home / 'airflow.db'}"
+                ),
                 # One bundle, our folder; the test session's two bundles would point elsewhere.
                 "AIRFLOW__DAG_PROCESSOR__DAG_BUNDLE_CONFIG_LIST": json.dumps(
                     [
@@ -213,17 +267,69 @@ class RealAirflow:
                 "PARALLELRUN_EXAMPLES_DIR": str(self.home / "examples"),
             }
         )
+        if self.executor == "CeleryExecutor":
+            env.update(self._celery_env())
         env.update(self.extra_env)
         return env
+
+    def _celery_env(self) -> dict[str, str]:
+        """Return the Celery settings every component shares (the scheduler sends, the workers take)."""
+        env = {
+            # Tasks go to, and the workers take from, a queue of this RealAirflow's own.
+            "AIRFLOW__OPERATORS__DEFAULT_QUEUE": self.celery_queue,
+            "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(
+                max((w.concurrency for w in self.celery_workers), default=2)
+            ),
+            # A task runs once: Celery must not hand it to a second worker while the first runs it.
+            "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+        }
+        if self.celery_broker_url:
+            env["AIRFLOW__CELERY__BROKER_URL"] = self.celery_broker_url
+        if self.celery_result_backend:
+            env["AIRFLOW__CELERY__RESULT_BACKEND"] = self.celery_result_backend
+        return env
+
+    def celery_hostname(self, worker: CeleryWorker) -> str:
+        """Return the Celery hostname of ``worker`` (``%h`` is this machine's host name, as Celery says)."""
+        return f"{worker.name}-{self.token}@%h"
 
     def _commands(self) -> dict[str, list[str]]:
         """Return the components' command lines, in start order (the api-server, which tasks call, first)."""
         airflow = [sys.executable, "-m", "airflow"]
-        return {
+        commands = {
             "api-server": [*airflow, "api-server", "--host", "127.0.0.1", "--port", str(self.port)],
             "scheduler": [*airflow, "scheduler", "--skip-serve-logs"],
             "dag-processor": [*airflow, "dag-processor"],
             "triggerer": [*airflow, "triggerer", "--skip-serve-logs"],
+        }
+        for worker in self.celery_workers:
+            # --skip-serve-logs: the worker's log server binds every interface ("" / "::"), which
+            # no setting changes; the task logs are read from the local files instead. --pid: the
+            # default, <home>/airflow-worker.pid, would be one file for all the workers of this home.
+            # Mingle and gossip only slow the start-up, and would talk to other runs' workers.
+            commands[f"celery-worker-{worker.name}"] = [
+                *airflow,
+                "celery",
+                "worker",
+                "--celery-hostname",
+                self.celery_hostname(worker),
+                "--concurrency",
+                str(worker.concurrency),
+                "--queues",
+                self.celery_queue,
+                "--pid",
+                str(self.home / f"celery-worker-{worker.name}.pid"),
+                "--skip-serve-logs",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        return commands
+
+    def _component_env(self, worker: CeleryWorker) -> dict[str, str]:
+        """Return a Celery worker's own settings: its log server port, then its ``env``."""
+        return {
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(free_port()),
+            **worker.env,
         }
 
     def start(self, timeout: float = 120) -> None:
@@ -246,6 +352,9 @@ class RealAirflow:
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.env = self.build_env()
+        self.component_env = {
+            f"celery-worker-{worker.name}": self._component_env(worker) for worker in self.celery_workers
+        }
 
         migrate_log = self.logs / "db-migrate.log"
         with migrate_log.open("wb") as out:
@@ -273,7 +382,7 @@ class RealAirflow:
             self._log_files.append(log)
             self.processes[name] = subprocess.Popen(
                 command,
-                env=self.env,
+                env={**self.env, **self.component_env.get(name, {})},
                 cwd=self.home,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -282,6 +391,7 @@ class RealAirflow:
             )
             self._sessions.add(self.processes[name].pid)
         self._wait_healthy(deadline)
+        self._wait_celery_workers_ready(deadline)
         self._warm_up_execution_api(deadline)
         self.wait_for_dag(READY_DAG_ID, timeout=max(1.0, deadline - time.monotonic()))
         self.startup_seconds = time.monotonic() - started
@@ -302,6 +412,22 @@ class RealAirflow:
                 last = repr(exc)
             time.sleep(0.5)
         raise AirflowError(f"Airflow did not become healthy in time; last health: {last}\n{self.describe()}")
+
+    def _wait_celery_workers_ready(self, deadline: float) -> None:
+        """Wait until every Celery worker has logged "<hostname> ready.": it now takes tasks."""
+        waiting = {
+            worker.name: self.celery_hostname(worker).split("@")[0] + "@" for worker in self.celery_workers
+        }
+        while waiting and time.monotonic() < deadline:
+            self.check_alive()
+            for name, prefix in list(waiting.items()):
+                text = (self.logs / f"celery-worker-{name}.log").read_text(errors="replace")
+                if any(prefix in line and "ready." in line for line in text.splitlines()):
+                    del waiting[name]
+            if waiting:
+                time.sleep(0.5)
+        if waiting:
+            raise AirflowError(f"Celery workers {sorted(waiting)} not ready in time\n{self.describe()}")
 
     def _warm_up_execution_api(self, deadline: float) -> None:
         """Make the first Execution API request ourselves, with time to spare.
@@ -590,12 +716,15 @@ class RealAirflow:
         return list(response.json()["task_instances"])
 
 
-def running_airflow(home: Path, extra_env: dict[str, str] | None = None) -> Iterator[RealAirflow]:
+def running_airflow(
+    home: Path, extra_env: dict[str, str] | None = None, **options: Any
+) -> Iterator[RealAirflow]:
     """Yield a started ``RealAirflow`` on ``home``; stop it, with everything it started, afterwards.
 
-    Skips when this machine cannot run one, except under ``CI=true``, where that fails.
+    ``options`` go to ``RealAirflow`` (``executor``, ``celery_workers`` ...). Skips when this
+    machine cannot run one, except under ``CI=true``, where that fails.
     """
-    airflow = RealAirflow(home, home / "dags", extra_env)
+    airflow = RealAirflow(home, home / "dags", extra_env, **options)
     try:
         airflow.start()
     except AirflowUnavailable as exc:
@@ -617,3 +746,76 @@ def running_airflow(home: Path, extra_env: dict[str, str] | None = None) -> Iter
 def real_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirflow]:
     """A started ``RealAirflow`` for the test module, stopped (with everything it started) at its end."""
     yield from running_airflow(tmp_path_factory.mktemp("real-airflow"))
+
+
+def skip_or_fail(message: str) -> None:
+    """Skip the test, or fail it under ``CI=true``, where every service must be there."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def service_unavailable(postgres: str = POSTGRES_SERVER, redis_url: str = REDIS_URL) -> str | None:
+    """Return why a CeleryExecutor deployment cannot run here (a module or a service missing), or None."""
+    for module, package in (
+        ("psycopg", "psycopg[binary]"),
+        ("asyncpg", "asyncpg"),
+        ("redis", "redis"),
+        ("airflow.providers.celery", "apache-airflow-providers-celery"),
+    ):
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            found = False
+        if not found:
+            return f"{package} is not installed (pip install -e '.[dev]')"
+    import psycopg
+    import redis
+
+    try:
+        with psycopg.connect(_libpq_url(postgres), connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+    except psycopg.Error as exc:
+        return f"no PostgreSQL at {postgres}: {exc}"
+    try:
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=3).ping()
+    except redis.RedisError as exc:
+        return f"no Redis at {redis_url}: {exc}"
+    return None
+
+
+def _libpq_url(url: str) -> str:
+    """Return a SQLAlchemy PostgreSQL URL as libpq spells it (no ``+driver``)."""
+    scheme, rest = url.split("://", 1)
+    return f"{scheme.split('+', 1)[0]}://{rest}"
+
+
+@contextlib.contextmanager
+def postgres_database(server: str = POSTGRES_SERVER, prefix: str = "parallelrun_celery_") -> Iterator[str]:
+    """Create a fresh database ``<prefix><random>`` on ``server``; yield its SQLAlchemy URL; drop it after.
+
+    The drop uses ``WITH (FORCE)``, which ends the connections still open to it.
+    """
+    import psycopg
+    from psycopg import sql
+
+    name = f"{prefix}{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(_libpq_url(server), autocommit=True, connect_timeout=5) as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield f"{server.rsplit('/', 1)[0]}/{name}"
+    finally:
+        with psycopg.connect(_libpq_url(server), autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def delete_redis_keys(redis_url: str, token: str) -> int:
+    """Delete the broker's keys that name ``token`` (a RealAirflow's queue and bindings); return how many."""
+    import redis
+
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=3, socket_timeout=10)
+    try:
+        keys = list(client.scan_iter(match=f"*{token}*", count=1000))
+        return int(client.delete(*keys)) if keys else 0
+    finally:
+        client.close()
