@@ -21,6 +21,10 @@ _DEFAULT_FILE_NAMES = {
 }
 
 
+#: With ``mini_batches_per_task="auto"``, how many run task instances per process of the run
+#: (``node_count * process_count_per_node``) at most; above, consecutive mini-batches are packed.
+AUTO_TASKS_PER_PROCESS = 8
+
 #: Fields a DAG may take from a Param or macro: a Jinja string, rendered by the partition task
 #: of each DAG run and checked then, as any other value is checked when the DAG is parsed.
 TEMPLATED_FIELDS = (
@@ -70,6 +74,10 @@ class ParallelRunConfig:
     ``mini_batch_size``, the three bounds, ``run_invocation_timeout`` and ``run_max_try`` may be
     Jinja templates, e.g. ``"{{ params.error_threshold }}"``, so a UI form sets them per run; the
     partition task renders and checks them, and every task of the run uses what it rendered.
+    ``mini_batches_per_task`` is how many consecutive mini-batches one mapped run task instance
+    runs, each still with its own tries, timeout and status: ``"auto"`` (the default) gives one
+    task instance per mini-batch up to ``AUTO_TASKS_PER_PROCESS`` per process of the run, and
+    packs them above that, so Airflow's per-task cost stays small next to the scoring.
     ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
     of the run warm on each node, so imports and ``init()`` are paid once per process rather
     than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
@@ -91,6 +99,7 @@ class ParallelRunConfig:
     logging_level: str = "INFO"
     warm_workers: bool = True
     worker_idle_timeout: float = 60
+    mini_batches_per_task: int | str = "auto"
 
     def __post_init__(self) -> None:
         templates = self.templates
@@ -200,6 +209,14 @@ class ParallelRunConfig:
                 f"worker_idle_timeout={idle!r} is invalid: expected a finite number of seconds > 0 a warm "
                 "worker waits for its next mini-batch, e.g. 60"
             )
+        per_task = self.mini_batches_per_task
+        if per_task != "auto":
+            _require_int(
+                "mini_batches_per_task",
+                per_task,
+                1,
+                "give 'auto', or how many consecutive mini-batches one run task instance runs, e.g. 1",
+            )
         level = self.logging_level
         if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
             logging.DEBUG,
@@ -244,6 +261,27 @@ class ParallelRunConfig:
     @property
     def output_file_name(self) -> str:
         return self.append_row_file_name or _DEFAULT_FILE_NAMES[self.append_row_format]
+
+    def mini_batches_per_task_for(self, total: int, max_tasks: int | None = None) -> int:
+        """Return how many consecutive mini-batches of ``total`` each run task instance runs.
+
+        ``max_tasks`` (Airflow's ``max_map_length``) bounds the task instances whatever the setting.
+
+        >>> config = ParallelRunConfig(entry_script="s.py", process_count_per_node=2)
+        >>> [config.mini_batches_per_task_for(n) for n in (10, 16, 17, 2000)]
+        [1, 1, 2, 125]
+        >>> one_each = ParallelRunConfig(entry_script="s.py", mini_batches_per_task=1)
+        >>> one_each.mini_batches_per_task_for(5000, max_tasks=1024)
+        5
+        """
+        if self.mini_batches_per_task == "auto":
+            cap = AUTO_TASKS_PER_PROCESS * self.concurrency
+            per_task = math.ceil(total / cap) if total > cap else 1
+        else:
+            per_task = int(self.mini_batches_per_task)
+        if max_tasks and math.ceil(total / per_task) > max_tasks:
+            per_task = math.ceil(total / max_tasks)
+        return max(per_task, 1)
 
     def batch_size(self, *, tabular: bool) -> MiniBatchSize:
         """Return the mini-batch size in the unit the dataset uses."""

@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +41,7 @@ def partition(
 ) -> list[dict[str, Any]]:
     """List and split the input, store the manifest, and return the descriptors to map over.
 
-    With more mini-batches than ``max_tasks``, consecutive mini-batches are packed so that at
+    Consecutive mini-batches are packed as ``config.mini_batches_per_task`` says, and so that at
     most ``max_tasks`` descriptors come back; a descriptor's ``count`` says how many it holds.
     With ``resume``, an earlier run's results at the same ``output_path`` are kept when its
     input is unchanged (same files, sizes and modification times, same mini-batch size).
@@ -65,7 +64,7 @@ def partition(
     for name in stale:
         layout.output.remove(layout.state(name))
     write_manifest(layout, batches, header)
-    descriptors = pack(batches, max_tasks)
+    descriptors = pack(batches, spec.config.mini_batches_per_task_for(len(batches), max_tasks))
     log.info(
         "partitioned %d input files into %d mini-batches (%s %s each) for %d tasks in %.2fs%s",
         header["input_files"],
@@ -96,21 +95,20 @@ def _resumable(layout: RunLayout, header: dict[str, Any], total: int) -> tuple[b
     return True, "resume: the input is unchanged; mini-batches that already succeeded are reused"
 
 
-def pack(batches: list[MiniBatch], max_tasks: int | None) -> list[dict[str, Any]]:
-    """Return one descriptor per mini-batch, or per pack of consecutive ones above ``max_tasks``.
+def pack(batches: list[MiniBatch], per_task: int = 1) -> list[dict[str, Any]]:
+    """Return one descriptor per ``per_task`` consecutive mini-batches.
 
     >>> from airflow_parallelrun.core.minibatch import MiniBatch
     >>> mbs = [MiniBatch(index=i, kind="files", files=(f"f{i}",)) for i in range(5)]
-    >>> [(d["index"], d["count"]) for d in pack(mbs, 2)]
+    >>> [(d["index"], d["count"]) for d in pack(mbs, 3)]
     [(0, 3), (3, 2)]
-    >>> len(pack(mbs, None))
+    >>> len(pack(mbs))
     5
     """
     if not batches:
         return []
-    per_task = 1 if not max_tasks or len(batches) <= max_tasks else math.ceil(len(batches) / max_tasks)
     descriptors = []
-    for start in range(0, len(batches), per_task):
+    for start in range(0, len(batches), max(per_task, 1)):
         group = batches[start : start + per_task]
         first, last = group[0], group[-1]
         if len(group) == 1:

@@ -69,8 +69,9 @@ def test_digits_example_classifies_every_image_in_order(airflow_db: None, tmp_pa
 
     tis = task_instances(dag_run)
     runs = {i: v for (task, i), v in tis.items() if task == "score.run"}
-    assert len(runs) == 18 and {state for state, _ in runs.values()} == {"success"}
-    assert runs[0][1] == "mb-000000 100 files digit_0000.png .. digit_0099.png"
+    # mini_batches_per_task="auto": 18 mini-batches > 8 per process x 2 processes, so two per task.
+    assert len(runs) == 9 and {state for state, _ in runs.values()} == {"success"}
+    assert runs[0][1] == "mb-000000..mb-000001 (2 mini-batches) 100 files digit_0000.png .. digit_0099.png"
 
 
 def test_tabular_example_scores_every_row_in_input_order(airflow_db: None, tmp_path: Path) -> None:

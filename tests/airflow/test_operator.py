@@ -82,6 +82,7 @@ def test_templated_fields_are_the_input_and_output_paths_and_arguments(script: P
         "input_path",
         "input_files",
         "output_path",
+        "config_templates",  # ParallelRunConfig's fields given as templates, if any
     }
     assert dag.task_dict["score.run"].partial_kwargs["arguments"] == ["--model", "{{ params.model }}"]
 

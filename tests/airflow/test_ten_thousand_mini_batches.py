@@ -1,4 +1,7 @@
-"""10,000 mini-batches on Airflow's default max_map_length (1024), with per-mini-batch accounting."""
+"""10,000 mini-batches on Airflow's default max_map_length (1024), with per-mini-batch accounting.
+
+``mini_batches_per_task=1`` asks for a task instance per mini-batch, so Airflow's limit is what packs.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +48,8 @@ def test_ten_thousand_mini_batches_run_without_changing_airflows_configuration(
                 inputs=FileDataset(path="{folder}", pattern="*.txt"),
                 output_path="{out}",
                 config=ParallelRunConfig(entry_script="{script}", mini_batch_size="1", run_max_try=1,
-                                         error_threshold=1, process_count_per_node=2),
+                                         error_threshold=1, process_count_per_node=2,
+                                         mini_batches_per_task=1),
             )
         """
     )

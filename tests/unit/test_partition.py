@@ -463,8 +463,34 @@ def test_truncated_parquet_becomes_one_whole_file_piece_that_fails_to_read(tmp_p
 
 
 def spec_for(output: str, **config) -> RunSpec:
+    config.setdefault("mini_batches_per_task", 1)  # a descriptor per mini-batch, unless a test asks
     config_ = ParallelRunConfig(entry_script="x.py", **config)
     return RunSpec(output_path=output, config=config_, entry_script="")
+
+
+@pytest.mark.parametrize(
+    ("setting", "processes", "tasks", "largest"),
+    [("auto", 2, 15, 7), ("auto", 8, 50, 2), (1, 2, 100, 1), (3, 2, 34, 3)],
+)
+def test_engine_partition_packs_consecutive_mini_batches_as_mini_batches_per_task_says(
+    tmp_path, setting, processes, tasks, largest
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(100):
+        (folder / f"{i:03d}.txt").write_text("x")
+    spec = spec_for(
+        str(tmp_path / "out"),
+        mini_batch_size="1",
+        mini_batches_per_task=setting,
+        process_count_per_node=processes,
+    )
+    descriptors = partition(FileDataset(path=str(folder), pattern="*.txt"), spec)
+    assert len(descriptors) == tasks
+    assert max(d["count"] for d in descriptors) == largest
+    # Every mini-batch in exactly one descriptor, in order.
+    covered = [i for d in descriptors for i in range(d["index"], d["index"] + d["count"])]
+    assert covered == list(range(100))
 
 
 def test_engine_partition_writes_a_manifest_read_back_identically(tmp_path, monkeypatch):
