@@ -107,6 +107,28 @@ def _previous_status(layout: RunLayout, mb_id: str) -> BatchStatus | None:
     return BatchStatus.from_dict(layout.output.read_json(path))
 
 
+#: The variables numerical libraries (OpenMP, OpenBLAS, MKL, Accelerate, numexpr) size their
+#: thread pools by.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+
+
+def thread_limits(processes: int) -> dict[str, str]:
+    """Return thread-count variables that share this machine's cores among ``processes`` workers.
+
+    Each library would otherwise start a thread per core in every worker: ``processes`` times
+    too many threads, which on a busy node costs more than it gains. A variable already set
+    where the task runs, or in ``environment_variables``, wins.
+    """
+    threads = str(max(1, (os.cpu_count() or 1) // max(processes, 1)))
+    return {name: threads for name in THREAD_VARIABLES if name not in os.environ}
+
+
 class BatchRunner:
     """Run mini-batches one after another through one worker process, replaced when it dies.
 
@@ -129,7 +151,8 @@ class BatchRunner:
         self.settings = WorkerSettings(
             entry_script=spec.entry_script,
             arguments=spec.arguments,
-            environment_variables=dict(config.environment_variables),
+            environment_variables=thread_limits(int(config.process_count_per_node or 1))
+            | dict(config.environment_variables),
             logging_level=config.logging_level,
             output_dir=output_dir,
             log_dir=log_dir,

@@ -409,3 +409,36 @@ def test_summary_only_outputs_are_uploaded_to_a_remote_output_path(tmp_path, mem
     assert fs.cat_file(predictions[1]).decode().endswith("f1.txt")
     assert fs.cat_file(f"{out}/_parallelrun/logs/user/mb-000000.log") == b"scored"
     assert not fs.exists(f"{out}/_parallelrun/parts")
+
+
+# --- threads ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("processes", "environment", "expected"),
+    [(1, {}, None), (2, {}, None), (2, {"OMP_NUM_THREADS": "3"}, "3")],
+)
+def test_workers_share_the_cores_unless_told_otherwise(
+    tmp_path, monkeypatch, processes, environment, expected
+):
+    import os
+
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    make_input(tmp_path / "in")
+    script = write_script(
+        tmp_path,
+        """
+        import os
+
+        def run(mini_batch):
+            threads = os.environ["OMP_NUM_THREADS"] + " " + os.environ["OPENBLAS_NUM_THREADS"]
+            return [threads for _ in mini_batch]
+        """,
+    )
+    spec = make_run(tmp_path, script, process_count_per_node=processes, environment_variables=environment)
+    engine.run_mini_batch(0, spec)
+    engine.aggregate(spec)
+    shared = str(max(1, (os.cpu_count() or 1) // processes))
+    omp = expected or shared
+    assert set(lines(tmp_path / "out" / "parallel_run_step.txt")) == {f"{omp} {shared}"}

@@ -1,0 +1,510 @@
+"""The contenders: each runs one job (a workload on an input) and says how long it took and what it used.
+
+Every contender runs in processes of its own, started by the harness; only the work itself is
+timed (set-up such as migrating an Airflow database or starting the scheduler is not, a fresh
+Ray's start-up is). Outputs are read back after the clock stops, to check what was computed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from benchmarks.measure import (
+    Sampler,
+    classify_ours,
+    classify_ray,
+    digest_lines,
+    digest_tabular,
+    lines_of_parquet,
+    run_probe,
+)
+from benchmarks.workloads import FILES_PER_MINI_BATCH, INIT_SLEEP_SECONDS, REPO
+
+HERE = Path(__file__).resolve().parent
+SCRIPTS = HERE / "scripts"
+#: One mini-batch per parquet file: each file is one row group of less than this.
+TABULAR_MINI_BATCH_SIZE = "64MB"
+
+
+@dataclass(frozen=True)
+class Job:
+    """One workload on one input: what every contender is asked to do."""
+
+    workload: str  # "a", "b" or "c"
+    label: str  # "a", "b", "c", or "a@4" for the scaling run on 4 files
+    input: Path
+    model: Path
+    mini_batches: int
+    items: int
+
+    @property
+    def tabular(self) -> bool:
+        return self.workload == "a"
+
+    @property
+    def slow_init(self) -> bool:
+        return self.workload == "c"
+
+
+DAG_TEMPLATE = '''\
+"""Benchmark DAG for workload ({workload}), written by benchmarks/ (python -m benchmarks)."""
+
+from airflow.sdk import DAG, Param
+
+from airflow_parallelrun import {imports}
+
+with DAG(
+    dag_id="{dag_id}",
+    schedule=None,
+    catchup=False,
+    max_active_runs=1,
+    params={{name: Param("", type="string") for name in ("input", "output", "model", "counts")}},
+) as dag:
+    ParallelRunOperator(
+        task_id="score",
+        inputs={dataset},
+        output_path="{{{{ params.output }}}}",
+        config=ParallelRunConfig(
+            entry_script={script},
+            mini_batch_size={mini_batch_size},
+            error_threshold=0,
+            run_invocation_timeout=3600,
+            node_count=1,
+            process_count_per_node=2,
+            append_row_format={append_row_format},
+        ),
+        arguments=[
+{arguments}
+        ],
+    )
+'''
+
+
+def dag_id(workload: str) -> str:
+    return f"parallelrun_bench_{workload}"
+
+
+def dag_source(workload: str) -> str:
+    """Return the DAG file of one workload: its paths come in as Params (the run's conf)."""
+    if workload == "a":
+        dataset_class, dataset = (
+            "TabularDataset",
+            'TabularDataset(path="{{ params.input }}", format="parquet")',
+        )
+        script, size, fmt = SCRIPTS / "tabular_proba.py", TABULAR_MINI_BATCH_SIZE, "parquet"
+        arguments = ["--model_path", "{{ params.model }}"]
+    else:
+        dataset_class, dataset = "FileDataset", 'FileDataset(path="{{ params.input }}", pattern="**/*.png")'
+        script, size, fmt = SCRIPTS / "digits_lines.py", str(FILES_PER_MINI_BATCH), "text"
+        arguments = ["--model_path", "{{ params.model }}"]
+        if workload == "c":
+            arguments += ["--init_sleep", str(INIT_SLEEP_SECONDS), "--counts_dir", "{{ params.counts }}"]
+    return DAG_TEMPLATE.format(
+        workload=workload,
+        dag_id=dag_id(workload),
+        imports=", ".join(sorted([dataset_class, "ParallelRunConfig", "ParallelRunOperator"])),
+        dataset=dataset,
+        # JSON strings are Python string literals, quoted as ruff format quotes them.
+        script=json.dumps(str(script)),
+        mini_batch_size=json.dumps(size),
+        append_row_format=json.dumps(fmt),
+        arguments="\n".join(f"            {json.dumps(a)}," for a in arguments),
+    )
+
+
+def _conf(job: Job, output: Path, counts: Path) -> dict[str, str]:
+    return {"input": str(job.input), "output": str(output), "model": str(job.model), "counts": str(counts)}
+
+
+def _init_calls(counts: Path) -> int | None:
+    path = counts / "init-calls.txt"
+    return len(path.read_text().splitlines()) if path.is_file() else None
+
+
+def _read_report(output: Path) -> list[dict[str, str]]:
+    import csv
+
+    path = output / "_parallelrun" / "processed_mini_batches.csv"
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def ours_figures(job: Job, output: Path) -> dict[str, Any]:
+    """Read what the operator wrote: the summary, the per-mini-batch report, the merged output."""
+    figures: dict[str, Any] = {}
+    summary_path = output / "_parallelrun" / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    figures["summary"] = {
+        key: summary.get(key)
+        for key in (
+            "status",
+            "total_mini_batches",
+            "succeeded_mini_batches",
+            "failed_mini_batches",
+            "total_items",
+            "succeeded_items",
+            "failed_items",
+            "run_seconds",
+        )
+    }
+    rows = _read_report(output)
+    if rows:
+        totals = [float(r["seconds_total"]) for r in rows]
+        runs = [float(r["seconds_run"]) for r in rows]
+        figures["report"] = {
+            "mini_batches": len(rows),
+            "seconds_total_sum": round(sum(totals), 3),
+            "seconds_run_sum": round(sum(runs), 3),
+            # What the engine spends around run() inside a task: read, start or reuse a worker, write.
+            "engine_overhead_ms_per_mini_batch": round(1000 * (sum(totals) - sum(runs)) / len(rows), 1),
+        }
+    if job.tabular:
+        merged = output / "parallel_run_step.parquet"
+        figures["digest"] = digest_tabular([merged]) if merged.is_file() else {"rows": 0, "sha256": None}
+    else:
+        merged = output / "parallel_run_step.txt"
+        figures["digest"] = digest_lines(merged.read_text().splitlines() if merged.is_file() else [])
+    figures["ok"] = summary.get("status") == "succeeded"
+    if summary:
+        figures["merge_probe"] = run_probe(
+            [
+                "aggregate",
+                "--output",
+                str(output),
+                "--config",
+                json.dumps(
+                    {
+                        "append_row_format": "parquet" if job.tabular else "text",
+                        "error_threshold": 0,
+                        "mini_batch_size": TABULAR_MINI_BATCH_SIZE
+                        if job.tabular
+                        else str(FILES_PER_MINI_BATCH),
+                    }
+                ),
+            ]
+        )
+    return figures
+
+
+def _parse_time(value: str | None) -> float | None:
+    if not value:
+        return None
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+class Contender:
+    """A way to run a job. ``session()`` wraps the set-up it needs across jobs (not timed)."""
+
+    name = ""
+    workloads = ("a", "b", "c")
+
+    def __init__(self, work: Path, *, timeout: float, sample_interval: float) -> None:
+        self.work = work
+        self.timeout = timeout
+        self.sample_interval = sample_interval
+
+    def unavailable(self) -> str | None:
+        """Return why this contender cannot run here, or None."""
+        return None
+
+    @contextlib.contextmanager
+    def session(self, label: str):
+        yield self
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _subprocess(
+        self, command: list[str], log: Path, sampler: Sampler, *, env: dict[str, str] | None = None
+    ) -> tuple[float, int, str]:
+        """Run ``command``, sampling its tree; return (wall seconds, exit code, last stdout line)."""
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as err, contextlib.ExitStack() as stack:
+            started = time.perf_counter()
+            process = subprocess.Popen(
+                command,
+                cwd=REPO,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=err,
+                start_new_session=True,
+            )
+            sampler.root = process.pid
+            stack.enter_context(sampler)
+            try:
+                stdout, _ = process.communicate(timeout=self.timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, 9)
+                stdout, _ = process.communicate()
+            wall = time.perf_counter() - started
+        # Whatever the job left in its session (a Ray raylet after a crash) goes with it.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, 9)
+        lines = stdout.decode(errors="replace").strip().splitlines()
+        return wall, process.returncode, lines[-1] if lines else ""
+
+
+class ProcessPool(Contender):
+    """The baseline: ``baseline_process_pool.py`` as a subprocess, timed from start to exit."""
+
+    name = "process-pool"
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        script = str(HERE / "baseline_process_pool.py")
+        common = ["--input", str(job.input), "--model", str(job.model), "--workers", "2"]
+        if job.tabular:
+            command = [sys.executable, script, "tabular", *common, "--output", str(output)]
+        else:
+            command = [sys.executable, script, "files", *common, "--output", str(output / "out.txt")]
+            command += ["--batch", str(FILES_PER_MINI_BATCH)]
+            if job.slow_init:
+                command += ["--init-sleep", str(INIT_SLEEP_SECONDS), "--counts-dir", str(counts)]
+        sampler = Sampler(interval=self.sample_interval)
+        wall, code, last = self._subprocess(command, output.parent / f"{output.name}.log", sampler)
+        inner = json.loads(last) if last.startswith("{") else {}
+        digest = (
+            digest_tabular([output])
+            if job.tabular
+            else digest_lines((output / "out.txt").read_text().splitlines() if code == 0 else [])
+        )
+        return {
+            "ok": code == 0,
+            "wall_s": wall,
+            "inner_s": inner.get("seconds"),
+            "worker_peak_rss_mb": sampler.peak_mb("worker"),
+            "driver_peak_rss_mb": sampler.peak_mb("root"),
+            "workers_seen": sampler.count("worker"),
+            "digest": digest,
+            "init_calls": _init_calls(counts),
+            "error": None if code == 0 else f"exit {code}; see {output.name}.log",
+        }
+
+
+class RayData(Contender):
+    """Ray Data ``map_batches``, 2 actors: ``ray_data_job.py`` as a subprocess, Ray's start-up included."""
+
+    name = "ray-data"
+
+    def unavailable(self) -> str | None:
+        if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.data") is None:
+            return (
+                f"ray[data] is not installed for {sys.executable}; "
+                "pip install -e '.[benchmark]' to include it"
+            )
+        return None
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        script = str(HERE / "ray_data_job.py")
+        command = [sys.executable, script, "tabular" if job.tabular else "files"]
+        command += ["--input", str(job.input), "--model", str(job.model), "--output", str(output)]
+        command += ["--cpus", "2", "--actors", "2", "--batch", str(FILES_PER_MINI_BATCH)]
+        if job.tabular:
+            command += ["--rows", str(job.items // max(job.mini_batches, 1))]
+        if job.slow_init:
+            command += ["--init-sleep", str(INIT_SLEEP_SECONDS), "--counts-dir", str(counts)]
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+        sampler = Sampler(classify=classify_ray, interval=self.sample_interval)
+        wall, code, last = self._subprocess(command, output.parent / f"{output.name}.log", sampler, env=env)
+        inner = json.loads(last) if last.startswith("{") else {}
+        ok = code == 0 and output.is_dir()
+        digest = (
+            (digest_tabular([output]) if job.tabular else digest_lines(lines_of_parquet(output)))
+            if ok
+            else {"rows": 0, "sha256": None}
+        )
+        return {
+            "ok": ok,
+            "wall_s": wall,
+            "inner_s": inner.get("seconds"),
+            "worker_peak_rss_mb": sampler.peak_mb("worker"),
+            "driver_peak_rss_mb": sampler.peak_mb("root"),
+            "workers_seen": sampler.count("worker"),
+            "digest": digest,
+            "init_calls": _init_calls(counts),
+            "error": None if ok else f"exit {code}; see {output.name}.log",
+        }
+
+
+class Floor(Contender):
+    """``predict_proba`` on all rows in memory, both cores: only the call is timed (workload a only)."""
+
+    name = "floor"
+    workloads = ("a",)
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        output.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, str(HERE / "floor_predict.py"), "--input", str(job.input)]
+        command += ["--model", str(job.model), "--output", str(output / "out.parquet")]
+        sampler = Sampler(interval=self.sample_interval)
+        _, code, last = self._subprocess(command, output.parent / f"{output.name}.log", sampler)
+        inner = json.loads(last) if last.startswith("{") else {}
+        return {
+            "ok": code == 0,
+            "wall_s": inner.get("seconds"),
+            "worker_peak_rss_mb": sampler.peak_mb("root"),
+            "digest": digest_tabular([output]) if code == 0 else {"rows": 0, "sha256": None},
+            "error": None if code == 0 else f"exit {code}; see {output.name}.log",
+        }
+
+
+class OursDagsTest(Contender):
+    """The operator under ``airflow dags test`` (one process runs the whole DAG) on a temporary home."""
+
+    name = "ours-dags-test"
+
+    def __init__(self, work: Path, **kwargs: Any) -> None:
+        super().__init__(work, **kwargs)
+        self.env: dict[str, str] = {}
+        self.home = work / "airflow-dags-test"
+
+    @contextlib.contextmanager
+    def session(self, label: str):
+        if not self.env:
+            self._prepare()
+        yield self
+
+    def _prepare(self) -> None:
+        from tests.airflow.real_airflow import RealAirflow, free_port
+
+        shutil.rmtree(self.home, ignore_errors=True)
+        (self.home / "dags").mkdir(parents=True)
+        for workload in ("a", "b", "c"):
+            (self.home / "dags" / f"{dag_id(workload)}.py").write_text(dag_source(workload))
+        airflow = RealAirflow(self.home, self.home / "dags")
+        airflow.port = free_port()
+        self.env = airflow.build_env()
+        subprocess.run(
+            [sys.executable, "-m", "airflow", "db", "migrate"],
+            env=self.env,
+            cwd=self.home,
+            capture_output=True,
+            check=True,
+            timeout=600,
+        )
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        conf = json.dumps(_conf(job, output, counts))
+        command = [sys.executable, "-m", "airflow", "dags", "test", dag_id(job.workload), "-c", conf]
+        sampler = Sampler(classify=classify_ours, interval=self.sample_interval)
+        wall, code, _ = self._subprocess(command, output.parent / f"{output.name}.log", sampler, env=self.env)
+        figures = ours_figures(job, output)
+        return {
+            "ok": code == 0 and figures.pop("ok"),
+            "wall_s": wall,
+            "worker_peak_rss_mb": sampler.peak_mb("worker"),
+            # The dags-test process runs partition, every run task and the aggregate itself.
+            "driver_peak_rss_mb": sampler.peak_mb("root"),
+            "workers_seen": sampler.count("worker"),
+            "init_calls": _init_calls(counts),
+            "error": None if code == 0 else f"exit {code}; see {output.name}.log",
+            **figures,
+        }
+
+
+class OursScheduler(Contender):
+    """The operator under a real scheduler (LocalExecutor, parallelism 2, SQLite), triggered by REST."""
+
+    name = "ours-scheduler"
+
+    def __init__(self, work: Path, **kwargs: Any) -> None:
+        super().__init__(work, **kwargs)
+        self.airflow: Any = None
+        self.startup_s: list[float] = []
+
+    @contextlib.contextmanager
+    def session(self, label: str):
+        from tests.airflow.real_airflow import RealAirflow
+
+        home = self.work / f"airflow-scheduler-{label}"
+        shutil.rmtree(home, ignore_errors=True)
+        # Airflow's own default: a DAG file is re-parsed at most every 30 s (the test harness uses 5 s).
+        extra = {"AIRFLOW__DAG_PROCESSOR__MIN_FILE_PROCESS_INTERVAL": "30"}
+        airflow = RealAirflow(home, home / "dags", extra, parallelism=2)
+        try:
+            airflow.start(timeout=300)
+            for workload in ("a", "b", "c"):
+                airflow.add_dag(dag_id(workload), dag_source(workload))
+            for workload in ("a", "b", "c"):
+                airflow.wait_for_dag(dag_id(workload), timeout=120)
+                airflow.unpause(dag_id(workload))
+            self.startup_s.append(airflow.startup_seconds)
+            self.airflow = airflow
+            yield self
+        finally:
+            self.airflow = None
+            try:
+                airflow.stop()
+            except Exception as exc:  # a leftover process is worth a line, not the benchmark
+                print(f"ours-scheduler: stop: {exc}", file=sys.stderr)
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        airflow = self.airflow
+        dag = dag_id(job.workload)
+        sampler = Sampler(classify=classify_ours, interval=self.sample_interval)
+        with sampler:
+            started_wall, started = time.time(), time.perf_counter()
+            run_id = airflow.trigger(dag, conf=_conf(job, output, counts))
+            deadline = started + self.timeout
+            while True:
+                run = airflow.dag_run(dag, run_id)
+                if run["state"] in ("success", "failed") or time.perf_counter() > deadline:
+                    break
+                time.sleep(1.0)
+            polled = time.perf_counter() - started
+        ended = _parse_time(run.get("end_date"))
+        # The scheduler's end_date is exact; polling every second is not.
+        wall = ended - started_wall if ended else polled
+        tis = airflow.task_instances(dag, run_id)
+        runs = [t for t in tis if t["task_id"].endswith(".run")]
+        by_id = {t["task_id"].rsplit(".", 1)[-1]: t for t in tis if t["map_index"] == -1}
+        durations = [float(t["duration"] or 0.0) for t in runs]
+        figures = ours_figures(job, output)
+        report = figures.get("report") or {}
+        ti_overhead = None
+        if durations and report:
+            run_seconds = report["seconds_run_sum"]
+            ti_overhead = round(1000 * (sum(durations) - run_seconds) / report["mini_batches"], 1)
+        aggregate_ti = by_id.get("aggregate", {}).get("id")
+        run_ids = {t["id"] for t in runs}
+        task_peaks = [sampler.peaks[p] for p, k in sampler.kinds.items() if k[5:] in run_ids]
+        return {
+            "ok": run["state"] == "success" and figures.pop("ok"),
+            "wall_s": wall,
+            "polled_s": polled,
+            "worker_peak_rss_mb": sampler.peak_mb("worker"),
+            "workers_seen": sampler.count("worker"),
+            "run_task_peak_rss_mb": round(max(task_peaks) / 1024**2, 1) if task_peaks else None,
+            "aggregate_task_peak_rss_mb": sampler.peak_mb(f"task:{aggregate_ti}") if aggregate_ti else None,
+            "init_calls": _init_calls(counts),
+            "task_instances": {
+                "run": len(runs),
+                "run_duration_mean_s": round(sum(durations) / len(durations), 3) if durations else None,
+                # A run task instance's duration minus its run() time, per mini-batch.
+                "ti_overhead_ms_per_mini_batch": ti_overhead,
+                "partition_s": by_id.get("partition", {}).get("duration"),
+                "aggregate_s": by_id.get("aggregate", {}).get("duration"),
+            },
+            "run_id": run_id,
+            "error": None if run["state"] == "success" else f"run {run['state']}; logs in {airflow.logs}",
+            **figures,
+        }
+
+
+CONTENDERS: dict[str, type[Contender]] = {
+    c.name: c for c in (OursScheduler, OursDagsTest, ProcessPool, RayData, Floor)
+}

@@ -1,0 +1,239 @@
+"""Run the benchmark: every contender on every workload, interleaved, then print and save the figures.
+
+    python -m benchmarks --size small            # from the repository root
+    python benchmarks/run.py --size full --reps 3
+
+See benchmarks/README.md for the workloads, the contenders and what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # python benchmarks/run.py
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.contenders import CONTENDERS, TABULAR_MINI_BATCH_SIZE, Contender, Job
+from benchmarks.measure import machine, run_probe
+from benchmarks.report import render_markdown, summarize
+from benchmarks.workloads import FILES_PER_MINI_BATCH, REPO, SIZES, Paths, Size, prepare
+
+DEFAULT_CONTENDERS = ("ours-scheduler", "ours-dags-test", "process-pool", "ray-data", "floor")
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def jobs_for(size: Size, paths: Paths, workloads: list[str]) -> list[Job]:
+    jobs = []
+    if "a" in workloads:
+        jobs.append(
+            Job(
+                "a",
+                "a",
+                paths.tabular_input,
+                paths.tabular_model,
+                size.tabular_files,
+                size.tabular_files * size.rows_per_file,
+            )
+        )
+    if "b" in workloads:
+        mini_batches = -(-size.images // FILES_PER_MINI_BATCH)
+        jobs.append(Job("b", "b", paths.images, paths.digits_model, mini_batches, size.images))
+    if "c" in workloads:
+        jobs.append(
+            Job(
+                "c",
+                "c",
+                paths.slow_init_input,
+                paths.digits_model,
+                size.slow_init_mini_batches,
+                size.slow_init_images,
+            )
+        )
+    return jobs
+
+
+def scaling_jobs(size: Size, paths: Paths) -> list[Job]:
+    return [
+        Job("a", f"a@{n}", paths.scaling_input(n), paths.tabular_model, n, n * size.rows_per_file)
+        for n in size.scaling_files
+    ]
+
+
+def _log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def measure_one(contender: Contender, job: Job, rep: int, runs: Path, keep: bool) -> dict[str, Any]:
+    """Run one job on one contender with a clean output and counts folder; never raises."""
+    output = runs / f"rep{rep}" / contender.name / job.label
+    counts = runs / f"rep{rep}" / contender.name / f"{job.label}.counts"
+    for folder in (output, counts):
+        shutil.rmtree(folder, ignore_errors=True)
+    counts.mkdir(parents=True)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    _log(f"rep {rep}: {contender.name} on {job.label} ({job.mini_batches} mini-batches, {job.items} items)")
+    base = {
+        "workload": job.workload,
+        "job": job.label,
+        "contender": contender.name,
+        "rep": rep,
+        "mini_batches": job.mini_batches,
+        "items": job.items,
+    }
+    try:
+        result = contender.measure(job, output, counts)
+    except Exception as exc:
+        result = {"ok": False, "wall_s": None, "error": f"{type(exc).__name__}: {exc}"}
+    if result.get("wall_s") is not None:
+        result["wall_s"] = round(result["wall_s"], 3)
+    _log(
+        f"  -> {'ok' if result.get('ok') else 'FAILED'} in {result.get('wall_s')} s"
+        + (f": {result['error']}" if result.get("error") else "")
+    )
+    if not keep:
+        shutil.rmtree(output, ignore_errors=True)
+    return {**base, **result}
+
+
+def partition_probes(paths: Paths, size: Size, jobs: list[Job], scratch: Path) -> list[dict[str, Any]]:
+    """Measure ``engine.partition``'s peak memory on each input, in a fresh process each."""
+    probes = []
+    for job in jobs:
+        if job.tabular:
+            dataset = {"kind": "tabular", "path": str(job.input), "format": "parquet"}
+            mbs = TABULAR_MINI_BATCH_SIZE
+        else:
+            dataset = {"kind": "files", "path": str(job.input), "pattern": "**/*.png"}
+            mbs = str(FILES_PER_MINI_BATCH)
+        out = scratch / f"partition-{job.label}"
+        shutil.rmtree(out, ignore_errors=True)
+        _log(f"partition probe on {job.label}")
+        result = run_probe(
+            ["partition", "--dataset", json.dumps(dataset), "--mini-batch-size", mbs, "--output", str(out)]
+        )
+        shutil.rmtree(out, ignore_errors=True)
+        probes.append({"job": job.label, "input_files": job.mini_batches, "items": job.items, **result})
+    return probes
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--size", choices=sorted(SIZES), default="small")
+    parser.add_argument(
+        "--workloads", default="a,b,c", help="comma-separated: a (tabular), b (files), c (slow init)"
+    )
+    parser.add_argument(
+        "--contenders",
+        default=",".join(DEFAULT_CONTENDERS),
+        help=f"comma-separated, of {', '.join(CONTENDERS)}",
+    )
+    parser.add_argument("--reps", type=int, default=None, help="repetitions (default: 1 tiny/small, 3 full)")
+    parser.add_argument("--data-dir", type=Path, default=REPO / ".benchmarks", help="inputs, models, scratch")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--scaling",
+        choices=["on", "off"],
+        default="on",
+        help="run (a) at 1x, 2x, 4x input (ours and baseline)",
+    )
+    parser.add_argument("--timeout", type=float, default=7200, help="seconds one job may take")
+    parser.add_argument("--sample-interval", type=float, default=0.1, help="seconds between RSS samples")
+    parser.add_argument("--keep-outputs", action="store_true", help="keep every contender's output")
+    args = parser.parse_args(argv)
+    args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
+    args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
+    for w in args.workloads:
+        if w not in ("a", "b", "c"):
+            parser.error(f"unknown workload {w!r}; use a, b, c")
+    for c in args.contenders:
+        if c not in CONTENDERS:
+            parser.error(f"unknown contender {c!r}; use {', '.join(CONTENDERS)}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    size = SIZES[args.size]
+    reps = args.reps or size.reps
+    started = time.time()
+    _log(f"preparing size {size.name} under {args.data_dir} (cached, not timed)")
+    paths = prepare(size, args.data_dir, set(args.workloads))
+    work = paths.root / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    options = {"timeout": args.timeout, "sample_interval": args.sample_interval}
+    contenders = [CONTENDERS[name](work, **options) for name in args.contenders]
+    unavailable = {c.name: reason for c in contenders if (reason := c.unavailable())}
+    for name, reason in unavailable.items():
+        _log(f"{name} unavailable: {reason}")
+    active = [c for c in contenders if c.name not in unavailable]
+    jobs = jobs_for(size, paths, args.workloads)
+
+    results: list[dict[str, Any]] = []
+    # A B A B: every rep runs every contender, so drift on a shared machine hits them alike.
+    for rep in range(1, reps + 1):
+        for contender in active:
+            mine = [j for j in jobs if j.workload in contender.workloads]
+            if not mine:
+                continue
+            with contender.session(f"rep{rep}"):
+                results.extend(
+                    measure_one(contender, job, rep, work / "runs", args.keep_outputs) for job in mine
+                )
+
+    scaling: list[dict[str, Any]] = []
+    probes: list[dict[str, Any]] = []
+    if args.scaling == "on" and "a" in args.workloads:
+        ours = next((c for c in active if c.name.startswith("ours")), None)
+        pool = next((c for c in active if c.name == "process-pool"), None)
+        for contender in [c for c in (ours, pool) if c is not None]:
+            with contender.session("scaling"):
+                scaling.extend(
+                    measure_one(contender, job, 0, work / "runs", args.keep_outputs)
+                    for job in scaling_jobs(size, paths)
+                )
+        probes = partition_probes(paths, size, scaling_jobs(size, paths) + jobs, work)
+
+    record = {
+        "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+        "size": size.name,
+        "size_parameters": size.__dict__,
+        "reps": reps,
+        "workloads": args.workloads,
+        "contenders": args.contenders,
+        "unavailable": unavailable,
+        "machine": machine(),
+        "seconds": round(time.time() - started, 1),
+        "results": results,
+        "scaling": scaling,
+        "partition_probes": probes,
+    }
+    for contender in active:
+        startup = getattr(contender, "startup_s", None)
+        if startup:
+            record.setdefault("airflow_startup_s", {})[contender.name] = [round(s, 1) for s in startup]
+    record["summary"] = summarize(record)
+    markdown = render_markdown(record)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    json_path = args.results_dir / f"{stamp}.json"
+    json_path.write_text(json.dumps(record, indent=1, default=str))
+    (args.results_dir / "latest.md").write_text(markdown)
+    print(markdown)
+    _log(f"saved {json_path} and {args.results_dir / 'latest.md'} ({record['seconds']} s in all)")
+    record["json_path"] = str(json_path)
+    if not args.keep_outputs:
+        shutil.rmtree(work / "runs", ignore_errors=True)
+    return record
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The benchmark harness runs end to end at ``--size tiny`` and its contenders compute the same thing.
+
+No timing is asserted: the machine is shared. What is checked is that every figure is in the
+JSON, and that our operator's merged output equals the process-pool baseline's, row for row.
+Ray Data runs when ``ray[data]`` is installed; otherwise its reason is in the result and printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+MAIN_FIGURES = (
+    "walls_s",
+    "wall_median_s",
+    "items_per_s",
+    "ratio_to_baseline",
+    "overhead_ms_per_mini_batch",
+    "worker_peak_rss_mb",
+    "same_output_as_baseline",
+)
+OURS_FIGURES = ("merge_peak_rss_mb", "merge_step_mb", "engine_overhead_ms_per_mini_batch")
+
+
+def run_harness(tmp_path: Path, *args: str) -> dict:
+    """Run ``python -m benchmarks --size tiny ARGS`` as a user would, and return its JSON record."""
+    results = tmp_path / "results"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW", "PYTEST_"))}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks",
+            "--size",
+            "tiny",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--results-dir",
+            str(results),
+            "--keep-outputs",
+            *args,
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=840,
+        check=False,
+    )
+    print(done.stdout)
+    assert done.returncode == 0, done.stderr[-5000:]
+    assert "| workload | contender |" in done.stdout  # the markdown table
+    assert (results / "latest.md").read_text() in done.stdout
+    (saved,) = results.glob("*.json")
+    return json.loads(saved.read_text())
+
+
+def figures(record: dict, job: str, contender: str) -> dict:
+    (found,) = [f for f in record["summary"]["main"] if f["job"] == job and f["contender"] == contender]
+    return found
+
+
+def runs_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data" / "tiny" / "work" / "runs"
+
+
+def test_tiny_run_with_dags_test_process_pool_and_ray(tmp_path: Path) -> None:
+    record = run_harness(tmp_path, "--contenders", "ours-dags-test,process-pool,ray-data")
+    machine = record["machine"]
+    assert machine["cpu_count"] and machine["ram_gb"] and machine["python"]
+    assert machine["versions"]["apache-airflow"]
+
+    contenders = ["ours-dags-test", "process-pool"]
+    if "ray-data" in record["unavailable"]:
+        print(f"ray-data not measured: {record['unavailable']['ray-data']}")
+        assert "ray" in record["unavailable"]["ray-data"]
+    else:
+        contenders.append("ray-data")
+    for job in ("a", "b", "c"):
+        for contender in contenders:
+            f = figures(record, job, contender)
+            assert f["ok"], (job, contender, f["errors"])
+            for key in MAIN_FIGURES:
+                assert key in f, (job, contender, key)
+            assert f["wall_median_s"] > 0
+            assert f["rows"] == f["items"], (job, contender)
+            if contender != "process-pool":
+                assert f["same_output_as_baseline"] is True, (job, contender)
+        ours = figures(record, job, "ours-dags-test")
+        for key in OURS_FIGURES:
+            assert ours[key] is not None, (job, key)
+    # (c) counts init() calls: at least one per worker process, at most one per mini-batch.
+    for contender in contenders:
+        calls = figures(record, "c", contender)["init_calls"]
+        assert all(1 <= c <= record["size_parameters"]["slow_init_mini_batches"] for c in calls), calls
+
+    # Scaling: ours and the baseline at 1x, 2x, 4x, with the merge and partition memory of each size.
+    scaling = record["summary"]["scaling"]
+    assert sorted((f["contender"], f["mini_batches"]) for f in scaling) == [
+        (c, n) for c in ("ours-dags-test", "process-pool") for n in (1, 2, 4)
+    ]
+    for f in scaling:
+        assert f["ok"] and f["wall_median_s"] > 0, f
+        if f["contender"] == "ours-dags-test":
+            assert f["merge_peak_rss_mb"] and f["partition_peak_rss_mb"], f
+            assert f["same_output_as_baseline"] is True, f
+    assert set(record["summary"]["growth"]) == {"ours-dags-test", "process-pool"}
+
+    # Row for row: the operator's merged output is the baseline's files, in input order.
+    import pandas as pd
+
+    runs = runs_dir(tmp_path) / "rep1"
+    ours_a = pd.read_parquet(runs / "ours-dags-test" / "a" / "parallel_run_step.parquet")
+    pool_a = pd.concat(
+        [pd.read_parquet(p) for p in sorted((runs / "process-pool" / "a").glob("*.parquet"))],
+        ignore_index=True,
+    )
+    assert (
+        len(ours_a) == record["size_parameters"]["tabular_files"] * record["size_parameters"]["rows_per_file"]
+    )
+    pd.testing.assert_frame_equal(ours_a, pool_a, check_exact=True)
+    for job in ("b", "c"):
+        ours_lines = (runs / "ours-dags-test" / job / "parallel_run_step.txt").read_text().splitlines()
+        pool_lines = (runs / "process-pool" / job / "out.txt").read_text().splitlines()
+        assert ours_lines and ours_lines == pool_lines, job
+
+
+def test_tiny_run_under_a_real_scheduler(tmp_path: Path) -> None:
+    record = run_harness(
+        tmp_path, "--contenders", "ours-scheduler,process-pool", "--workloads", "a,c", "--scaling", "off"
+    )
+    for job in ("a", "c"):
+        f = figures(record, job, "ours-scheduler")
+        assert f["ok"], f["errors"]
+        assert f["same_output_as_baseline"] is True
+        assert 1 <= f["task_instances"] <= f["mini_batches"]
+        assert f["ti_overhead_ms_per_mini_batch"] is not None
+        assert f["aggregate_task_peak_rss_mb"], "the aggregate task's process was not sampled"
+        for key in (*MAIN_FIGURES, *OURS_FIGURES):
+            assert f[key] is not None, key
+    assert record["airflow_startup_s"]["ours-scheduler"]
