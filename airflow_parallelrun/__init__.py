@@ -19,12 +19,18 @@ _EXPORTS = {
     "EntryScript": "airflow_parallelrun.core.entry_script",
     "ParallelRunError": "airflow_parallelrun.core.errors",
     "ConfigError": "airflow_parallelrun.core.errors",
+    "NewFilesSensor": "airflow_parallelrun.sensors.new_files",
+    "NewFilesTrigger": "airflow_parallelrun.triggers.new_files",
+    "TRIGGERING_FILES": "airflow_parallelrun.triggers.new_files",
 }
 
 __all__ = [
+    "TRIGGERING_FILES",
     "ConfigError",
     "EntryScript",
     "FileDataset",
+    "NewFilesSensor",
+    "NewFilesTrigger",
     "ParallelRunConfig",
     "ParallelRunError",
     "ParallelRunOperator",
@@ -38,6 +44,8 @@ if TYPE_CHECKING:
     from airflow_parallelrun.core.entry_script import EntryScript
     from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
     from airflow_parallelrun.operators.parallel_run import ParallelRunOperator
+    from airflow_parallelrun.sensors.new_files import NewFilesSensor
+    from airflow_parallelrun.triggers.new_files import TRIGGERING_FILES, NewFilesTrigger
 
 
 def __getattr__(name: str) -> Any:

@@ -21,4 +21,10 @@ def get_provider_info() -> dict[str, Any]:
                 "python-modules": ["airflow_parallelrun.operators.parallel_run"],
             }
         ],
+        "sensors": [
+            {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.sensors.new_files"]}
+        ],
+        "triggers": [
+            {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.triggers.new_files"]}
+        ],
     }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +35,29 @@ def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
         )
 
 
+def files_from_rendered(value: Any) -> Any:
+    """Return a rendered ``files`` value as a list: a string must hold a JSON list of paths.
+
+    A Jinja template renders to a string, so ``files="{{ ... | tojson }}"`` arrives as JSON.
+
+    >>> files_from_rendered('["/in/a.png", "/in/b.png"]'), files_from_rendered(["/in/a.png"])
+    (['/in/a.png', '/in/b.png'], ['/in/a.png'])
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, list):
+        raise ConfigError(
+            f"files={value[:200]!r} is a string but not a JSON list of paths; give a list, an upstream "
+            "task's output (e.g. files=sensor.output), or a template rendering a JSON list "
+            "(e.g. files=TRIGGERING_FILES, or '{{ ... | tojson }}')"
+        )
+    return parsed
+
+
 @dataclass(frozen=True)
 class FileDataset:
     """Files under ``path`` matching ``pattern``, or an explicit list of ``files``.
@@ -42,7 +66,10 @@ class FileDataset:
     inside it), and one outside it is refused. Each item is one file; ``run()`` receives a list
     of local file paths (remote files are fetched to a local scratch folder first). ``path``
     and ``files`` are templated by the operator, so Params, macros and an upstream task's output
-    work. ``conn_id`` names an Airflow Connection holding the storage's credentials.
+    (``files=sensor.output`` of a ``NewFilesSensor``) work; a template for ``files`` renders a
+    string, which must hold a JSON list (``files=TRIGGERING_FILES`` takes the files of the asset
+    events that triggered the run). ``conn_id`` names an Airflow Connection holding the storage's
+    credentials.
     """
 
     path: str | None = None

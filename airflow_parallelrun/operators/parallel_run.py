@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, TaskGroup
 
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
+from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset, files_from_rendered
 from airflow_parallelrun.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -29,7 +29,11 @@ def storage_options_from_connection(conn_id: str) -> dict[str, Any]:
     """
     from airflow.sdk import BaseHook
 
-    conn = BaseHook.get_connection(conn_id)
+    return connection_storage_options(BaseHook.get_connection(conn_id))
+
+
+def connection_storage_options(conn: Any) -> dict[str, Any]:
+    """Turn a fetched Connection into fsspec storage options, as ``storage_options_from_connection``."""
     extra = conn.extra_dejson
     options = dict(extra.get("storage_options") or {})
     if conn.login:
@@ -151,7 +155,7 @@ class PartitionOperator(BaseOperator):
             except ConfigError as exc:
                 raise _fail(f"this DAG run's parameters make an invalid ParallelRunConfig: {exc}") from None
             self.log.info("configuration of this run: %s", self.config_templates)
-        dataset = self.inputs.with_source(self.input_path, self.input_files)
+        dataset = self.inputs.with_source(self.input_path, files_from_rendered(self.input_files))
         root = input_root(dataset.path, dataset.files)
         use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
         descriptors = engine.partition(

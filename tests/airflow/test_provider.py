@@ -33,3 +33,18 @@ def test_airflow_providers_list_shows_the_provider(airflow_db: None) -> None:
     from airflow_parallelrun import __version__
 
     assert providers["airflow-provider-parallelrun"]["version"] == __version__
+
+
+def test_provider_info_names_modules_that_hold_the_operator_sensor_and_trigger() -> None:
+    import importlib
+
+    info = get_provider_info()
+    expected = {
+        "operators": "ParallelRunOperator",
+        "sensors": "NewFilesSensor",
+        "triggers": "NewFilesTrigger",
+    }
+    for kind, cls in expected.items():
+        (entry,) = info[kind]
+        (module,) = entry["python-modules"]
+        assert hasattr(importlib.import_module(module), cls), (kind, module)

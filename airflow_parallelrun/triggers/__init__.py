@@ -1,0 +1,1 @@
+"""Triggers: watch storage from Airflow's triggerer."""

@@ -1,0 +1,282 @@
+"""NewFilesTrigger: serializes, fires on new settled files only, once, and never blocks the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+
+from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.triggers.new_files import TRIGGERING_FILES, NewFilesTrigger
+
+pytestmark = pytest.mark.airflow
+
+
+def _trigger(folder: Path, **kwargs: Any) -> NewFilesTrigger:
+    kwargs = {"pattern": "*.png", "settle_seconds": 0.2, "poke_interval": 0.05, **kwargs}
+    return NewFilesTrigger(path=str(folder), **kwargs)
+
+
+async def _next_event(trigger: NewFilesTrigger, timeout: float) -> Any:
+    """Return the trigger's next event, or None when it fires nothing within ``timeout``."""
+    events = trigger.run()
+    try:
+        return await asyncio.wait_for(events.__anext__(), timeout)
+    except asyncio.TimeoutError:
+        return None
+    finally:
+        await events.aclose()
+
+
+def _rebuilt(trigger: NewFilesTrigger) -> NewFilesTrigger:
+    """Build the trigger again from what it serialized, as the triggerer does after a restart."""
+    from airflow.serialization.decoders import smart_decode_trigger_kwargs
+    from airflow.serialization.encoders import encode_trigger
+
+    classpath, kwargs = trigger.serialize()
+    stored = encode_trigger({"classpath": classpath, "kwargs": kwargs})["kwargs"]
+    module, _, name = classpath.rpartition(".")
+    return getattr(importlib.import_module(module), name)(
+        **{k: smart_decode_trigger_kwargs(v) for k, v in stored.items()}
+    )
+
+
+def test_serialize_round_trips_through_the_classpath_and_kwargs(tmp_path: Path) -> None:
+    from airflow.triggers.base import BaseEventTrigger
+
+    trigger = _trigger(tmp_path, conn_id="incoming_store", max_files=7, state_path=str(tmp_path / "st"))
+    classpath, kwargs = trigger.serialize()
+    assert classpath == "airflow_parallelrun.triggers.new_files.NewFilesTrigger"
+    again = _rebuilt(trigger)
+    assert type(again) is NewFilesTrigger
+    assert again.serialize() == (classpath, kwargs)
+    assert BaseEventTrigger.hash(*again.serialize()) == BaseEventTrigger.hash(classpath, kwargs)
+    assert kwargs["conn_id"] == "incoming_store"  # a name; the secret is fetched when it runs
+
+
+def test_run_fires_on_new_settled_files_with_their_paths(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"a")
+    (tmp_path / "b.png").write_bytes(b"b")
+    (tmp_path / "notes.txt").write_bytes(b"not matched")
+    event = asyncio.run(_next_event(_trigger(tmp_path), timeout=5))
+    assert event is not None
+    assert event.payload["status"] == "success"
+    assert event.payload["files"] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+
+
+def test_run_does_not_fire_on_a_file_still_being_written(tmp_path: Path) -> None:
+    growing = tmp_path / "scan.png"
+    growing.write_bytes(b"")
+    stop = threading.Event()
+
+    def writer() -> None:
+        while not stop.is_set():
+            with growing.open("ab") as f:
+                f.write(b"chunk")
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        assert asyncio.run(_next_event(_trigger(tmp_path, settle_seconds=0.3), timeout=1.5)) is None
+    finally:
+        stop.set()
+        thread.join()
+    event = asyncio.run(_next_event(_trigger(tmp_path, settle_seconds=0.3), timeout=5))
+    assert event.payload["files"] == [str(growing)]
+
+
+def test_run_does_not_fire_twice_for_the_same_files_even_after_a_restart(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"a")
+    trigger = _trigger(tmp_path)
+
+    async def twice() -> tuple[Any, Any]:
+        events = trigger.run()
+        first = await asyncio.wait_for(events.__anext__(), 5)
+        try:
+            second = await asyncio.wait_for(events.__anext__(), 1.0)
+        except asyncio.TimeoutError:
+            second = None
+        await events.aclose()
+        return first, second
+
+    first, second = asyncio.run(twice())
+    assert first.payload["files"] == [str(tmp_path / "a.png")] and second is None
+    # The triggerer restarts: a new instance from the same kwargs sees the same files as taken.
+    assert asyncio.run(_next_event(_rebuilt(trigger), timeout=1.0)) is None
+    (tmp_path / "b.png").write_bytes(b"b")
+    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=5))
+    assert event.payload["files"] == [str(tmp_path / "b.png")]
+
+
+def test_in_sensor_mode_it_reports_without_claiming_and_stops(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"a")
+    trigger = _trigger(tmp_path, claim=False, owner="dag/run/wait/-1")
+
+    async def all_events() -> list[Any]:
+        return [e async for e in trigger.run()]
+
+    (event,) = asyncio.run(asyncio.wait_for(all_events(), 5))
+    url = str(tmp_path / "a.png")
+    assert event.payload["files"] == [url]
+    assert event.payload["stats"][url][0] == 1
+    assert not (tmp_path / "_parallelrun_claims" / "files").exists()  # the sensor claims, not the trigger
+
+
+class SlowMemory(MemoryFileSystem):
+    """An in-memory filesystem whose listing takes a second, as a big remote folder would."""
+
+    protocol = ("slowmem",)
+    root_marker = "/"
+    store: dict[str, Any] = {}
+    pseudo_dirs = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return super()._strip_protocol(path.removeprefix("slowmem://"))
+
+    def find(self, path, *args, **kwargs):
+        time.sleep(1.0)
+        return super().find(path, *args, **kwargs)
+
+
+def test_a_slow_listing_does_not_block_the_event_loop() -> None:
+    fsspec.register_implementation("slowmem", SlowMemory, clobber=True)
+    SlowMemory().pipe("/in/a.png", b"a")
+    trigger = NewFilesTrigger(
+        path="slowmem://in",
+        pattern="*.png",
+        settle_seconds=0,
+        poke_interval=0.05,
+        state_path="memory://slow-state",
+    )
+
+    async def race() -> tuple[Any, int]:
+        ticks = 0
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                await asyncio.sleep(0.02)
+                ticks += 1
+
+        task = asyncio.create_task(ticker())
+        event = await _next_event(trigger, timeout=10)
+        task.cancel()
+        return event, ticks
+
+    started = time.monotonic()
+    event, ticks = asyncio.run(race())
+    assert event.payload["files"] == ["slowmem:///in/a.png"]
+    assert time.monotonic() - started >= 1.0
+    assert ticks >= 25  # ~50 while the listing slept in its thread; 0 if it had blocked the loop
+
+
+def test_bad_arguments_are_refused_when_the_trigger_is_built(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"poke_interval=0 must be a number of seconds > 0"):
+        _trigger(tmp_path, poke_interval=0)
+    with pytest.raises(ConfigError, match=r"pattern='/etc/\*' must be a glob relative to path"):
+        _trigger(tmp_path, pattern="/etc/*")
+
+
+def test_it_is_accepted_by_an_asset_watcher(tmp_path: Path) -> None:
+    from airflow.sdk import Asset, AssetWatcher
+
+    asset = Asset("incoming", watchers=[AssetWatcher(name="incoming_files", trigger=_trigger(tmp_path))])
+    assert asset.watchers[0].trigger.path == str(tmp_path)
+
+
+def test_triggering_files_renders_the_files_of_every_triggering_event_as_json() -> None:
+    """The template a DAG scheduled by the watcher gives to FileDataset(files=...)."""
+    import json
+    from datetime import datetime, timezone
+
+    from airflow.sdk.definitions._internal.templater import Templater
+    from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
+    from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
+
+    from airflow_parallelrun.core.datasets import files_from_rendered
+
+    def event(asset: str, extra: dict[str, Any]) -> AssetEventDagRunReferenceResult:
+        return AssetEventDagRunReferenceResult.model_validate(
+            {
+                "asset": {"name": asset, "uri": asset, "extra": {}},
+                "extra": extra,
+                "source_task_id": None,
+                "source_dag_id": None,
+                "source_run_id": None,
+                "source_map_index": None,
+                "source_aliases": [],
+                "timestamp": datetime.now(timezone.utc),
+            }
+        )
+
+    events = TriggeringAssetEventsAccessor.build(
+        [
+            event("incoming", {"from_trigger": True, "payload": {"files": ["/in/a.png", "/in/b.png"]}}),
+            event("incoming", {"from_trigger": True, "payload": {"files": ["/in/c.png"]}}),
+            event("other", {"rows": 3}),  # an event of another asset, not from the trigger
+        ]
+    )
+    env = Templater().get_template_env()
+    rendered = env.from_string(TRIGGERING_FILES).render(triggering_asset_events=events)
+    assert json.loads(rendered) == ["/in/a.png", "/in/b.png", "/in/c.png"]
+    assert files_from_rendered(rendered) == ["/in/a.png", "/in/b.png", "/in/c.png"]
+    empty = env.from_string(TRIGGERING_FILES).render(
+        triggering_asset_events=TriggeringAssetEventsAccessor.build([])
+    )
+    assert files_from_rendered(empty) == []
+    with pytest.raises(ConfigError, match="not a JSON list of paths"):
+        files_from_rendered("/in/a.png")
+
+
+SECRET = "tr1gger-s3cret-never-serialized"
+
+
+class LockedMemory(MemoryFileSystem):
+    """An in-memory store that refuses every caller without the right key and secret."""
+
+    protocol = ("lockedwatch",)
+    root_marker = "/"
+    store: dict[str, Any] = {}
+    pseudo_dirs = [""]
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return super()._strip_protocol(path.removeprefix("lockedwatch://"))
+
+    def __init__(self, key: str | None = None, secret: str | None = None, **kwargs: Any) -> None:
+        if key != "watcher" or secret != SECRET:
+            raise PermissionError("lockedwatch: wrong or missing credentials")
+        super().__init__(**kwargs)
+
+
+def test_credentials_come_from_the_connection_when_it_runs_never_from_its_kwargs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import json
+
+    fsspec.register_implementation("lockedwatch", LockedMemory, clobber=True)
+    LockedMemory(key="watcher", secret=SECRET).pipe_file("/in/a.png", b"a")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_INCOMING_STORE",
+        json.dumps({"conn_type": "generic", "login": "watcher", "password": SECRET}),
+    )
+    trigger = NewFilesTrigger(
+        path="lockedwatch://in",
+        pattern="*.png",
+        conn_id="incoming_store",
+        settle_seconds=0,
+        poke_interval=0.05,
+    )
+    assert SECRET not in repr(trigger.serialize())
+    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=10))
+    assert event.payload["files"] == ["lockedwatch:///in/a.png"]
+    assert SECRET not in json.dumps(event.payload)

@@ -1,0 +1,223 @@
+"""The claim ledger: a file is taken once, by one owner, only after it settles; release returns it."""
+
+from __future__ import annotations
+
+import multiprocessing
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import pytest
+from fsspec.implementations.memory import MemoryFileSystem
+from fsspec.spec import AbstractFileSystem
+
+from airflow_parallelrun.core.claims import (
+    ClaimLedger,
+    FileStat,
+    NewFiles,
+    claim_key,
+    default_state_path,
+    list_files,
+)
+from airflow_parallelrun.core.errors import ConfigError
+
+
+def _write(folder: Path, names: list[str], data: bytes = b"x") -> list[str]:
+    for name in names:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(data)
+    return [str(folder / n) for n in names]
+
+
+def _race(folder: str, owner: str, barrier: Any, queue: Any) -> None:
+    """Claim every settled file of ``folder`` as soon as every racer is ready."""
+    watch = NewFiles(folder, "*.png", settle_seconds=0)
+    ready = watch.settled()
+    barrier.wait()
+    queue.put((owner, watch.claim(ready, owner)))
+
+
+def test_racing_processes_each_file_goes_to_exactly_one(tmp_path: Path) -> None:
+    files = _write(tmp_path, [f"f{i:03d}.png" for i in range(60)])
+    ctx = multiprocessing.get_context("spawn")
+    racers = 6
+    barrier, queue = ctx.Barrier(racers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_race, args=(str(tmp_path), f"run-{i}", barrier, queue)) for i in range(racers)
+    ]
+    for p in procs:
+        p.start()
+    results = dict(queue.get(timeout=60) for _ in procs)
+    for p in procs:
+        p.join(timeout=30)
+        assert p.exitcode == 0
+    won = [url for urls in results.values() for url in urls]
+    assert sorted(won) == files  # every file taken, none twice
+    ledger = ClaimLedger(default_state_path(str(tmp_path)))
+    for owner, urls in results.items():
+        for url in urls:
+            assert ledger.record(url)["owner"] == owner
+    # No temporary file is left next to the claims.
+    assert sorted(p.name for p in (tmp_path / "_parallelrun_claims" / "files").iterdir()) == sorted(
+        f"{claim_key(u)}.json" for u in files
+    )
+
+
+def test_racing_threads_on_memory_storage_each_file_goes_to_exactly_one() -> None:
+    fs = fsspec.filesystem("memory")
+    for i in range(40):
+        fs.pipe(f"/race/in/f{i}.txt", b"data")
+    stats = list(list_files("memory://race/in", "*.txt").values())
+    ledger = ClaimLedger("memory://race/state")
+    start = threading.Barrier(8)
+    wins: dict[str, list[str]] = {}
+
+    def racer(owner: str) -> None:
+        start.wait()
+        wins[owner] = [s.url for s in stats if ledger.claim(s, owner)]
+
+    threads = [threading.Thread(target=racer, args=(f"t{i}",)) for i in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    won = sorted(url for urls in wins.values() for url in urls)
+    assert won == sorted(s.url for s in stats)
+
+
+def test_a_file_is_taken_only_after_it_kept_size_and_mtime_for_the_settle_period(tmp_path: Path) -> None:
+    (a,) = _write(tmp_path, ["a.png"])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.4)
+    assert watch.take("run-1") == []  # first seen just now
+    time.sleep(0.45)
+    assert watch.take("run-1") == [a]
+    assert watch.take("run-2") == []
+
+
+def test_a_file_still_growing_is_not_taken(tmp_path: Path) -> None:
+    growing = tmp_path / "big.png"
+    growing.write_bytes(b"")
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.3)
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:
+        with growing.open("ab") as f:
+            f.write(b"more")
+        assert watch.take("run-1") == []
+        time.sleep(0.1)
+    # Once the writer stops, the file settles and is taken whole.
+    time.sleep(0.35)
+    assert watch.take("run-1") == [str(growing)]
+    assert ClaimLedger(watch.state_path).record(str(growing))["size"] == growing.stat().st_size
+
+
+def test_a_poll_that_remembers_nothing_waits_for_the_settle_period(tmp_path: Path) -> None:
+    (a,) = _write(tmp_path, ["a.png"])
+    started = time.monotonic()
+    assert NewFiles(str(tmp_path), "*.png", settle_seconds=0.3).take("run-1", wait=True) == [a]
+    assert time.monotonic() - started >= 0.3
+
+
+def test_release_returns_files_to_the_pool(tmp_path: Path) -> None:
+    files = _write(tmp_path, ["a.png", "b.png", "c.png"])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    assert watch.take("failed-run") == files
+    assert watch.take("next-run") == []
+    assert watch.ledger.release([*files[:2], str(tmp_path / "never-taken.png")]) == files[:2]
+    assert watch.take("next-run") == files[:2]
+    assert watch.ledger.record(files[0])["owner"] == "next-run"
+
+
+def test_max_files_caps_one_take_and_leaves_the_rest(tmp_path: Path) -> None:
+    files = _write(tmp_path, [f"{i}.png" for i in range(5)])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0, max_files=2)
+    assert watch.take("r1") == files[:2]
+    assert watch.take("r2") == files[2:4]
+    assert watch.take("r3") == files[4:]
+
+
+def test_an_owner_gets_back_only_the_files_it_claimed(tmp_path: Path) -> None:
+    files = _write(tmp_path, ["a.png", "b.png"])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    assert watch.ledger.claim(FileStat(files[1], 1, "0"), "other") is True
+    assert watch.ledger.claimed_by("dag/run/sensor/-1") is None
+    assert watch.take("dag/run/sensor/-1", remember=True) == [files[0]]
+    # A retried or cleared task with the same identity finds what it took, not its rival's file.
+    assert watch.ledger.claimed_by("dag/run/sensor/-1") == [files[0]]
+
+
+def test_the_claims_folder_and_unmatched_files_are_not_candidates(tmp_path: Path) -> None:
+    files = _write(tmp_path, ["a.png", "sub/b.png", "notes.txt"])
+    watch = NewFiles(str(tmp_path), "**/*", settle_seconds=0)
+    assert watch.take("r1") == sorted([*files])
+    assert watch.take("r2") == []  # the claims just written under the folder are not new files
+    assert sorted(list_files(str(tmp_path), "**/*.png", exclude=watch.state_path)) == sorted(files[:2])
+    assert list_files(str(tmp_path / "missing"), "*") == {}
+
+
+class CountingMemory(MemoryFileSystem):
+    """An in-memory filesystem of its own that counts the calls made on it."""
+
+    protocol = ("countingmem",)
+    root_marker = "/"
+    store: dict[str, Any] = {}
+    pseudo_dirs = [""]
+    calls: list[str] = []
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return super()._strip_protocol(path.removeprefix("countingmem://"))
+
+    def find(self, path, *args, **kwargs):
+        self.calls.append(f"find {path}")
+        return super().find(path, *args, **kwargs)
+
+    def info(self, path, **kwargs):
+        self.calls.append(f"info {path}")
+        return super().info(path, **kwargs)
+
+    def ls(self, path, detail=True, **kwargs):
+        self.calls.append(f"ls {path}")
+        return super().ls(path, detail=detail, **kwargs)
+
+
+def test_a_poll_lists_the_folder_once_not_once_per_file() -> None:
+    fsspec.register_implementation("countingmem", CountingMemory, clobber=True)
+    fs = CountingMemory()
+    for i in range(300):
+        fs.pipe(f"/watched/in/{i:04d}.png", b"png")
+    watch = NewFiles(
+        "countingmem://watched/in", "*.png", state_path="countingmem://watched/state", settle_seconds=0
+    )
+    CountingMemory.calls.clear()
+    assert len(watch.settled()) == 300
+    on_input = [c for c in CountingMemory.calls if "/watched/in" in c]
+    assert on_input == ["find /watched/in"]
+
+
+class NoExclusiveCreate(AbstractFileSystem):
+    protocol = "noexclusive"
+
+
+def test_a_filesystem_without_exclusive_create_is_refused_with_what_to_do() -> None:
+    fsspec.register_implementation("noexclusive", NoExclusiveCreate, clobber=True)
+    with pytest.raises(ConfigError) as err:
+        NewFiles("memory://in", "*.png", state_path="noexclusive://bucket/claims")
+    message = str(err.value)
+    assert "state_path='noexclusive://bucket/claims'" in message
+    assert "NoExclusiveCreate" in message and "shared POSIX folder" in message
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "named"),
+    [
+        ({"pattern": "../*.png"}, "pattern='../*.png'"),
+        ({"settle_seconds": -1}, "settle_seconds=-1"),
+        ({"max_files": 0}, "max_files=0"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_the_fix(kwargs: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=r"e\.g\.|whole number") as err:
+        NewFiles("memory://in", **kwargs)
+    assert named in str(err.value)
