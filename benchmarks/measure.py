@@ -103,8 +103,8 @@ class Sampler:
             for process, kind in self._processes():
                 with contextlib.suppress(psutil.Error):
                     rss = process.memory_info().rss
-                    if rss > self.peaks.get(process.pid, 0):
-                        self.peaks[process.pid] = rss
+                    # Always recorded (a zombie reports 0), so kinds and peaks hold the same pids.
+                    self.peaks[process.pid] = max(rss, self.peaks.get(process.pid, 0))
                     # A forked task process is an executor's copy before it renames itself.
                     self.kinds[process.pid] = kind
             self.sweeps += 1
@@ -112,7 +112,7 @@ class Sampler:
 
     def peak_mb(self, kind: str) -> float | None:
         """Return the largest peak RSS of one process of ``kind`` (a prefix), in MB."""
-        values = [self.peaks[pid] for pid, k in self.kinds.items() if k.startswith(kind)]
+        values = [self.peaks.get(pid, 0) for pid, k in self.kinds.items() if k.startswith(kind)]
         return round(max(values) / MB, 1) if values else None
 
     def count(self, kind: str) -> int:

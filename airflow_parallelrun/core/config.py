@@ -75,9 +75,10 @@ class ParallelRunConfig:
     Jinja templates, e.g. ``"{{ params.error_threshold }}"``, so a UI form sets them per run; the
     partition task renders and checks them, and every task of the run uses what it rendered.
     ``mini_batches_per_task`` is how many consecutive mini-batches one mapped run task instance
-    runs, each still with its own tries, timeout and status: ``"auto"`` (the default) gives one
-    task instance per mini-batch up to ``AUTO_TASKS_PER_PROCESS`` per process of the run, and
-    packs them above that, so Airflow's per-task cost stays small next to the scoring.
+    runs at most, each still with its own tries, timeout and status: ``"auto"`` (the default)
+    gives one task instance per mini-batch up to ``AUTO_TASKS_PER_PROCESS`` per process of the
+    run, and shares them evenly among that many above it, so Airflow's per-task cost stays small
+    next to the scoring.
     ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
     of the run warm on each node, so imports and ``init()`` are paid once per process rather
     than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
@@ -262,26 +263,25 @@ class ParallelRunConfig:
     def output_file_name(self) -> str:
         return self.append_row_file_name or _DEFAULT_FILE_NAMES[self.append_row_format]
 
-    def mini_batches_per_task_for(self, total: int, max_tasks: int | None = None) -> int:
-        """Return how many consecutive mini-batches of ``total`` each run task instance runs.
+    def run_task_count(self, total: int, max_tasks: int | None = None) -> int:
+        """Return how many run task instances share ``total`` mini-batches.
 
-        ``max_tasks`` (Airflow's ``max_map_length``) bounds the task instances whatever the setting.
+        ``"auto"``: one per mini-batch up to ``AUTO_TASKS_PER_PROCESS`` per process of the run
+        (a multiple of the processes, so none idles at the end); ``N``: enough for at most N
+        each. ``max_tasks`` (Airflow's ``max_map_length``) bounds the count whatever the setting.
 
         >>> config = ParallelRunConfig(entry_script="s.py", process_count_per_node=2)
-        >>> [config.mini_batches_per_task_for(n) for n in (10, 16, 17, 2000)]
-        [1, 1, 2, 125]
+        >>> [config.run_task_count(n) for n in (0, 10, 16, 17, 2000)]
+        [0, 10, 16, 16, 16]
         >>> one_each = ParallelRunConfig(entry_script="s.py", mini_batches_per_task=1)
-        >>> one_each.mini_batches_per_task_for(5000, max_tasks=1024)
-        5
+        >>> one_each.run_task_count(5000, max_tasks=1024)
+        1024
         """
         if self.mini_batches_per_task == "auto":
-            cap = AUTO_TASKS_PER_PROCESS * self.concurrency
-            per_task = math.ceil(total / cap) if total > cap else 1
+            tasks = min(total, AUTO_TASKS_PER_PROCESS * self.concurrency)
         else:
-            per_task = int(self.mini_batches_per_task)
-        if max_tasks and math.ceil(total / per_task) > max_tasks:
-            per_task = math.ceil(total / max_tasks)
-        return max(per_task, 1)
+            tasks = math.ceil(total / int(self.mini_batches_per_task))
+        return min(tasks, max_tasks) if max_tasks else tasks
 
     def batch_size(self, *, tabular: bool) -> MiniBatchSize:
         """Return the mini-batch size in the unit the dataset uses."""

@@ -64,7 +64,7 @@ def partition(
     for name in stale:
         layout.output.remove(layout.state(name))
     write_manifest(layout, batches, header)
-    descriptors = pack(batches, spec.config.mini_batches_per_task_for(len(batches), max_tasks))
+    descriptors = pack(batches, spec.config.run_task_count(len(batches), max_tasks))
     log.info(
         "partitioned %d input files into %d mini-batches (%s %s each) for %d tasks in %.2fs%s",
         header["input_files"],
@@ -95,21 +95,30 @@ def _resumable(layout: RunLayout, header: dict[str, Any], total: int) -> tuple[b
     return True, "resume: the input is unchanged; mini-batches that already succeeded are reused"
 
 
-def pack(batches: list[MiniBatch], per_task: int = 1) -> list[dict[str, Any]]:
-    """Return one descriptor per ``per_task`` consecutive mini-batches.
+def pack(batches: list[MiniBatch], tasks: int | None = None) -> list[dict[str, Any]]:
+    """Return ``tasks`` descriptors (one per mini-batch by default), each for consecutive ones.
+
+    The packs differ in size by one at most, larger first, so the processes finish together.
 
     >>> from airflow_parallelrun.core.minibatch import MiniBatch
     >>> mbs = [MiniBatch(index=i, kind="files", files=(f"f{i}",)) for i in range(5)]
-    >>> [(d["index"], d["count"]) for d in pack(mbs, 3)]
+    >>> [(d["index"], d["count"]) for d in pack(mbs, 2)]
     [(0, 3), (3, 2)]
+    >>> [(d["index"], d["count"]) for d in pack(mbs, 4)]
+    [(0, 2), (2, 1), (3, 1), (4, 1)]
     >>> len(pack(mbs))
     5
     """
     if not batches:
         return []
+    tasks = min(max(tasks or len(batches), 1), len(batches))
+    size, larger = divmod(len(batches), tasks)
     descriptors = []
-    for start in range(0, len(batches), max(per_task, 1)):
+    start = 0
+    for number in range(tasks):
+        per_task = size + (1 if number < larger else 0)
         group = batches[start : start + per_task]
+        start += per_task
         first, last = group[0], group[-1]
         if len(group) == 1:
             descriptors.append(first.descriptor())

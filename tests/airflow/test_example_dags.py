@@ -69,8 +69,10 @@ def test_digits_example_classifies_every_image_in_order(airflow_db: None, tmp_pa
 
     tis = task_instances(dag_run)
     runs = {i: v for (task, i), v in tis.items() if task == "score.run"}
-    # mini_batches_per_task="auto": 18 mini-batches > 8 per process x 2 processes, so two per task.
-    assert len(runs) == 9 and {state for state, _ in runs.values()} == {"success"}
+    # mini_batches_per_task="auto": 18 mini-batches > 8 per process x 2 processes, so 16 task
+    # instances: the first two run two mini-batches each.
+    assert len(runs) == 16 and {state for state, _ in runs.values()} == {"success"}
+    assert runs[2][1] == "mb-000004 100 files digit_0400.png .. digit_0499.png"
     assert runs[0][1] == "mb-000000..mb-000001 (2 mini-batches) 100 files digit_0000.png .. digit_0099.png"
 
 
