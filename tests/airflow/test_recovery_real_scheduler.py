@@ -124,8 +124,11 @@ def test_tasks_sigkilled_at_every_point_leave_every_row_exactly_once(
     summary = json.loads((out / run_id / "_parallelrun" / "summary.json").read_text())
     assert (summary["total_items"], summary["succeeded_items"], summary["failed_items"]) == (12, 12, 0)
     assert (summary["total_mini_batches"], summary["succeeded_mini_batches"]) == (6, 6)
-    retried = [t for t in airflow.task_instances("recovery_kills", run_id) if t["try_number"] > 1]
-    assert len(retried) >= len(points) - 1  # init and run may hit the same task instance twice
+    # Airflow retried the killed task instances. The part, published and status points name
+    # mini-batches 1, 2 and 3, each its own task instance; init() and run() may hit any one.
+    tis = airflow.task_instances("recovery_kills", run_id)
+    retried = {t["map_index"] for t in tis if t["task_id"] == "score.run" and t["try_number"] > 1}
+    assert {1, 2, 3} <= retried, retried
 
 
 def test_clearing_only_the_failed_tasks_reruns_just_those_and_completes_the_output(
