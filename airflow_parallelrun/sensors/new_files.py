@@ -9,8 +9,6 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseSensorOperator
 from airflow.sdk.bases.sensor import PokeReturnValue
 
-from airflow_parallelrun.core.errors import ConfigError
-
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
@@ -58,12 +56,8 @@ class NewFilesSensor(BaseSensorOperator):
         super().__init__(poke_interval=poke_interval, **kwargs)
         from airflow_parallelrun.core.claims import check_watch
 
-        # Templated values are checked again in execute(), once rendered.
-        check_watch("/unrendered", "*", settle_seconds, max_files)
-        if not isinstance(path, str) or not path.strip():
-            raise ConfigError(
-                f"path={path!r} must be a folder: a local path or an fsspec URL, e.g. '/data/in'"
-            )
+        # The pattern may be a template: it is checked in execute(), once rendered, with the rest.
+        check_watch(path, "*", settle_seconds, max_files)
         self.path = path
         self.pattern = pattern
         self.conn_id = conn_id
