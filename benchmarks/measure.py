@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import psutil
 
@@ -60,12 +60,16 @@ class Sampler:
     them are ``worker``), and the root's own peak is kept as ``root``.
     """
 
+    #: Seconds after its start during which a process's command line is read again each sweep.
+    SETTLE_SECONDS: ClassVar[float] = 3.0
+
     classify: Callable[[list[str]], str | None] | None = None
     root: int | None = None
     interval: float = 0.1
     peaks: dict[int, int] = field(default_factory=dict)
     kinds: dict[int, str] = field(default_factory=dict)
     sweeps: int = 0
+    _named: dict[int, tuple[psutil.Process, float, str | None]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -91,11 +95,25 @@ class Sampler:
                 return found
             except psutil.Error:
                 return []
-        found = []
-        for process in psutil.process_iter(["cmdline"]):
-            kind = self.classify(process.info["cmdline"] or []) if self.classify else None
-            if kind:
-                found.append((process, kind))
+        # Every process on the machine, but each one's command line is read only while it may
+        # still rename itself (an Airflow task process does, just after its fork): the sampler
+        # must not cost the job it measures much CPU.
+        found, now, alive = [], time.time(), set()
+        for process in psutil.process_iter():
+            alive.add(process.pid)
+            known = self._named.get(process.pid)
+            if known is None or known[0] is not process or now - known[1] < self.SETTLE_SECONDS:
+                try:
+                    created = process.create_time()
+                    kind = self.classify(process.cmdline()) if self.classify else None
+                except psutil.Error:
+                    continue
+                known = (process, created, kind)
+                self._named[process.pid] = known
+            if known[2]:
+                found.append((process, known[2]))
+        for pid in set(self._named) - alive:
+            del self._named[pid]
         return found
 
     def _loop(self) -> None:
