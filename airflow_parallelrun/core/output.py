@@ -84,9 +84,32 @@ def write_part(result: Any, fmt: str, path: str) -> None:
     elif fmt == "csv":
         _as_frame(result).to_csv(path, index=False)
     elif fmt == "parquet":
-        _as_frame(result).to_parquet(path, index=False)
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(_as_frame(result), preserve_index=False)
+        pq.write_table(table, path, use_dictionary=dictionary_columns(table.schema))
     else:
         raise ValueError(f"unknown append_row_format {fmt!r}")
+
+
+def dictionary_columns(schema: Any) -> list[str]:
+    """Return the columns worth dictionary-encoding in parquet: all but numbers and times.
+
+    Scores, probabilities and ids rarely repeat, so pyarrow's default of trying a dictionary
+    for every column only spends time and, after its fallback, space; labels and other strings
+    repeat and keep it.
+
+    >>> import pyarrow as pa
+    >>> dictionary_columns(pa.schema([("id", pa.int64()), ("p", pa.float64()), ("label", pa.string())]))
+    ['label']
+    """
+    import pyarrow as pa
+
+    def numeric(t: Any) -> bool:
+        return bool(pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t))
+
+    return [field.name for field in schema if not numeric(field.type)]
 
 
 def merge_parts(parts: Iterable[BinaryIO | None], fmt: str, out: BinaryIO) -> int:
@@ -145,7 +168,9 @@ def _merge_parquet(parts: Iterable[BinaryIO | None], out: BinaryIO) -> int:
                 merged += 1
                 continue
             if writer is None:
-                writer = pq.ParquetWriter(out, pf.schema_arrow)
+                writer = pq.ParquetWriter(
+                    out, pf.schema_arrow, use_dictionary=dictionary_columns(pf.schema_arrow)
+                )
             for i in range(pf.num_row_groups):
                 table = pf.read_row_group(i)
                 if not table.schema.equals(writer.schema):

@@ -239,6 +239,39 @@ def test_parquet_parts_with_compatible_schemas_are_cast_to_the_first(tmp_path):
     assert table.column("label").to_pylist() == ["a", "b", None]
 
 
+def _encodings(path: Path) -> dict[str, set[str]]:
+    meta = pq.ParquetFile(path).metadata
+    return {
+        meta.schema.column(i).name: set(meta.row_group(g).column(i).encodings)
+        for g in range(meta.num_row_groups)
+        for i in range(meta.num_columns)
+    }
+
+
+def test_parquet_dictionary_encodes_only_columns_that_repeat(tmp_path):
+    """Numbers (ids, scores) are written plain, in the parts and in the merged file: a
+    dictionary for values that never repeat costs time and then space. Labels keep one."""
+    results = [
+        pd.DataFrame(
+            {
+                "id": range(i * 1000, (i + 1) * 1000),
+                "p": [j / 997 for j in range(1000)],
+                "label": ["cat", "dog"] * 500,
+            }
+        )
+        for i in range(2)
+    ]
+    parts = write_parts(tmp_path, results, "parquet")
+    target = tmp_path / "merged.parquet"
+    merge_files(parts, "parquet", target)
+    for path in [*parts, target]:
+        encodings = _encodings(Path(path))
+        assert not encodings["id"] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (path, encodings)
+        assert not encodings["p"] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (path, encodings)
+        assert encodings["label"] & {"PLAIN_DICTIONARY", "RLE_DICTIONARY"}, (path, encodings)
+    assert pq.read_table(target).column("label").to_pylist() == ["cat", "dog"] * 1000
+
+
 @pytest.mark.parametrize(
     "second",
     [
