@@ -15,7 +15,7 @@ from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.datasets import Dataset
 from airflow_parallelrun.core.manifest import RunLayout, write_manifest
 from airflow_parallelrun.core.minibatch import LABEL_LIMIT, MiniBatch
-from airflow_parallelrun.core.run_step import run_mini_batch, run_mini_batches
+from airflow_parallelrun.core.run_step import run_mini_batch, run_mini_batches, start_warm_workers
 from airflow_parallelrun.core.storage import Location
 
 log = logging.getLogger(__name__)
@@ -130,4 +130,12 @@ def pack(batches: list[MiniBatch], tasks: int | None = None) -> list[dict[str, A
     return descriptors
 
 
-__all__ = ["RunSpec", "aggregate", "pack", "partition", "run_mini_batch", "run_mini_batches"]
+__all__ = [
+    "RunSpec",
+    "aggregate",
+    "pack",
+    "partition",
+    "run_mini_batch",
+    "run_mini_batches",
+    "start_warm_workers",
+]

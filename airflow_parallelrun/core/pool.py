@@ -12,9 +12,12 @@ for its mini-batch, with its own tries, timeout, part and status.
   ``<pool dir>/<key>.sock``; the pool dir is ``$PARALLELRUN_POOL_DIR`` or
   ``<tmp>/parallelrun-pools-<uid>``, readable by its owner only. It is a cache, not state:
   nothing another node needs lives there, and a run works the same without it.
-- **Started** by the first task instance that finds no pool, under a file lock so two tasks
-  never start two, as a process of its own session (``python -m airflow_parallelrun.core.pool``)
-  that outlives the task. It starts workers on demand.
+- **Started** by the partition task (``warm_pool``), which also has it start its workers at once,
+  so imports and ``init()`` run while Airflow schedules the run tasks (what they print is kept
+  and shown in the log of the first task that leases each one); on other nodes by the first
+  task instance that finds no pool. Under a file lock so two tasks never start two, as a
+  process of its own session (``python -m airflow_parallelrun.core.pool``) that outlives the
+  task. It starts further workers on demand.
 - **Limited** to ``process_count_per_node`` workers; a lease waits for a free one.
 - **Leased**: the task sends its stdout and stderr and receives the worker's socket (SCM_RIGHTS)
   and process id. It talks to the worker directly, as to a worker of its own, and the worker
@@ -173,6 +176,8 @@ class LeasedWorker(WorkerProcess):
         self.conn = Connection(fd)
         self.init_seconds = float(reply.get("init_seconds") or 0.0)
         self.fresh = bool(reply.get("fresh"))
+        #: What the script printed while a pool warmed this worker ahead of any task, if anything.
+        self.init_output = _take_text(reply.get("init_output") or "")
         self.attach_output = True
         self._dead = False
         self._exited = False
@@ -255,6 +260,37 @@ def lease_worker(spec: PoolSpec) -> LeasedWorker:
         sock.settimeout(None)
         return LeasedWorker(settings, sock, reply, fds[0])
     raise PoolUnavailable(f"the worker pool at {path} kept closing; see {path[:-5]}.log")
+
+
+def warm_pool(spec: PoolSpec, count: int) -> int:
+    """Have this node's pool for ``spec`` start ``count`` workers now; return how many it starts.
+
+    The workers import the entry script and run ``init()`` in the background; what they print
+    meanwhile is kept and shown in the log of the first task that leases each one. Raise
+    ``PoolUnavailable`` when no pool can be reached.
+    """
+    path = os.path.join(pool_dir(), spec.key() + ".sock")
+    sock = _connect_or_start(path, spec)
+    with sock:
+        sock.settimeout(10)
+        _send(sock, {"cmd": "warm", "count": count})
+        reply, _ = _recv(sock)
+    return int((reply or {}).get("starting") or 0)
+
+
+def _take_text(path: str, limit: int = 64 * 1024) -> str:
+    """Return the text of the file at ``path`` (its last ``limit`` bytes) and remove it."""
+    if not path:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(f.tell() - limit, 0))
+            text = f.read().decode(errors="replace")
+        os.unlink(path)
+    except OSError:
+        return ""
+    return text
 
 
 def _connect(path: str) -> socket.socket | None:
@@ -353,6 +389,9 @@ class Pool:
         self.last_used = time.monotonic()
         self.stop_requested = False
         self.closing = False
+        # Workers warmed ahead of any task: not yet leased, and where their start-up output is.
+        self.unleased: set[WorkerProcess] = set()
+        self.init_outputs: dict[WorkerProcess, str] = {}
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -394,6 +433,8 @@ class Pool:
                     with self.cond:
                         self.stop_requested = True
                     _send(client, {"ok": True})
+                elif message.get("cmd") == "warm":
+                    _send(client, {"ok": True, "starting": self._warm(int(message.get("count") or 0))})
                 elif message.get("cmd") == "lease":
                     self._lease(client, message, fds)
             except OSError as exc:
@@ -416,11 +457,15 @@ class Pool:
         healthy = False
         try:
             assert worker.conn is not None
+            # A worker warmed ahead of any task counts as fresh for the first task it serves.
+            init_output, fresh = self.init_outputs.pop(worker, None), fresh or worker in self.unleased
+            self.unleased.discard(worker)
             reply = {
                 "ok": True,
                 "pid": worker.pid,
                 "init_seconds": worker.init_seconds if fresh else 0.0,
                 "fresh": fresh,
+                "init_output": init_output,
                 "output_dir": worker.settings.output_dir,
                 "log_dir": worker.settings.log_dir,
             }
@@ -452,6 +497,8 @@ class Pool:
                         return worker, False
                     worker.kill()
                     self.workers -= 1
+                    self.unleased.discard(worker)
+                    self.init_outputs.pop(worker, None)
                 if self.workers < self.spec.size:
                     self.workers += 1
                     self.leases += 1
@@ -481,6 +528,53 @@ class Pool:
             worker.init_seconds,
         )
         return worker, True
+
+    def _warm(self, count: int) -> int:
+        """Start up to ``count`` workers (never more than the pool's size) in the background."""
+        numbers: list[int] = []
+        with self.cond:
+            while len(numbers) < count and self.workers < self.spec.size and not self.closing:
+                self.workers += 1
+                self.started += 1
+                numbers.append(self.started)
+            self.last_used = time.monotonic()
+        for number in numbers:
+            threading.Thread(target=self._warm_one, args=(number,), daemon=True).start()
+        return len(numbers)
+
+    def _warm_one(self, number: int) -> None:
+        settings = self._settings(number)
+        output = os.path.join(os.path.dirname(settings.working_dir), "init-output.txt")
+        worker = WorkerProcess(settings)
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                worker.launch(output_fds=(fd, fd))
+            finally:
+                os.close(fd)
+            worker.await_ready()
+        except BaseException as exc:
+            # The first lease starts a worker of its own and reports the error to its task.
+            log.warning("pool %s: warming worker %d failed: %s", self.path, number, exc)
+            worker.kill()
+            with self.cond:
+                self.workers -= 1
+                self.cond.notify_all()
+            return
+        log.info(
+            "pool %s: worker %d (pid %s) warm, init() %.2fs",
+            self.path,
+            number,
+            worker.pid,
+            worker.init_seconds,
+        )
+        with self.cond:
+            self.free.append(worker)
+            self.unleased.add(worker)
+            if os.path.getsize(output):
+                self.init_outputs[worker] = output
+            self.last_used = time.monotonic()
+            self.cond.notify_all()
 
     def _settings(self, number: int) -> WorkerSettings:
         own = os.path.join(self.scratch, f"w{number}")

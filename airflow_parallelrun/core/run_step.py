@@ -18,7 +18,6 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +26,7 @@ from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.manifest import RunLayout, read_manifest_header, read_mini_batches
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
 from airflow_parallelrun.core.output import PART_EXTENSIONS
-from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker
+from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
 from airflow_parallelrun.core.reading import stage_mini_batch
 from airflow_parallelrun.core.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.status import FAILED, SKIPPED, SUCCEEDED, BatchStatus, count_items
@@ -129,6 +128,54 @@ def thread_limits(processes: int) -> dict[str, str]:
     return {name: threads for name in THREAD_VARIABLES if name not in os.environ}
 
 
+def worker_environment(config: Any) -> dict[str, str]:
+    """Return the variables a worker of this run starts with: thread limits, then the config's."""
+    return thread_limits(int(config.process_count_per_node or 1)) | dict(config.environment_variables)
+
+
+def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
+    """Return the warm-worker pool this run's tasks use on a node, or None without warm workers.
+
+    A run whose output is local shares its output folder with the workers; one whose output is
+    remote gives each worker a local folder of its own, which the task leasing it uploads.
+    """
+    config = spec.config
+    if not config.warm_workers:
+        return None
+    out = spec.layout().output
+    shared = out.is_local
+    return PoolSpec(
+        settings=WorkerSettings(
+            entry_script=spec.entry_script,
+            arguments=spec.arguments,
+            environment_variables=worker_environment(config),
+            logging_level=config.logging_level,
+            output_dir=out.path if shared else "",
+            log_dir=out.join("_parallelrun", "logs", "user") if shared else "",
+        ),
+        size=int(config.process_count_per_node or 1),
+        idle_timeout=float(config.worker_idle_timeout),
+        output_location=out.url,
+    )
+
+
+def start_warm_workers(spec: RunSpec, tasks: int) -> int:
+    """Have this node's pool start the run's workers now, up to one per run task; return how many.
+
+    The partition task calls this, so that imports and ``init()`` overlap with Airflow
+    scheduling the run tasks. It is a head start only: whatever goes wrong is logged, and the
+    run tasks start their workers as they would have.
+    """
+    pool = pool_spec_of(spec)
+    if pool is None or tasks <= 0 or not spec.entry_script:
+        return 0
+    try:
+        return warm_pool(pool, min(pool.size, tasks))
+    except (OSError, PoolUnavailable) as exc:
+        log.warning("could not start warm workers ahead of the run tasks: %s", exc)
+        return 0
+
+
 class BatchRunner:
     """Run mini-batches one after another through one worker process, replaced when it dies.
 
@@ -151,27 +198,13 @@ class BatchRunner:
         self.settings = WorkerSettings(
             entry_script=spec.entry_script,
             arguments=spec.arguments,
-            environment_variables=thread_limits(int(config.process_count_per_node or 1))
-            | dict(config.environment_variables),
+            environment_variables=worker_environment(config),
             logging_level=config.logging_level,
             output_dir=output_dir,
             log_dir=log_dir,
             working_dir=self._folder("work"),
         )
-        self.pool_spec: PoolSpec | None = None
-        if config.warm_workers:
-            shared = out.is_local
-            self.pool_spec = PoolSpec(
-                settings=replace(
-                    self.settings,
-                    output_dir=output_dir if shared else "",
-                    log_dir=log_dir if shared else "",
-                    working_dir="",
-                ),
-                size=int(config.process_count_per_node or 1),
-                idle_timeout=float(config.worker_idle_timeout),
-                output_location=out.url,
-            )
+        self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
 
     def _folder(self, *parts: str) -> str:
@@ -235,20 +268,22 @@ class BatchRunner:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""
         if self.pool_spec is not None:
             try:
-                worker: WorkerProcess = lease_worker(self.pool_spec)
+                leased = lease_worker(self.pool_spec)
             except PoolUnavailable as exc:
                 log.warning("no warm worker pool (%s); starting a worker of this task's own", exc)
                 self.pool_spec = None
             else:
                 if self.upload_dir is not None:
-                    self.upload_dir = worker.settings.output_dir
-                how = (
-                    f"started, init() {worker.init_seconds:.2f}s"
-                    if getattr(worker, "fresh", True)
-                    else "warm"
-                )
-                log.info("leased worker pid %s from the pool (%s)", worker.pid, how)
-                return worker
+                    self.upload_dir = leased.settings.output_dir
+                how = f"started, init() {leased.init_seconds:.2f}s" if leased.fresh else "warm"
+                log.info("leased worker pid %s from the pool (%s)", leased.pid, how)
+                if leased.init_output:
+                    log.info(
+                        "what the entry script printed while the pool started worker pid %s:\n%s",
+                        leased.pid,
+                        leased.init_output.rstrip("\n"),
+                    )
+                return leased
         worker = WorkerProcess(self.settings)
         worker.start()
         return worker
@@ -366,4 +401,12 @@ def _write_abort(layout: RunLayout, reason: str, by: str) -> None:
     )
 
 
-__all__ = ["BatchRunner", "abort_reason", "mini_batch_id", "run_mini_batch", "run_mini_batches"]
+__all__ = [
+    "BatchRunner",
+    "abort_reason",
+    "mini_batch_id",
+    "pool_spec_of",
+    "run_mini_batch",
+    "run_mini_batches",
+    "start_warm_workers",
+]

@@ -114,7 +114,13 @@ def run_config(context: Context, config: ParallelRunConfig, partition_task_id: s
 class PartitionOperator(BaseOperator):
     """List the input, split it into mini-batches, and return their descriptors for mapping."""
 
-    template_fields: Sequence[str] = ("input_path", "input_files", "output_path", "config_templates")
+    template_fields: Sequence[str] = (
+        "input_path",
+        "input_files",
+        "output_path",
+        "config_templates",
+        "arguments",
+    )
     ui_color = "#e8f0fe"
 
     def __init__(
@@ -125,9 +131,14 @@ class PartitionOperator(BaseOperator):
         config: ParallelRunConfig,
         resume: bool = False,
         output_conn_id: str | None = None,
+        entry_script: str = "",
+        arguments: Sequence[str] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # The run's entry script and arguments, to warm its workers on this node (none without).
+        self.entry_script = entry_script
+        self.arguments = list(arguments)
         self.resume = resume
         self.output_conn_id = output_conn_id
         self.inputs = inputs
@@ -158,9 +169,12 @@ class PartitionOperator(BaseOperator):
         dataset = self.inputs.with_source(self.input_path, files_from_rendered(self.input_files))
         root = input_root(dataset.path, dataset.files)
         use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
-        descriptors = engine.partition(
-            dataset, _spec(output_path, config, "", ()), resume=self.resume, max_tasks=max_map_length()
-        )
+        spec = _spec(output_path, config, self.entry_script, self.arguments)
+        descriptors = engine.partition(dataset, spec, resume=self.resume, max_tasks=max_map_length())
+        if warming := engine.start_warm_workers(spec, len(descriptors)):
+            self.log.info(
+                "starting %d warm worker(s) on this node while the run tasks are scheduled", warming
+            )
         if self.config_templates:
             context["ti"].xcom_push(key=CONFIG_KEY, value=self.config_templates)
         context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
@@ -441,6 +455,8 @@ class ParallelRunOperator(TaskGroup):
                 config=config,
                 resume=resume,
                 output_conn_id=output_conn_id,
+                entry_script=self.entry_script,
+                arguments=list(arguments),
                 **operator_kwargs,
             )
             connections = {"input_conn_id": inputs.conn_id, "output_conn_id": output_conn_id}

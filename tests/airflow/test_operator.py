@@ -83,7 +83,9 @@ def test_templated_fields_are_the_input_and_output_paths_and_arguments(script: P
         "input_files",
         "output_path",
         "config_templates",  # ParallelRunConfig's fields given as templates, if any
+        "arguments",  # to warm the run's workers with the same arguments the run tasks use
     }
+    assert dag.task_dict["score.partition"].arguments == ["--model", "{{ params.model }}"]
     assert dag.task_dict["score.run"].partial_kwargs["arguments"] == ["--model", "{{ params.model }}"]
 
 

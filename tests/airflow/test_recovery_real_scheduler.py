@@ -35,7 +35,9 @@ def _pause(point):
     except FileExistsError:
         return
     with open(marker + ".tmp", "w") as f:
-        f.write(os.environ["PARALLELRUN_TASK_PID"])  # the task process this worker serves
+        # The task process this worker serves; a worker the partition task warmed ahead of the
+        # run tasks serves none yet, and is itself the process to kill.
+        f.write(os.environ.get("PARALLELRUN_TASK_PID") or str(os.getpid()))
     os.replace(marker + ".tmp", marker)
     time.sleep(3600)
 

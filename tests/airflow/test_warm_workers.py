@@ -16,8 +16,9 @@ SCRIPT = """
 import os
 
 def init():
+    # Which task started this worker: none ("ahead") when the partition task warmed it.
     with open({init_log!r}, "a") as f:
-        f.write(f"{{os.getpid()}}\\n")
+        f.write(f"{{os.getpid()}} {{os.environ.get('PARALLELRUN_TASK_PID') or 'ahead'}}\\n")
 
 def run(mini_batch):
     return [f"{{os.path.basename(p)}} {{os.getpid()}}" for p in mini_batch]
@@ -60,10 +61,11 @@ def test_init_runs_once_per_worker_process_with_warm_workers(write_dag, tmp_path
     lines = (tmp_path / "out" / dag_run.run_id / "parallel_run_step.txt").read_text().splitlines()
     assert [line.split()[0] for line in lines] == names
     run_pids = {line.split()[1] for line in lines}
-    inits = init_log.read_text().split()
+    inits = [line.split() for line in init_log.read_text().splitlines()]
     if warm:
-        # Six task instances, one warm worker: imports and init() paid once.
-        assert len(inits) == 1 and run_pids == set(inits)
+        # Six task instances, one warm worker: imports and init() paid once, and started by the
+        # partition task, ahead of the run tasks.
+        assert inits == [[pid, "ahead"] for pid in run_pids]
     else:
         assert len(inits) == 6 and len(run_pids) == 6
     # The aggregate task stopped the run's pool: no worker of it is left running.

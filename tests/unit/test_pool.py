@@ -23,7 +23,14 @@ import pytest
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError
 from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.pool import POOL_DIR_ENV, LeasedWorker, PoolSpec, lease_worker, stop_pools
+from airflow_parallelrun.core.pool import (
+    POOL_DIR_ENV,
+    LeasedWorker,
+    PoolSpec,
+    lease_worker,
+    stop_pools,
+    warm_pool,
+)
 from airflow_parallelrun.core.runner import WorkerSettings
 
 SCRIPT = """
@@ -285,3 +292,37 @@ def test_an_entry_script_that_cannot_load_fails_the_lease_with_the_scripts_error
         lease_worker(spec)
     assert str(err.value) == "init() raised FileNotFoundError: model.pkl is missing"
     assert "raise FileNotFoundError" in err.value.traceback
+
+
+def test_warming_starts_the_workers_before_any_lease_and_the_first_lease_shows_what_init_printed(
+    tmp_path, make_spec
+):
+    spec = make_spec(size=2)
+    assert warm_pool(spec, 2) == 2
+    # Both workers import the script and run init() with no task asking yet.
+    assert wait_until(lambda: len(init_pids(tmp_path)) == 2)
+    warmed = init_pids(tmp_path)
+    assert warm_pool(spec, 2) == 0  # the pool is full: warming again starts nothing
+
+    first, second = lease_worker(spec), lease_worker(spec)
+    assert {str(first.pid), str(second.pid)} == set(warmed)
+    for worker in (first, second):
+        # The first task to lease a warmed worker counts its init() and gets what it printed.
+        assert worker.fresh and worker.init_seconds > 0
+        assert f"init in {worker.pid} for task" in worker.init_output
+        assert worker.run(batch(tmp_path, f"{worker.pid}.txt"), None, "text", timeout=30).ok
+        worker.shutdown()
+    again = lease_worker(spec)
+    assert not again.fresh and again.init_output == ""
+    again.shutdown()
+    assert init_pids(tmp_path) == warmed  # no third init()
+
+
+def test_warming_a_script_that_cannot_load_leaves_the_error_to_the_lease(tmp_path, make_spec):
+    spec = make_spec(
+        "def init():\n    raise FileNotFoundError('model.pkl is missing')\ndef run(mb):\n    return mb\n"
+    )
+    assert warm_pool(spec, 1) == 1
+    with pytest.raises(EntryScriptLoadError) as err:
+        lease_worker(spec)
+    assert str(err.value) == "init() raised FileNotFoundError: model.pkl is missing"
