@@ -23,7 +23,7 @@ _DEFAULT_FILE_NAMES = {
 
 #: With ``mini_batches_per_task="auto"``, how many run task instances per process of the run
 #: (``node_count * process_count_per_node``) at most; above, consecutive mini-batches are packed.
-AUTO_TASKS_PER_PROCESS = 8
+AUTO_TASKS_PER_PROCESS = 4
 
 #: Fields a DAG may take from a Param or macro: a Jinja string, rendered by the partition task
 #: of each DAG run and checked then, as any other value is checked when the DAG is parsed.
@@ -271,8 +271,8 @@ class ParallelRunConfig:
         each. ``max_tasks`` (Airflow's ``max_map_length``) bounds the count whatever the setting.
 
         >>> config = ParallelRunConfig(entry_script="s.py", process_count_per_node=2)
-        >>> [config.run_task_count(n) for n in (0, 10, 16, 17, 2000)]
-        [0, 10, 16, 16, 16]
+        >>> [config.run_task_count(n) for n in (0, 5, 8, 9, 2000)]
+        [0, 5, 8, 8, 8]
         >>> one_each = ParallelRunConfig(entry_script="s.py", mini_batches_per_task=1)
         >>> one_each.run_task_count(5000, max_tasks=1024)
         1024

@@ -69,11 +69,11 @@ def test_digits_example_classifies_every_image_in_order(airflow_db: None, tmp_pa
 
     tis = task_instances(dag_run)
     runs = {i: v for (task, i), v in tis.items() if task == "score.run"}
-    # mini_batches_per_task="auto": 18 mini-batches > 8 per process x 2 processes, so 16 task
-    # instances: the first two run two mini-batches each.
-    assert len(runs) == 16 and {state for state, _ in runs.values()} == {"success"}
-    assert runs[2][1] == "mb-000004 100 files digit_0400.png .. digit_0499.png"
-    assert runs[0][1] == "mb-000000..mb-000001 (2 mini-batches) 100 files digit_0000.png .. digit_0099.png"
+    # mini_batches_per_task="auto": 18 mini-batches > 4 per process x 2 processes, so 8 task
+    # instances: the first two run three mini-batches each, the others two.
+    assert len(runs) == 8 and {state for state, _ in runs.values()} == {"success"}
+    assert runs[0][1] == "mb-000000..mb-000002 (3 mini-batches) 100 files digit_0000.png .. digit_0099.png"
+    assert runs[2][1] == "mb-000006..mb-000007 (2 mini-batches) 100 files digit_0600.png .. digit_0699.png"
 
 
 def test_tabular_example_scores_every_row_in_input_order(airflow_db: None, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ with DAG("{dag_id}", schedule=None) as dag:
         inputs=FileDataset(path="{input}", pattern="*.txt"),
         output_path="{output}/{{{{ run_id }}}}",
         config=ParallelRunConfig(entry_script="{script}", mini_batch_size="1", process_count_per_node=1,
-                                 warm_workers={warm}),
+                                 warm_workers={warm}, mini_batches_per_task=1),
     )
 """
 

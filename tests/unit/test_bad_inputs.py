@@ -125,7 +125,7 @@ def run_whole(
     descriptors = engine.partition(dataset, spec)
     if before_run is not None:
         before_run()
-    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
+    statuses = engine.run_mini_batches(range(sum(d.get("count", 1) for d in descriptors)), spec)
     summary = engine.aggregate(spec)
     state = tmp_path / "out" / "_parallelrun"
     with open(state / "processed_mini_batches.csv", newline="") as f:

@@ -470,7 +470,7 @@ def spec_for(output: str, **config) -> RunSpec:
 
 @pytest.mark.parametrize(
     ("setting", "processes", "tasks", "largest"),
-    [("auto", 2, 16, 7), ("auto", 8, 64, 2), (1, 2, 100, 1), (3, 2, 34, 3)],
+    [("auto", 2, 8, 13), ("auto", 8, 32, 4), (1, 2, 100, 1), (3, 2, 34, 3)],
 )
 def test_engine_partition_packs_consecutive_mini_batches_as_mini_batches_per_task_says(
     tmp_path, setting, processes, tasks, largest
