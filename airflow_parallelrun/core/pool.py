@@ -389,9 +389,9 @@ class Pool:
         self.last_used = time.monotonic()
         self.stop_requested = False
         self.closing = False
-        # Workers warmed ahead of any task: not yet leased, and where their start-up output is.
-        self.unleased: set[WorkerProcess] = set()
-        self.init_outputs: dict[WorkerProcess, str] = {}
+        # Workers warmed ahead of any task and not yet leased, each with the file holding what
+        # it printed while starting (None if it printed nothing).
+        self.warmed: dict[WorkerProcess, str | None] = {}
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -458,8 +458,8 @@ class Pool:
         try:
             assert worker.conn is not None
             # A worker warmed ahead of any task counts as fresh for the first task it serves.
-            init_output, fresh = self.init_outputs.pop(worker, None), fresh or worker in self.unleased
-            self.unleased.discard(worker)
+            fresh = fresh or worker in self.warmed
+            init_output = self.warmed.pop(worker, None)
             reply = {
                 "ok": True,
                 "pid": worker.pid,
@@ -497,8 +497,7 @@ class Pool:
                         return worker, False
                     worker.kill()
                     self.workers -= 1
-                    self.unleased.discard(worker)
-                    self.init_outputs.pop(worker, None)
+                    self.warmed.pop(worker, None)
                 if self.workers < self.spec.size:
                     self.workers += 1
                     self.leases += 1
@@ -570,9 +569,7 @@ class Pool:
         )
         with self.cond:
             self.free.append(worker)
-            self.unleased.add(worker)
-            if os.path.getsize(output):
-                self.init_outputs[worker] = output
+            self.warmed[worker] = output if os.path.getsize(output) else None
             self.last_used = time.monotonic()
             self.cond.notify_all()
 

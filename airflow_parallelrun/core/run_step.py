@@ -18,6 +18,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
@@ -133,6 +134,17 @@ def worker_environment(config: Any) -> dict[str, str]:
     return thread_limits(int(config.process_count_per_node or 1)) | dict(config.environment_variables)
 
 
+def worker_settings(spec: RunSpec) -> WorkerSettings:
+    """Return what every worker of this run hosts, before the folders a worker is given."""
+    config = spec.config
+    return WorkerSettings(
+        entry_script=spec.entry_script,
+        arguments=spec.arguments,
+        environment_variables=worker_environment(config),
+        logging_level=config.logging_level,
+    )
+
+
 def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
     """Return the warm-worker pool this run's tasks use on a node, or None without warm workers.
 
@@ -145,11 +157,8 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
     out = spec.layout().output
     shared = out.is_local
     return PoolSpec(
-        settings=WorkerSettings(
-            entry_script=spec.entry_script,
-            arguments=spec.arguments,
-            environment_variables=worker_environment(config),
-            logging_level=config.logging_level,
+        settings=replace(
+            worker_settings(spec),
             output_dir=out.path if shared else "",
             log_dir=out.join("_parallelrun", "logs", "user") if shared else "",
         ),
@@ -194,15 +203,8 @@ class BatchRunner:
             output_dir = self._folder("output")
             log_dir = self._folder("output", "_parallelrun", "logs", "user")
             self.upload_dir = output_dir
-        config = spec.config
-        self.settings = WorkerSettings(
-            entry_script=spec.entry_script,
-            arguments=spec.arguments,
-            environment_variables=worker_environment(config),
-            logging_level=config.logging_level,
-            output_dir=output_dir,
-            log_dir=log_dir,
-            working_dir=self._folder("work"),
+        self.settings = replace(
+            worker_settings(spec), output_dir=output_dir, log_dir=log_dir, working_dir=self._folder("work")
         )
         self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
