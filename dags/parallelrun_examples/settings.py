@@ -23,4 +23,5 @@ def data_dir_pattern() -> str:
     root = examples_dir().rstrip("/") or "/"
     # Escaped by hand: JavaScript (the trigger form) refuses Python's "\-" in a unicode pattern.
     escaped = "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in root)
-    return "^" + escaped + r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$"
+    # The look-ahead refuses any line break: Python's "$" also matches before a final newline.
+    return r"^(?![\s\S]*[\n\r])" + escaped + r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$"
