@@ -185,18 +185,19 @@ class NewFilesTrigger(BaseEventTrigger):
                         yield TriggerEvent(payload)
                         return
             except Exception as exc:
-                self.log.exception("NewFilesTrigger failed %s for %s", step, self._what())
                 message = (
                     f"{step} failed for {self._what()}: {type(exc).__name__}: {exc}; check the path, the "
                     "Connection and the storage (the triggerer's log has the traceback)"
                 )
-                if not self.claim:
+                if self.claim and not isinstance(exc, ConfigError):
+                    # A storage hiccup must not end a watcher: the next poll tries again.
+                    self.log.warning("%s; trying again in %ss", message, self.poke_interval, exc_info=True)
+                else:
+                    self.log.exception("NewFilesTrigger stops: %s", message)
+                    if self.claim:
+                        raise
                     yield TriggerEvent({"status": "error", "message": message})
                     return
-                if isinstance(exc, ConfigError):
-                    raise
-                # A storage hiccup must not end a watcher: the next poll tries again.
-                self.log.warning("%s; trying again in %ss", message, self.poke_interval)
             pause = watch.watch.seconds_to_settle()
             await asyncio.sleep(
                 self.poke_interval if pause is None else min(self.poke_interval, pause + 0.01)
