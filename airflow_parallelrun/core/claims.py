@@ -421,6 +421,22 @@ class ClaimLedger:
                 won.append(stat.url)
         return won
 
+    def prune_runs(self, older_than: float) -> int:
+        """Remove the records of what a task noted it would claim, written before ``older_than``.
+
+        Such a record lets a retried or cleared sensor find its files again; past the retention it
+        is dropped, and a sensor cleared later takes new files instead. Return how many went.
+        """
+        folder = self.loc.join(_RUNS)
+        try:
+            listed = call_with_retries(self.loc.fs.ls, folder, detail=True)
+        except FileNotFoundError:
+            return 0
+        old = [str(i["name"]) for i in listed if (_epoch(i) or older_than) < older_than]
+        for name in old:
+            self.loc.remove(name)
+        return len(old)
+
     def write_batch(self, batch: str, watch: dict[str, str], owner: str, urls: Sequence[str]) -> None:
         """Record (or rewrite) the batch ``batch``: the files it is claiming or claimed, not yet fired."""
         record = {"id": batch, "watch": watch, "owner": owner, "files": list(urls)}
@@ -554,8 +570,10 @@ class NewFiles:
         self._next_prune = now + min(600.0, self.retention / 10)
         present = [claim_key(self.loc.url_of(name)) for name in found]
         root = self.loc.url_of(self.loc.path)
-        for url in self.ledger.prune(entries, present, time.time() - self.retention, root):
+        cutoff = time.time() - self.retention
+        for url in self.ledger.prune(entries, present, cutoff, root):
             entries.pop(claim_key(url), None)
+        self.ledger.prune_runs(cutoff)
 
     def take(self, owner: str, *, wait: bool = False, remember: bool = False) -> list[str]:
         """Claim the settled, unclaimed files for ``owner`` (at most ``max_files``); return their URLs."""

@@ -272,6 +272,7 @@ def _age_claims(ledger: ClaimLedger, urls: list[str], days: float) -> None:
 
 
 def test_claims_older_than_the_retention_are_pruned_unless_their_file_is_still_there(tmp_path: Path) -> None:
+    import os
     from datetime import timedelta
 
     gone, stays, recent = _write(tmp_path, ["gone.png", "stays.png", "recent.png"])
@@ -292,6 +293,14 @@ def test_claims_older_than_the_retention_are_pruned_unless_their_file_is_still_t
     assert ledger.record(stays)["owner"] == "r1"  # 8 days old, its file still there: kept
     assert ledger.record(recent)["owner"] == "r1"  # its file gone, but claimed just now: kept
     assert ledger.record(elsewhere)["owner"] == "other-watch"
+    # A sensor's note of what it claimed (for its retries) goes with the same retention.
+    (new,) = _write(tmp_path, ["new.png"])
+    assert watch.take("dag/run/wait/-1", remember=True) == [new]
+    assert again.ledger.claimed_by("dag/run/wait/-1") == [new]
+    runs = list((tmp_path / "_parallelrun_claims" / "runs").iterdir())
+    os.utime(runs[0], (time.time() - 9 * 86400, time.time() - 9 * 86400))
+    NewFiles(str(tmp_path), "*.png", settle_seconds=0).take("r2")
+    assert again.ledger.claimed_by("dag/run/wait/-1") is None
     # None keeps every claim.
     _age_claims(ledger, [recent], days=30)
     NewFiles(str(tmp_path), "*.png", settle_seconds=0, claim_retention=None).take("r3")
