@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
 from airflow_parallelrun.core.errors import InputError, StorageError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.paths import check_path, is_within
+from airflow_parallelrun.core.paths import check_path, is_within, local_escape
 from airflow_parallelrun.core.sizes import MiniBatchSize
 from airflow_parallelrun.core.storage import (
     Location,
@@ -132,6 +132,12 @@ def _explicit_files(dataset: Dataset) -> list[tuple[str, int | None]]:
                 raise InputError(
                     f"files entry {entry!r} is outside the input folder {root!r}; list only files inside "
                     "it (relative to it, or absolute in the same form), or drop path= to take any file"
+                )
+            if (real := local_escape(name, root)) is not None:
+                raise InputError(
+                    f"files entry {entry!r} is a symlink (or under one) leading to {real!r}, outside the "
+                    f"input folder {root!r}; a symlink may only lead to a file inside the folder: replace "
+                    "the link by the file, or drop path= to take any file"
                 )
         chosen.append((name, None))
     return chosen

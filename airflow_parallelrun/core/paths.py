@@ -7,6 +7,7 @@ characters are refused in every rendered path, templated or not.
 
 from __future__ import annotations
 
+import os
 import posixpath
 import re
 
@@ -95,3 +96,20 @@ def is_within(path: str, folder: str) -> bool:
         return False
     p_norm, f_norm = posixpath.normpath(p_path), posixpath.normpath(f_path)
     return p_norm == f_norm or p_norm.startswith(f_norm.rstrip("/") + "/")
+
+
+def local_escape(path: str, folder: str) -> str | None:
+    """Return where a local ``path`` inside ``folder`` really leads when a symlink takes it out, else None.
+
+    Remote paths (with a protocol other than ``file://``) have no symlinks and return None; so do
+    paths that do not exist (reading them fails later with its own message).
+
+    >>> local_escape("s3://bucket/in/a.png", "s3://bucket/in") is None
+    True
+    """
+    protocol, local = split_protocol(path)
+    f_protocol, local_folder = split_protocol(folder)
+    if protocol not in ("", "file://") or f_protocol not in ("", "file://") or not os.path.lexists(local):
+        return None
+    real, root = os.path.realpath(local), os.path.realpath(local_folder)
+    return None if is_within(real, root) else real

@@ -22,7 +22,8 @@ class NewFilesSensor(BaseSensorOperator):
     file still being written is left for later), and only if this task claims it in the ledger
     at ``state_path`` (default ``<path>/_parallelrun_claims``, left out of the listing): of two
     overlapping runs, exactly one gets each file. The task returns the claimed files' URLs (at
-    most ``max_files``) through XCom, so ``FileDataset(files=sensor.output)`` scores them.
+    most ``max_files``, default 1000; the rest wait for the next run) through XCom, so
+    ``FileDataset(files=sensor.output)`` scores them.
 
     Deferrable by default: the triggerer watches the folder (``NewFilesTrigger`` with
     ``claim=False``) and the resumed task claims what it reported, deferring again if an
@@ -34,7 +35,10 @@ class NewFilesSensor(BaseSensorOperator):
     a cleared (or retried) sensor returns the files its own task claimed before.
     ``ClaimLedger(state_path).release(files)`` returns files to the pool. ``conn_id`` names the
     Airflow Connection with the storage's credentials, used for ``path`` and ``state_path``.
-    ``path``, ``pattern`` and ``state_path`` are templated.
+    ``path``, ``pattern`` and ``state_path`` are templated; once rendered, each must stay inside
+    the folder its template pins (``"/data/in/{{ params.folder }}"`` may only name a folder under
+    ``/data/in``) and hold no ``..`` segment. Claims older than ``claim_retention`` (default 7 days)
+    of files no longer in the folder are pruned.
     """
 
     template_fields: Sequence[str] = ("path", "pattern", "state_path")
@@ -48,16 +52,20 @@ class NewFilesSensor(BaseSensorOperator):
         conn_id: str | None = None,
         state_path: str | None = None,
         settle_seconds: float = 10.0,
-        max_files: int | None = None,
+        max_files: int | None = 1000,
         deferrable: bool = True,
         poke_interval: timedelta | float = 30,
+        claim_retention: timedelta | float | None = timedelta(days=7),
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        from airflow_parallelrun.core.claims import check_watch
+        from airflow_parallelrun.core.claims import check_watch, retention_seconds
 
         # The pattern may be a template: it is checked in execute(), once rendered, with the rest.
         check_watch(path, "*", settle_seconds, max_files)
+        self.claim_retention = retention_seconds(claim_retention)
+        # Kept unrendered: a rendered path must stay inside the folder its template pins.
+        self._templates = {"path": path, "state_path": state_path}
         self.path = path
         self.pattern = pattern
         self.conn_id = conn_id
@@ -77,8 +85,12 @@ class NewFilesSensor(BaseSensorOperator):
         """Return the watch of this task's folder, built once (a poking sensor keeps what it saw)."""
         if self._watch is None:
             from airflow_parallelrun.core.claims import NewFiles
+            from airflow_parallelrun.core.paths import check_path
             from airflow_parallelrun.operators.parallel_run import storage_options_from_connection
 
+            check_path("path", str(self.path), self._templates["path"])
+            if self.state_path is not None:
+                check_path("state_path", str(self.state_path), self._templates["state_path"])
             options = storage_options_from_connection(self.conn_id) if self.conn_id else None
             self._watch = NewFiles(
                 self.path,
@@ -86,6 +98,7 @@ class NewFilesSensor(BaseSensorOperator):
                 state_path=self.state_path,
                 settle_seconds=self.settle_seconds,
                 max_files=self.max_files,
+                claim_retention=self.claim_retention,
                 storage_options=options,
             )
         return self._watch
@@ -124,6 +137,7 @@ class NewFilesSensor(BaseSensorOperator):
                 poke_interval=self.poke_interval,
                 claim=False,
                 owner=owner,
+                claim_retention=self.claim_retention,
             ),
             method_name="execute_complete",
             timeout=timedelta(seconds=self.timeout),

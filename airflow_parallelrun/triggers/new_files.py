@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
+from airflow_parallelrun.core.claims import DEFAULT_CLAIM_RETENTION, DEFAULT_MAX_FILES
 from airflow_parallelrun.core.errors import ConfigError
 
 #: The Jinja expression that renders the files of a run's triggering NewFilesTrigger events as a
@@ -27,10 +29,18 @@ class NewFilesTrigger(BaseEventTrigger):
 
     With ``claim=True`` (the default, for an ``AssetWatcher``) the trigger claims the files itself
     and fires one event per poll that took any, with payload ``{"status": "success", "files":
-    [<url>, ...], "path", "pattern", "state_path"}``; it runs until Airflow stops it. A claimed
-    file never fires again, from this trigger or one rebuilt from the same arguments after the
-    triggerer restarts. With ``claim=False`` (how ``NewFilesSensor`` defers) it fires once with
-    the files it found, their sizes and modification times, and the sensor claims them.
+    [<url>, ...], "batch", "path", "pattern", "state_path"}``; it runs until Airflow stops it. One
+    event carries at most ``max_files`` files (default 1000); the rest go in the next poll's event.
+    A claimed file is fired at least once: the claims of one event form a batch recorded in the
+    ledger before the files are claimed and removed once the triggerer has taken the event. A
+    trigger stopped in between (a triggerer restart, a failover, a re-parse that replaces the
+    watcher) leaves its batch, and the next trigger of the same ``state_path``, ``path`` and
+    ``pattern`` fires it first, with the same ``batch`` id. A claimed and fired file never fires
+    again. With ``claim=False`` (how ``NewFilesSensor`` defers) it fires once with the files it
+    found (at most ``max_files``), their sizes and modification times, and the sensor claims them.
+
+    Claims older than ``claim_retention`` (a timedelta or seconds, default 7 days; None keeps
+    them all) are pruned, except those of files still in the folder, which would fire again.
 
     ``conn_id`` names the Airflow Connection with the storage's credentials; it is resolved when
     the trigger runs, so no secret is in the serialized arguments. File-system calls run in a
@@ -45,13 +55,14 @@ class NewFilesTrigger(BaseEventTrigger):
         conn_id: str | None = None,
         state_path: str | None = None,
         settle_seconds: float = 10.0,
-        max_files: int | None = None,
+        max_files: int | None = DEFAULT_MAX_FILES,
         poke_interval: float = 30.0,
         claim: bool = True,
         owner: str | None = None,
+        claim_retention: timedelta | float | None = DEFAULT_CLAIM_RETENTION,
     ) -> None:
         super().__init__()
-        from airflow_parallelrun.core.claims import check_watch
+        from airflow_parallelrun.core.claims import check_watch, retention_seconds
 
         check_watch(path, pattern, settle_seconds, max_files)
         if (
@@ -69,6 +80,7 @@ class NewFilesTrigger(BaseEventTrigger):
         self.poke_interval = poke_interval
         self.claim = claim
         self.owner = owner
+        self.claim_retention = retention_seconds(claim_retention)
 
     def serialize(self) -> tuple[str, dict[str, Any]]:
         return (
@@ -83,6 +95,7 @@ class NewFilesTrigger(BaseEventTrigger):
                 "poke_interval": self.poke_interval,
                 "claim": self.claim,
                 "owner": self.owner,
+                "claim_retention": self.claim_retention,
             },
         )
 
@@ -95,14 +108,20 @@ class NewFilesTrigger(BaseEventTrigger):
 
         return connection_storage_options(await BaseHook.aget_connection(self.conn_id))
 
-    def _payload(self, files: list[str]) -> dict[str, Any]:
-        return {
+    def _payload(self, files: list[str], batch: str | None = None) -> dict[str, Any]:
+        payload = {
             "status": "success",
             "files": files,
             "path": self.path,
             "pattern": self.pattern,
             "state_path": self.state_path,
         }
+        if batch is not None:
+            payload["batch"] = batch
+        return payload
+
+    def _what(self) -> str:
+        return f"path={self.path!r} pattern={self.pattern!r} state_path={self.state_path!r}"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
         from airflow_parallelrun.core.claims import NewFiles
@@ -116,38 +135,69 @@ class NewFilesTrigger(BaseEventTrigger):
                 state_path=self.state_path,
                 settle_seconds=self.settle_seconds,
                 max_files=self.max_files,
+                claim_retention=self.claim_retention,
                 storage_options=options,
             )
         except Exception as exc:
+            step = f"the Connection {self.conn_id!r} or " if self.conn_id else ""
+            self.log.exception("NewFilesTrigger could not start watching %s", self._what())
+            message = (
+                f"could not start watching {self._what()}: {type(exc).__name__}: {exc}; check {step}the "
+                "path and the storage (the triggerer's log has the traceback)"
+            )
             if self.claim:
                 raise
-            yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
+            yield TriggerEvent({"status": "error", "message": message})
             return
         owner = self.owner or f"NewFilesTrigger {self.path} {self.pattern} (trigger {self.trigger_id})"
+        unfired: list[tuple[str, list[str]]] | None = None if self.claim else []
         while True:
+            step = "listing the folder and the claims"
             try:
-                if self.claim:
-                    files = await asyncio.to_thread(watch.take, owner)
+                if unfired is None:
+                    step = "finding batches an earlier trigger of this watch claimed but never fired"
+                    unfired = await asyncio.to_thread(watch.ledger.unfired_batches, watch.key)
+                while unfired:
+                    # Fire first what a stopped trigger of this watch claimed but never handed over.
+                    batch, files = unfired[0]
                     if files:
+                        self.log.info("firing %d file(s) of unfired batch %s again", len(files), batch)
+                        yield TriggerEvent(self._payload(files, batch))
+                    step = f"closing the fired batch {batch}"
+                    await asyncio.to_thread(watch.ledger.close_batch, batch)
+                    unfired.pop(0)
+                if self.claim:
+                    step = "listing the folder and claiming settled files"
+                    taken = await asyncio.to_thread(watch.take_batch, owner)
+                    if taken:
+                        batch, files = taken
                         self.log.info("claimed %d new file(s) under %s", len(files), self.path)
-                        yield TriggerEvent(self._payload(files))
+                        yield TriggerEvent(self._payload(files, batch))
+                        # Resumed: the triggerer has queued the event, so the batch is fired.
+                        step = f"closing the fired batch {batch}"
+                        await asyncio.to_thread(watch.ledger.close_batch, batch)
                 else:
                     ready = await asyncio.to_thread(watch.settled)
                     if ready:
+                        ready = ready[: self.max_files] if self.max_files else ready
                         payload = self._payload([s.url for s in ready])
                         payload["stats"] = {s.url: [s.size, s.mtime] for s in ready}
                         yield TriggerEvent(payload)
                         return
             except Exception as exc:
-                if not self.claim:
-                    yield TriggerEvent({"status": "error", "message": f"{type(exc).__name__}: {exc}"})
-                    return
-                if isinstance(exc, ConfigError):
-                    raise
-                # A storage hiccup must not end a watcher: the next poll tries again.
-                self.log.warning(
-                    "listing %s failed, trying again in %ss: %s", self.path, self.poke_interval, exc
+                message = (
+                    f"{step} failed for {self._what()}: {type(exc).__name__}: {exc}; check the path, the "
+                    "Connection and the storage (the triggerer's log has the traceback)"
                 )
+                if self.claim and not isinstance(exc, ConfigError):
+                    # A storage hiccup must not end a watcher: the next poll tries again.
+                    self.log.warning("%s; trying again in %ss", message, self.poke_interval, exc_info=True)
+                else:
+                    self.log.exception("NewFilesTrigger stops: %s", message)
+                    if self.claim:
+                        raise
+                    yield TriggerEvent({"status": "error", "message": message})
+                    return
             pause = watch.watch.seconds_to_settle()
             await asyncio.sleep(
                 self.poke_interval if pause is None else min(self.poke_interval, pause + 0.01)

@@ -29,7 +29,10 @@ def test_every_dag_file_in_dags_imports_cleanly(airflow_db: None) -> None:
     assert {"parallelrun_digits", "parallelrun_tabular"} <= set(bag.dag_ids)
 
 
-def test_digits_example_classifies_every_image_in_order(airflow_db: None, tmp_path: Path) -> None:
+def test_digits_example_classifies_every_image_in_order(
+    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARALLELRUN_EXAMPLES_DIR", str(tmp_path))  # data_dir must be under it
     dag = load_dag_module(DAGS / "parallelrun_digits.py").dag
     dag_run = dag.test(run_conf={"data_dir": str(tmp_path)})
     assert dag_run.state == "success"
@@ -76,7 +79,10 @@ def test_digits_example_classifies_every_image_in_order(airflow_db: None, tmp_pa
     assert runs[2][1] == "mb-000006..mb-000007 (2 mini-batches) 100 files digit_0600.png .. digit_0699.png"
 
 
-def test_tabular_example_scores_every_row_in_input_order(airflow_db: None, tmp_path: Path) -> None:
+def test_tabular_example_scores_every_row_in_input_order(
+    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PARALLELRUN_EXAMPLES_DIR", str(tmp_path))  # data_dir must be under it
     dag = load_dag_module(DAGS / "parallelrun_tabular.py").dag
     dag_run = dag.test(run_conf={"data_dir": str(tmp_path)})
     assert dag_run.state == "success"
@@ -100,3 +106,38 @@ def test_tabular_example_scores_every_row_in_input_order(airflow_db: None, tmp_p
     for row in report:
         (piece,) = row["inputs"].split(";")
         assert "[bytes=" in piece
+
+
+@pytest.mark.parametrize("name", ["parallelrun_digits", "parallelrun_tabular", "parallelrun_sensor"])
+def test_the_data_dir_param_only_takes_the_examples_folder_or_a_folder_under_it(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk.exceptions import ParamValidationError
+
+    examples = tmp_path / "examples"
+    monkeypatch.setenv("PARALLELRUN_EXAMPLES_DIR", str(examples))
+    dag = load_dag_module(DAGS / f"{name}.py").dag
+    param = dag.params.get_param("data_dir")
+
+    def accepts(value: str) -> bool:
+        try:
+            param.resolve(value)
+        except ParamValidationError:
+            return False
+        return True
+
+    assert dag.params["data_dir"] == str(examples)
+    assert accepts(str(examples)) and accepts(f"{examples}/") and accepts(f"{examples}/run-2.b_c")
+    for outside in (
+        "/",
+        "/etc",
+        str(tmp_path),
+        f"{examples}-other",
+        f"{examples}/..",
+        f"{examples}/a/../..",
+        f"{examples}/.hidden",
+        f"{examples}\n",
+        "relative/dir",
+        "",
+    ):
+        assert not accepts(outside), outside

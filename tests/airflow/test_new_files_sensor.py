@@ -212,6 +212,40 @@ def test_a_failed_trigger_event_fails_the_task_with_the_cause(tmp_path: Path) ->
         sensor.execute_complete(_context(), {"status": "error", "message": "PermissionError: denied"})
 
 
+def test_a_rendered_path_must_stay_in_the_folder_its_template_pins(tmp_path: Path) -> None:
+    from airflow_parallelrun import NewFilesSensor
+    from airflow_parallelrun.core.errors import ConfigError
+
+    (tmp_path / "in" / "ok").mkdir(parents=True)
+    (tmp_path / "in" / "ok" / "a.png").write_bytes(b"a")
+    (tmp_path / "secret.png").write_bytes(b"secret")
+
+    def sensor(**kwargs: Any) -> Any:
+        kwargs = {"path": f"{tmp_path}/in/{{{{ params.folder }}}}", "pattern": "*.png", **kwargs}
+        return NewFilesSensor(task_id="wait", settle_seconds=0, deferrable=False, **kwargs)
+
+    escaping = sensor()
+    escaping.render_template_fields({"params": {"folder": ".."}})
+    assert escaping.path == f"{tmp_path}/in/.."
+    with pytest.raises(ConfigError, match=r"path='.*/in/\.\.' has a '\.\.' segment"):
+        escaping.execute(_context())
+    assert ClaimLedger(default_state_path(str(tmp_path))).record(str(tmp_path / "secret.png")) is None
+    # As the operator does: whatever renders must be inside the literal folder of the template.
+    outside = sensor()
+    outside.path = "/etc"  # what a template pinning {tmp_path}/in/ rendered, by any means
+    with pytest.raises(ConfigError, match=r"path='/etc' is outside '.*/in', the folder its template"):
+        outside.execute(_context())
+    pinned_state = sensor(state_path=f"{tmp_path}/claims/{{{{ params.folder }}}}")
+    pinned_state.render_template_fields({"params": {"folder": "ok"}})
+    pinned_state.state_path = f"{tmp_path}/elsewhere"
+    with pytest.raises(ConfigError, match=r"state_path='.*/elsewhere' is outside '.*/claims'"):
+        pinned_state.execute(_context())
+    fine = sensor()
+    fine.render_template_fields({"params": {"folder": "ok"}})
+    assert fine.execute(_context()) == [str(tmp_path / "in" / "ok" / "a.png")]
+    assert fine.max_files == 1000  # one XCom carries at most 1000 files unless told otherwise
+
+
 SCORE_DAG = """
 from airflow.sdk import DAG
 from airflow_parallelrun import FileDataset, NewFilesSensor, ParallelRunConfig, ParallelRunOperator
@@ -257,7 +291,9 @@ def test_the_sensor_output_feeds_a_parallel_run_that_scores_exactly_those_files(
     assert merged.read_text().splitlines() == ["new0", "new1", "new2"]
 
 
-def test_the_sensor_example_scores_the_new_images_once(airflow_db: None, tmp_path: Path) -> None:
+def test_the_sensor_example_scores_the_new_images_once(
+    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from parallelrun_examples.data import make_digits_images
 
     from tests.airflow.conftest import load_dag_module
@@ -265,6 +301,8 @@ def test_the_sensor_example_scores_the_new_images_once(airflow_db: None, tmp_pat
 
     incoming = tmp_path / "incoming" / "sensor"
     images = make_digits_images(incoming / "batch", count=3)
+    # The example's data_dir Param only takes the examples folder or a folder under it.
+    monkeypatch.setenv("PARALLELRUN_EXAMPLES_DIR", str(tmp_path))
     dag = load_dag_module(DAGS / "parallelrun_sensor.py").dag
     dag_run = dag.test(run_conf={"data_dir": str(tmp_path)})
     assert dag_run.state == "success"

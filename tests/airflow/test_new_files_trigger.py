@@ -130,6 +130,19 @@ def test_in_sensor_mode_it_reports_without_claiming_and_stops(tmp_path: Path) ->
     assert not (tmp_path / "_parallelrun_claims" / "files").exists()  # the sensor claims, not the trigger
 
 
+def test_in_sensor_mode_one_event_reports_at_most_max_files(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(b"png")
+    trigger = _trigger(tmp_path, claim=False, max_files=2, settle_seconds=0)
+
+    async def all_events() -> list[Any]:
+        return [e async for e in trigger.run()]
+
+    (event,) = asyncio.run(asyncio.wait_for(all_events(), 10))
+    assert event.payload["files"] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert sorted(event.payload["stats"]) == event.payload["files"]
+
+
 class SlowMemory(MemoryFileSystem):
     """An in-memory filesystem whose listing takes a second, as a big remote folder would."""
 
@@ -280,3 +293,154 @@ def test_credentials_come_from_the_connection_when_it_runs_never_from_its_kwargs
     event = asyncio.run(_next_event(_rebuilt(trigger), timeout=10))
     assert event.payload["files"] == ["lockedwatch:///in/a.png"]
     assert SECRET not in json.dumps(event.payload)
+
+
+def test_25_files_with_max_files_10_fire_3_events_of_10_10_and_5_each_file_once(tmp_path: Path) -> None:
+    files = [str(tmp_path / f"{i:02d}.png") for i in range(25)]
+    for name in files:
+        Path(name).write_bytes(b"png")
+    trigger = _trigger(tmp_path, max_files=10, settle_seconds=0)
+
+    async def events_until_quiet() -> list[Any]:
+        events, stream = [], trigger.run()
+        try:
+            while True:
+                events.append(await asyncio.wait_for(stream.__anext__(), 2.0))
+        except asyncio.TimeoutError:
+            return events
+        finally:
+            await stream.aclose()
+
+    events = asyncio.run(events_until_quiet())
+    assert [len(e.payload["files"]) for e in events] == [10, 10, 5]
+    assert [f for e in events for f in e.payload["files"]] == files
+    assert _trigger(tmp_path).max_files == 1000  # the default cap
+
+
+def test_a_trigger_cancelled_between_claiming_and_firing_leaves_its_files_to_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worst moment: the files are claimed in the thread, the task is cancelled before it yields."""
+    from airflow_parallelrun.core.claims import ClaimLedger, default_state_path
+
+    files = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    for name in files:
+        Path(name).write_bytes(b"png")
+    trigger = _trigger(tmp_path, settle_seconds=0)
+    claimed, go_on = threading.Event(), threading.Event()
+    claim_all = ClaimLedger.claim_all
+
+    def claim_then_stall(self: ClaimLedger, *args: Any, **kwargs: Any) -> list[str]:
+        won = claim_all(self, *args, **kwargs)
+        claimed.set()  # the claims are on disk; hold the thread until the task is cancelled
+        go_on.wait(30)
+        return won
+
+    monkeypatch.setattr(ClaimLedger, "claim_all", claim_then_stall)
+
+    async def cancelled_after_claiming() -> list[Any]:
+        fired: list[Any] = []
+
+        async def consume() -> None:
+            async for event in trigger.run():
+                fired.append(event)
+
+        task = asyncio.create_task(consume())
+        assert await asyncio.to_thread(claimed.wait, 30)
+        task.cancel()  # as the triggerer does on a restart, a failover, or a replaced watcher
+        (outcome,) = await asyncio.gather(task, return_exceptions=True)
+        assert isinstance(outcome, asyncio.CancelledError)
+        go_on.set()
+        return fired
+
+    assert asyncio.run(cancelled_after_claiming()) == []
+    monkeypatch.undo()
+    ledger = ClaimLedger(default_state_path(str(tmp_path)))
+    assert all(ledger.record(f) is not None for f in files)  # claimed, never fired
+    # The triggerer starts the watch again from its serialized kwargs: the claimed files fire first.
+    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=10))
+    assert event is not None and event.payload["files"] == files
+    assert {ledger.record(f)["batch"] for f in files} == {event.payload["batch"]}
+
+
+def test_an_event_the_triggerer_never_took_fires_again_and_a_taken_one_never(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(b"png")
+    trigger = _trigger(tmp_path, settle_seconds=0)
+    # Closed at the yield, never resumed: the triggerer was stopped before it queued the event.
+    first = asyncio.run(_next_event(trigger, timeout=10))
+    assert first.payload["files"] == [str(tmp_path / "a.png")]
+
+    async def taken_then_quiet() -> tuple[Any, Any]:
+        stream = _rebuilt(trigger).run()
+        event = await asyncio.wait_for(stream.__anext__(), 10)
+        try:  # resumed: the triggerer queued the event
+            after = await asyncio.wait_for(stream.__anext__(), 1.0)
+        except asyncio.TimeoutError:
+            after = None
+        await stream.aclose()
+        return event, after
+
+    again, after = asyncio.run(taken_then_quiet())
+    assert again.payload["files"] == first.payload["files"]
+    assert again.payload["batch"] == first.payload["batch"]
+    assert after is None
+    assert asyncio.run(_next_event(_rebuilt(trigger), timeout=1.0)) is None
+    assert not list((tmp_path / "_parallelrun_claims" / "batches").iterdir())
+
+
+class FlakyMemory(MemoryFileSystem):
+    """An in-memory filesystem whose first listing fails, as a storage hiccup would."""
+
+    protocol = ("flakymem",)
+    root_marker = "/"
+    store: dict[str, Any] = {}
+    pseudo_dirs = [""]
+    failures = 0
+
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return super()._strip_protocol(path.removeprefix("flakymem://"))
+
+    def find(self, path, *args, **kwargs):
+        if FlakyMemory.failures:
+            FlakyMemory.failures -= 1
+            raise OSError("flakymem: connection reset")
+        return super().find(path, *args, **kwargs)
+
+
+def test_a_failed_poll_is_logged_with_its_traceback_and_the_step_then_retried(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    fsspec.register_implementation("flakymem", FlakyMemory, clobber=True)
+    FlakyMemory().pipe_file("/in/a.png", b"a")
+    FlakyMemory.failures = 5  # as many as the storage retries absorb: the first poll fails as a whole
+    trigger = NewFilesTrigger(
+        path="flakymem://in", pattern="*.png", settle_seconds=0, poke_interval=0.05, state_path="memory://fl"
+    )
+    event = asyncio.run(_next_event(trigger, timeout=30))
+    assert event.payload["files"] == ["flakymem:///in/a.png"]
+    logged = "".join(capfd.readouterr())
+    assert "listing the folder and claiming settled files failed for path='flakymem://in'" in logged
+    assert "Traceback" in logged and "OSError: flakymem: connection reset" in logged
+
+
+def test_a_watch_that_cannot_start_reports_what_failed_and_logs_the_traceback(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    from fsspec.spec import AbstractFileSystem
+
+    class NoExclusive(AbstractFileSystem):
+        protocol = "noexclusive-h4"
+
+    fsspec.register_implementation("noexclusive-h4", NoExclusive, clobber=True)
+    trigger = _trigger(tmp_path, claim=False, state_path="noexclusive-h4://claims")
+
+    async def all_events() -> list[Any]:
+        return [e async for e in trigger.run()]
+
+    (event,) = asyncio.run(asyncio.wait_for(all_events(), 10))
+    assert event.payload["status"] == "error"
+    message = event.payload["message"]
+    assert f"could not start watching path={str(tmp_path)!r}" in message and "ConfigError" in message
+    logged = "".join(capfd.readouterr())
+    assert "could not start watching" in logged and "Traceback" in logged

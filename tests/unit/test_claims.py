@@ -221,3 +221,144 @@ def test_bad_arguments_name_the_argument_and_the_fix(kwargs: dict[str, Any], nam
     with pytest.raises(ConfigError, match=r"e\.g\.|whole number") as err:
         NewFiles("memory://in", **kwargs)
     assert named in str(err.value)
+
+
+def test_25_files_with_max_files_10_go_in_takes_of_10_10_and_5_each_file_once(tmp_path: Path) -> None:
+    files = _write(tmp_path, [f"{i:02d}.png" for i in range(25)])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0, max_files=10)
+    takes = [watch.take(f"r{i}") for i in range(4)]
+    assert [len(t) for t in takes] == [10, 10, 5, 0]
+    assert [u for t in takes for u in t] == files
+
+
+def test_one_take_carries_at_most_1000_files_unless_told_otherwise() -> None:
+    fs = fsspec.filesystem("memory")
+    for i in range(1003):
+        fs.pipe(f"/cap/in/{i:05d}.txt", b"x")
+    watch = NewFiles("memory://cap/in", "*.txt", settle_seconds=0)
+    assert watch.max_files == 1000
+    assert len(watch.take("r1")) == 1000
+    assert len(watch.take("r2")) == 3
+
+
+def test_a_poll_with_the_default_ledger_makes_one_listing_call() -> None:
+    """The default ledger is inside the folder: the folder's listing has the claims, no second call."""
+    fsspec.register_implementation("countingmem", CountingMemory, clobber=True)
+    fs = CountingMemory()
+    for i in range(50):
+        fs.pipe(f"/onecall/in/{i:04d}.png", b"png")
+    watch = NewFiles("countingmem://onecall/in", "*.png", settle_seconds=0, max_files=20)
+    assert len(watch.take("r1")) == 20  # 20 claims now live under the folder
+    CountingMemory.calls.clear()
+    ready = watch.settled()
+    assert len(ready) == 30  # the 20 claimed files are seen as taken
+    listings = [c for c in CountingMemory.calls if c.startswith(("find", "ls"))]
+    assert listings == ["find /onecall/in"]
+
+
+def _age_claims(ledger: ClaimLedger, urls: list[str], days: float) -> None:
+    """Make the claims of ``urls`` as old as ``days``: their record's timestamp and their object's."""
+    import json
+    import os
+    from datetime import datetime, timedelta, timezone
+
+    then = datetime.now(timezone.utc) - timedelta(days=days)
+    for url in urls:
+        path = ledger._file_claim(url)
+        record = json.loads(Path(path).read_text())
+        record["claimed_at"] = then.isoformat()
+        Path(path).write_text(json.dumps(record))
+        os.utime(path, (then.timestamp(), then.timestamp()))
+
+
+def test_claims_older_than_the_retention_are_pruned_unless_their_file_is_still_there(tmp_path: Path) -> None:
+    import os
+    from datetime import timedelta
+
+    gone, stays, recent = _write(tmp_path, ["gone.png", "stays.png", "recent.png"])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    assert watch.take("r1") == [gone, recent, stays]
+    ledger = watch.ledger
+    # Another watch sharing this ledger: its old claim is for it to prune, not for this one.
+    elsewhere = str(tmp_path.parent / "elsewhere" / "x.png")
+    assert ledger.claim(FileStat(elsewhere, 1, "0"), "other-watch")
+    _age_claims(ledger, [gone, stays, elsewhere], days=8)
+    Path(gone).unlink()
+    Path(recent).unlink()
+    # A new poll (a new trigger after a restart, say) prunes with the default 7 days' retention.
+    again = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    assert again.retention == timedelta(days=7).total_seconds()
+    assert again.take("r2") == []  # the file still there is not new again
+    assert ledger.record(gone) is None  # 8 days old, its file gone: pruned
+    assert ledger.record(stays)["owner"] == "r1"  # 8 days old, its file still there: kept
+    assert ledger.record(recent)["owner"] == "r1"  # its file gone, but claimed just now: kept
+    assert ledger.record(elsewhere)["owner"] == "other-watch"
+    # A sensor's note of what it claimed (for its retries) goes with the same retention.
+    (new,) = _write(tmp_path, ["new.png"])
+    assert watch.take("dag/run/wait/-1", remember=True) == [new]
+    assert again.ledger.claimed_by("dag/run/wait/-1") == [new]
+    runs = list((tmp_path / "_parallelrun_claims" / "runs").iterdir())
+    os.utime(runs[0], (time.time() - 9 * 86400, time.time() - 9 * 86400))
+    NewFiles(str(tmp_path), "*.png", settle_seconds=0).take("r2")
+    assert again.ledger.claimed_by("dag/run/wait/-1") is None
+    # None keeps every claim.
+    _age_claims(ledger, [recent], days=30)
+    NewFiles(str(tmp_path), "*.png", settle_seconds=0, claim_retention=None).take("r3")
+    assert ledger.record(recent) is not None
+    NewFiles(str(tmp_path), "*.png", settle_seconds=0, claim_retention=timedelta(days=40)).take("r3")
+    assert ledger.record(recent) is not None
+    NewFiles(str(tmp_path), "*.png", settle_seconds=0, claim_retention=timedelta(days=20)).take("r3")
+    assert ledger.record(recent) is None
+
+
+def test_a_batch_is_recorded_before_its_files_are_claimed_and_found_until_closed(tmp_path: Path) -> None:
+    files = _write(tmp_path, ["a.png", "b.png", "c.png"])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    seen_before_claiming: list[list[tuple[str, list[str]]]] = []
+    claim_all = watch.ledger.claim_all
+
+    def spy(*args: Any, **kwargs: Any) -> list[str]:
+        seen_before_claiming.append(watch.ledger.unfired_batches(watch.key))
+        return claim_all(*args, **kwargs)
+
+    watch.ledger.claim_all = spy  # type: ignore[method-assign]
+    assert watch.ledger.claim(FileStat(files[1], 1, "0"), "rival")
+    batch, taken = watch.take_batch("trigger-1")
+    assert taken == [files[0], files[2]]
+    # Before any claim the batch was on record (with no file of its own claimed yet).
+    assert seen_before_claiming == [[(batch, [])]]
+    assert watch.ledger.record(files[0])["batch"] == batch
+    other = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    assert other.ledger.unfired_batches(other.key) == [(batch, taken)]
+    assert other.ledger.unfired_batches({"path": str(tmp_path), "pattern": "*.txt"}) == []
+    watch.ledger.close_batch(batch)
+    assert other.ledger.unfired_batches(other.key) == []
+    assert watch.take_batch("trigger-1") is None
+    assert not list((tmp_path / "_parallelrun_claims" / "batches").iterdir())
+
+
+def test_a_batch_whose_files_a_rival_took_is_closed_at_once(tmp_path: Path) -> None:
+    (a,) = _write(tmp_path, ["a.png"])
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0)
+    ready = watch.settled()
+    assert NewFiles(str(tmp_path), "*.png", settle_seconds=0).take("rival") == [a]
+    watch.settled = lambda **_: ready  # type: ignore[method-assign]
+    assert watch.take_batch("trigger-1") is None
+    assert watch.ledger.unfired_batches(watch.key) == []
+
+
+def test_a_symlink_is_never_a_new_file(tmp_path: Path) -> None:
+    import os
+
+    folder = tmp_path / "in"
+    (inside,) = _write(folder, ["a.png"])
+    (tmp_path / "secret.png").write_bytes(b"secret")
+    os.symlink(tmp_path / "secret.png", folder / "out.png")
+    assert list(list_files(str(folder), "*.png")) == [inside]
+    assert NewFiles(str(folder), "*.png", settle_seconds=0).take("r1") == [inside]
+
+
+@pytest.mark.parametrize("retention", [0, -1, "7d", True])
+def test_a_bad_claim_retention_names_the_value_and_the_fix(retention: Any) -> None:
+    with pytest.raises(ConfigError, match=r"claim_retention=.* must be a timedelta or a number of seconds"):
+        NewFiles("memory://in", claim_retention=retention)

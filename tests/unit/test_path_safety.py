@@ -91,3 +91,19 @@ def test_a_symlink_leading_out_of_the_input_folder_is_refused_and_reported(tmp_p
     (refused,) = header["refused_inputs"]
     assert refused["input"] == str(root / "sub" / "link_out.txt")
     assert "outside the input folder" in refused["reason"]
+
+
+def test_an_explicit_file_that_is_a_symlink_out_of_the_input_folder_is_refused(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    os.symlink(tmp_path / "secret.txt", root / "sub" / "link_out.txt")
+    os.symlink(tmp_path, root / "up")  # a linked folder leading out
+    os.symlink(root / "a.txt", root / "link_in.txt")
+    for entry in ("sub/link_out.txt", str(root / "sub" / "link_out.txt"), "up/secret.txt"):
+        with pytest.raises(InputError, match="outside the input folder") as raised:
+            partition_dataset(FileDataset(path=str(root), files=[entry]), TEN)
+        assert repr(entry) in str(raised.value) and str(tmp_path / "secret.txt") in str(raised.value)
+    # A link that stays inside the folder is a file like any other; so is any file without path=.
+    batches, _ = partition_dataset(FileDataset(path=str(root), files=["link_in.txt", "a.txt"]), TEN)
+    assert batches[0].files == (f"{root}/link_in.txt", f"{root}/a.txt")
+    batches, _ = partition_dataset(FileDataset(files=[str(root / "sub" / "link_out.txt")]), TEN)
+    assert batches[0].files == (str(root / "sub" / "link_out.txt"),)
