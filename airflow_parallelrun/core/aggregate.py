@@ -8,7 +8,12 @@ from collections.abc import Collection, Iterator
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from airflow_parallelrun.core.errors import AggregateError, RunSuperseded, ThresholdExceeded
+from airflow_parallelrun.core.errors import (
+    AggregateError,
+    EntryScriptError,
+    RunSuperseded,
+    ThresholdExceeded,
+)
 from airflow_parallelrun.core.manifest import RunLayout, accepted_keys, check_run_key, iter_mini_batches
 from airflow_parallelrun.core.minibatch import MiniBatch
 from airflow_parallelrun.core.output import merge_parts
@@ -70,8 +75,13 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None =
         except Exception as write_error:
             log.exception("cannot write the failed summary either")
             where = f"the summary could not be written either ({type(write_error).__name__}: {write_error})"
+        whose = (
+            "the entry script's results cannot be merged"
+            if isinstance(exc, EntryScriptError)
+            else "a framework error, not one of the entry script's"
+        )
         raise AggregateError(
-            f"the aggregate step failed (a framework error, not one of the entry script's): {error}; "
+            f"the aggregate step failed ({whose}): {error}; "
             f"{where}. Every mini-batch's status and part are kept: fix the cause and clear the "
             "aggregate task"
         ) from exc
