@@ -157,6 +157,23 @@ def test_a_straggler_of_an_earlier_run_publishes_nothing_the_new_run_merges(tmp_
     assert summary["reused_mini_batches"] == 0
 
 
+def test_a_straggler_past_its_last_check_cannot_replace_a_part_the_new_run_merges(tmp_path, script):
+    """The known race: A checked the manifest, then B took over; A's late part lands beside B's."""
+    write_inputs(tmp_path / "in_a", "a")
+    write_inputs(tmp_path / "in_b", "b")
+    spec = spec_of(tmp_path, script)
+    engine.partition(FileDataset(path=str(tmp_path / "in_a")), spec)
+    key_a = run_key(spec)
+    engine.partition(FileDataset(path=str(tmp_path / "in_b")), spec)
+    engine.run_mini_batches([0, 1], spec)
+    layout = spec.layout()
+    # What A's task publishes for mb-000000 after its check passed: its part, named as A names it.
+    layout.output.write_bytes(layout.part("mb-000000", "txt", key_a), b"a0\na1\n")
+
+    engine.aggregate(spec)
+    assert merged_lines(tmp_path) == ["b0", "b1", "b2", "b3"]
+
+
 def test_statuses_and_parts_of_another_run_are_not_merged(tmp_path, script):
     """A record of a run the manifest does not accept counts as missing, whatever it says."""
     write_inputs(tmp_path / "in", "x")
