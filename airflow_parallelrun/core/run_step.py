@@ -29,7 +29,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, StorageError
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.manifest import (
     RunLayout,
@@ -287,6 +287,22 @@ class BatchRunner:
                 if self.upload_dir is not None:
                     _clear_outputs(self.upload_dir, keep_logs=False)
                 raise
+        try:
+            self._publish(mb, status, part_local, ext)
+            status.seconds_total = round(time.perf_counter() - started, 6)
+            out.write_json(self.layout.status(mb.id), status.to_dict())
+        except Exception as exc:
+            raise StorageError(
+                f"{mb.id} was run ({status.status}), but publishing its results to "
+                f"{out.url_of(self.layout.state())} failed: {type(exc).__name__}: {exc}. This is an error of "
+                "the run's storage or of this framework, not of the entry script; check the storage, then "
+                "clear the task (the mini-batch runs again)"
+            ) from exc
+        return status
+
+    def _publish(self, mb: MiniBatch, status: BatchStatus, part_local: str | None, ext: str) -> None:
+        """Publish a mini-batch's part, its ``summary_only`` files and its dead letter (not its status)."""
+        out = self.layout.output
         if status.succeeded and part_local is not None:
             status.part = self.layout.part(mb.id, ext, self.run_key)
             out.put_file(part_local, status.part)
@@ -301,9 +317,6 @@ class BatchRunner:
             out.write_json(self.layout.error(mb.id), status.dead_letter())
         else:
             out.remove(self.layout.error(mb.id))
-        status.seconds_total = round(time.perf_counter() - started, 6)
-        out.write_json(self.layout.status(mb.id), status.to_dict())
-        return status
 
     def _start_worker(self) -> WorkerProcess:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""

@@ -27,6 +27,7 @@ from airflow_parallelrun.core.errors import (
     InputError,
     OutputPathInUse,
     RunSuperseded,
+    StorageError,
 )
 from airflow_parallelrun.core.manifest import read_manifest_header
 from airflow_parallelrun.core.status import SUCCEEDED, BatchStatus
@@ -458,3 +459,18 @@ def test_summary_says_which_run_it_belongs_to(tmp_path, script):
     assert json.loads((tmp_path / "out" / "_parallelrun" / "summary.json").read_text()) == summary
     statuses = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_parallelrun" / "status").iterdir()]
     assert {s["run_key"] for s in statuses} == {run_key(spec)}
+
+
+def test_a_failing_publish_is_reported_as_a_storage_error_not_the_scripts(tmp_path, script):
+    write_inputs(tmp_path / "in", "x")
+    spec = spec_of(tmp_path, script)
+    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    # The parts folder cannot be created: a file stands where it goes.
+    (tmp_path / "out" / "_parallelrun" / "parts").write_text("in the way")
+
+    with pytest.raises(StorageError) as info:
+        engine.run_mini_batch(0, spec)
+    message = str(info.value)
+    assert message.startswith("mb-000000 was run (succeeded), but publishing its results")
+    assert "not of the entry script" in message and "FileExistsError" in message
+    assert not (tmp_path / "out" / "_parallelrun" / "status" / "mb-000000.json").exists()
