@@ -1,4 +1,9 @@
-"""Store the list of mini-batches of a run in its storage, in shards a task reads one of."""
+"""Store the list of mini-batches of a run in its storage, in shards a task reads one of.
+
+The header (``manifest.json``) also says whose the state at the output path is: the run's
+``run_key``, minted by its partition step, its ``owner`` (for Airflow: the DAG run and task),
+and the ``accepted_keys`` whose records count in it (its own, and those of the runs it resumed).
+"""
 
 from __future__ import annotations
 
@@ -110,7 +115,11 @@ def check_run_key(layout: RunLayout, run_key: str | None) -> dict[str, Any]:
 
     ``run_key`` None means the run the manifest describes (plain core use, one run at a time).
     """
-    header = read_manifest_header(layout)
+    try:
+        # One read, no exists(): a task calls this before publishing each mini-batch.
+        header = dict(layout.output.read_json(layout.manifest))
+    except FileNotFoundError:
+        header = read_manifest_header(layout)  # raises, saying what is missing and what to do
     current = header.get("run_key")
     if run_key is None or run_key == current:
         return header
