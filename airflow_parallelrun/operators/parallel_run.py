@@ -464,10 +464,13 @@ class ParallelRunOperator(TaskGroup):
 
     ``inputs`` paths, ``output_path`` and ``arguments`` are templated. ``resume=True`` lets a new
     DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
-    already succeeded. Credentials come from Airflow Connections: ``conn_id`` on the dataset for
-    the input, ``output_conn_id`` for the output; they are never written to the run's storage,
-    its reports or XCom. ``output_asset`` (an ``Asset``) is emitted by the aggregate task when the
-    run succeeds, with the run's counts, merged output URL and run id as the event's extra.
+    already succeeded. A run whose ``output_path`` holds the state of another DAG run that is
+    still queued or running fails at once in its partition task, changing nothing there: give
+    each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
+    Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
+    output; they are never written to the run's storage, its reports or XCom. ``output_asset``
+    (an ``Asset``) is emitted by the aggregate task when the run succeeds, with the run's counts,
+    merged output URL and run id as the event's extra.
     Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
     Other keyword arguments (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to
