@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from airflow_parallelrun.core.errors import ThresholdExceeded
-from airflow_parallelrun.core.manifest import RunLayout, iter_mini_batches, read_manifest_header
+from airflow_parallelrun.core.errors import (
+    AggregateError,
+    EntryScriptError,
+    RunSuperseded,
+    ThresholdExceeded,
+)
+from airflow_parallelrun.core.manifest import RunLayout, accepted_keys, check_run_key, iter_mini_batches
 from airflow_parallelrun.core.minibatch import MiniBatch
 from airflow_parallelrun.core.output import merge_parts
 from airflow_parallelrun.core.pool import stop_pools
@@ -27,10 +33,13 @@ log = logging.getLogger(__name__)
 FIRST_ERRORS = 5
 
 
-def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
+def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None = None) -> dict[str, Any]:
     """Count every mini-batch, merge the parts in order, write dead letters, summary and report.
 
-    Raises ``ThresholdExceeded`` after writing everything when a bound is exceeded.
+    Only records of this run (``run_key``, None: the manifest's own) and of the runs it resumed
+    count. Raises ``ThresholdExceeded`` after writing everything when a bound is exceeded;
+    ``RunSuperseded``, writing nothing, when another run has taken the output path over; and
+    ``AggregateError`` for any other failure, after writing a summary that says failed and why.
     """
     layout = spec.layout()
     out = layout.output
@@ -38,9 +47,57 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
     if config.warm_workers:
         # Every run task is done: free this node's warm workers now rather than when they idle out.
         stop_pools(layout.output.url)
-    header = read_manifest_header(layout)
-    aborted = abort_reason(layout)
-    statuses = [_status_of(layout, mb, run_id, aborted) for mb in iter_mini_batches(layout, header)]
+    header = check_run_key(layout, run_key)
+    run_key = header.get("run_key")
+    try:
+        return _aggregate(spec, header, run_id, run_key)
+    except (ThresholdExceeded, RunSuperseded):
+        raise
+    except Exception as exc:
+        log.exception("the aggregate step failed")
+        error = f"{type(exc).__name__}: {exc}"
+        try:
+            check_run_key(layout, run_key)
+            out.write_json(
+                layout.summary,
+                {
+                    "status": "failed",
+                    "run_id": run_id,
+                    "run_key": run_key,
+                    "owner": header.get("owner"),
+                    "step": "aggregate",
+                    "error": error,
+                    "finished_at": datetime.now(timezone.utc).isoformat(),
+                    "summary": out.url_of(layout.summary),
+                },
+            )
+            where = f"the summary at {out.url_of(layout.summary)} says failed"
+        except Exception as write_error:
+            log.exception("cannot write the failed summary either")
+            where = f"the summary could not be written either ({type(write_error).__name__}: {write_error})"
+        whose = (
+            "the entry script's results cannot be merged"
+            if isinstance(exc, EntryScriptError)
+            else "a framework error, not one of the entry script's"
+        )
+        raise AggregateError(
+            f"the aggregate step failed ({whose}): {error}; "
+            f"{where}. Every mini-batch's status and part are kept: fix the cause and clear the "
+            "aggregate task"
+        ) from exc
+
+
+def _aggregate(
+    spec: RunSpec, header: dict[str, Any], run_id: str | None, run_key: str | None
+) -> dict[str, Any]:
+    layout = spec.layout()
+    out = layout.output
+    config = spec.config
+    accepted = accepted_keys(header)
+    aborted = abort_reason(layout, accepted)
+    statuses = [
+        _status_of(layout, mb, run_id, aborted, accepted, run_key) for mb in iter_mini_batches(layout, header)
+    ]
     skipped = [s for s in statuses if s.status == SKIPPED]
     failed = [s for s in statuses if s.status in (FAILED, NOT_RUN)]
     counts = RunCounts(
@@ -59,12 +116,16 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {
         "status": "failed" if reasons else "succeeded",
         "run_id": run_id,
+        "run_key": run_key,
+        "owner": header.get("owner"),
         "total_mini_batches": counts.total_mini_batches,
         "succeeded_mini_batches": sum(s.succeeded for s in statuses),
         "failed_mini_batches": counts.failed_mini_batches,
         "skipped_mini_batches": len(skipped),
+        # Succeeded in a run this one resumed (in a legacy manifest without keys: in another DAG run).
         "reused_mini_batches": sum(
-            s.succeeded and run_id is not None and s.run_id != run_id for s in statuses
+            s.succeeded and (s.run_key != run_key if run_key else run_id is not None and s.run_id != run_id)
+            for s in statuses
         ),
         "total_items": counts.total_items,
         "succeeded_items": sum(s.items_succeeded for s in statuses),
@@ -79,6 +140,7 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
         "input": header.get("input"),
         "input_files": header.get("input_files"),
         "refused_inputs": header.get("refused_inputs", []),
+        "duplicate_inputs_dropped": header.get("duplicate_inputs_dropped", []),
         "resumed_from_earlier_run": bool(header.get("resumed")),
         "resume_note": header.get("resume_note", ""),
         "note": header.get("note", ""),
@@ -92,26 +154,41 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
             for s in failed[:FIRST_ERRORS]
         ],
     }
+    check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
     out.write_json(layout.summary, summary)
     if reasons:
         raise ThresholdExceeded(failure_message(reasons, summary, failed[:FIRST_ERRORS]))
     return summary
 
 
-def _status_of(layout: RunLayout, mb: MiniBatch, run_id: str | None, aborted: str | None) -> BatchStatus:
+def _status_of(
+    layout: RunLayout,
+    mb: MiniBatch,
+    run_id: str | None,
+    aborted: str | None,
+    accepted: Collection[str | None],
+    run_key: str | None,
+) -> BatchStatus:
     """Read a mini-batch's status for this run.
 
-    One without a status, or with a failed status from an earlier run, did not run in this one:
-    skipped when the run was aborted, otherwise failed with all its items.
+    One without a status, with a status of a run this one does not accept, or with a failed
+    status from a run it resumed, did not run in this one: skipped when the run was aborted,
+    otherwise failed with all its items.
     """
     path = layout.status(mb.id)
     if layout.output.exists(path):
         status = BatchStatus.from_dict(layout.output.read_json(path))
-        if status.succeeded or run_id is None or status.run_id in (None, run_id):
+        if status.run_key in accepted and (
+            status.succeeded
+            or (status.run_key == run_key if run_key else run_id is None or status.run_id in (None, run_id))
+        ):
             return status
+        if status.run_key not in accepted:
+            log.warning("%s: ignoring a status of another run (run key %s)", mb.id, status.run_key)
     items = mb.items if mb.items is not None else count_piece_items(mb)
     if aborted:
         return BatchStatus(
+            run_key=run_key,
             id=mb.id,
             index=mb.index,
             status=SKIPPED,
@@ -121,6 +198,7 @@ def _status_of(layout: RunLayout, mb: MiniBatch, run_id: str | None, aborted: st
             error_message=f"not run: the run was aborted ({aborted})",
         )
     return BatchStatus(
+        run_key=run_key,
         id=mb.id,
         index=mb.index,
         status=NOT_RUN,

@@ -68,7 +68,9 @@ class FileDataset:
     and ``files`` are templated by the operator, so Params, macros and an upstream task's output
     (``files=sensor.output`` of a ``NewFilesSensor``) work; a template for ``files`` renders a
     string, which must hold a JSON list (``files=TRIGGERING_FILES`` takes the files of the asset
-    events that triggered the run). ``conn_id`` names an Airflow Connection holding the storage's
+    events that triggered the run). A file that ``files`` names more than once is scored once,
+    at its first place; the repeats are logged and listed in the summary as
+    ``duplicate_inputs_dropped``. ``conn_id`` names an Airflow Connection holding the storage's
     credentials.
     """
 

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from typing import Any
 
 from airflow_parallelrun.core.aggregate import aggregate
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.datasets import Dataset
-from airflow_parallelrun.core.manifest import RunLayout, write_manifest
+from airflow_parallelrun.core.errors import OutputPathInUse
+from airflow_parallelrun.core.manifest import RunLayout, describe_owner, new_run_key, write_manifest
 from airflow_parallelrun.core.minibatch import LABEL_LIMIT, MiniBatch
 from airflow_parallelrun.core.run_step import run_mini_batch, run_mini_batches, start_warm_workers
 from airflow_parallelrun.core.storage import Location
@@ -37,7 +40,14 @@ class RunSpec:
 
 
 def partition(
-    dataset: Dataset, spec: RunSpec, *, resume: bool = False, max_tasks: int | None = None
+    dataset: Dataset,
+    spec: RunSpec,
+    *,
+    resume: bool = False,
+    max_tasks: int | None = None,
+    run_key: str | None = None,
+    owner: dict[str, Any] | None = None,
+    is_active: Callable[[dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """List and split the input, store the manifest, and return the descriptors to map over.
 
@@ -45,15 +55,38 @@ def partition(
     most ``max_tasks`` descriptors come back; a descriptor's ``count`` says how many it holds.
     With ``resume``, an earlier run's results at the same ``output_path`` are kept when its
     input is unchanged (same files, sizes and modification times, same mini-batch size).
+
+    Every partition starts a new run with its own ``run_key`` (minted when not given), stored in
+    the manifest with ``owner``; only records carrying an accepted key count in this run. When
+    an earlier run at the path has not finished and ``is_active(its owner)`` says it still runs,
+    this raises ``OutputPathInUse`` and changes nothing: two runs never share one path's state.
     """
     from airflow_parallelrun.core.partition import partition_dataset
 
     layout = spec.layout()
+    run_key = run_key or new_run_key()
     size = spec.config.batch_size(tabular=dataset.tabular)
     started = time.perf_counter()
-    batches, header = partition_dataset(dataset, size)
+    earlier, finished = _earlier_run(layout, owner, is_active)
+    # No summary of an earlier run survives a new one: it says "running" until the aggregate ends.
+    running = {
+        "status": "running",
+        "run_key": run_key,
+        "owner": owner,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        # What the next partition needs to know of the run whose state is still at the path.
+        "previous_run_key": (earlier or {}).get("run_key"),
+        "previous_run_finished": finished,
+    }
+    layout.output.write_json(layout.summary, running)
+    try:
+        batches, header = partition_dataset(dataset, size)
+    except Exception as exc:
+        failed = {**running, "status": "failed", "step": "partition", "error": f"{type(exc).__name__}: {exc}"}
+        layout.output.write_json(layout.summary, failed)
+        raise
     header["resumed"], header["resume_note"] = (
-        _resumable(layout, header, len(batches)) if resume else (False, "")
+        _resumable(layout, header, len(batches), earlier) if resume else (False, "")
     )
     # A fresh run must not count an earlier run's statuses; a resumed one keeps those of its mini-batches.
     stale = (
@@ -63,26 +96,82 @@ def partition(
     )
     for name in stale:
         layout.output.remove(layout.state(name))
+    adopted = list((earlier or {}).get("accepted_keys") or []) if header["resumed"] else []
+    header.update(run_key=run_key, owner=owner, accepted_keys=[run_key, *adopted])
     write_manifest(layout, batches, header)
     descriptors = pack(batches, spec.config.run_task_count(len(batches), max_tasks))
     log.info(
-        "partitioned %d input files into %d mini-batches (%s %s each) for %d tasks in %.2fs%s",
+        "partitioned %d input files into %d mini-batches (%s %s each) for %d tasks in %.2fs (run key %s)%s",
         header["input_files"],
         len(batches),
         size.value,
         size.unit,
         len(descriptors),
         time.perf_counter() - started,
+        run_key,
         f"; {header['resume_note']}" if header["resume_note"] else "",
     )
     return descriptors
 
 
-def _resumable(layout: RunLayout, header: dict[str, Any], total: int) -> tuple[bool, str]:
-    """Tell whether an earlier run at this output path may be resumed, and say why or why not."""
+def _earlier_run(
+    layout: RunLayout,
+    owner: dict[str, Any] | None,
+    is_active: Callable[[dict[str, Any]], bool] | None,
+) -> tuple[dict[str, Any] | None, bool]:
+    """Return the manifest header of the earlier run at this path, if any, and whether it finished.
+
+    Raise ``OutputPathInUse`` when it has not finished and still runs.
+
+    An earlier run has finished when the summary is its own and final. One that has not, of the
+    same owner (its partition task cleared and run again), or with no way to ask
+    (``is_active`` or its owner missing), is taken over.
+    """
     if not layout.output.exists(layout.manifest):
+        return None, True
+    earlier = dict(layout.output.read_json(layout.manifest))
+    other, other_owner = earlier.get("run_key"), earlier.get("owner")
+    summary = layout.output.read_json(layout.summary) if layout.output.exists(layout.summary) else {}
+    finished = bool(other) and (
+        (summary.get("run_key") == other and summary.get("status") in ("succeeded", "failed"))
+        # A later partition that failed before taking the path over kept what it knew.
+        or (summary.get("previous_run_key") == other and bool(summary.get("previous_run_finished")))
+    )
+    if finished or not other or not other_owner or other_owner == owner or is_active is None:
+        return earlier, finished
+    try:
+        active = is_active(other_owner)
+    except Exception as exc:
+        log.warning("cannot tell whether the run %s is still active", other_owner, exc_info=True)
+        raise OutputPathInUse(
+            f"output_path {layout.output.url} holds the state of another run that has not finished "
+            f"({describe_owner(other_owner)}, run key {other}), and its state cannot be read "
+            f"({type(exc).__name__}: {exc}). To be safe this run starts nothing. Give each run its own "
+            "output_path (e.g. '/data/out/{{ run_id }}'); or, if that run is over, delete "
+            f"{layout.output.url_of(layout.manifest)} and clear this task"
+        ) from exc
+    if active:
+        raise OutputPathInUse(
+            f"output_path {layout.output.url} is in use by another run that is still active "
+            f"({describe_owner(other_owner)}, run key {other}); two runs at one path would mix their "
+            "results, so this run starts nothing. Give each run its own output_path (e.g. "
+            "'/data/out/{{ run_id }}'), or wait until that run has finished (or mark it failed) and "
+            "clear this task"
+        )
+    return earlier, False
+
+
+def _resumable(
+    layout: RunLayout, header: dict[str, Any], total: int, earlier: dict[str, Any] | None
+) -> tuple[bool, str]:
+    """Tell whether an earlier run at this output path may be resumed, and say why or why not."""
+    if earlier is None:
         return False, "resume: no earlier run at this output path; starting clean"
-    earlier = layout.output.read_json(layout.manifest)
+    if not earlier.get("run_key"):
+        return False, (
+            "resume: the earlier run at this output path was made by an older version without run keys; "
+            "starting clean"
+        )
     for key in ("fingerprint", "mini_batch_size", "kind", "format"):
         if earlier.get(key) != header.get(key):
             what = "the input changed" if key == "fingerprint" else f"{key} changed"
@@ -133,6 +222,7 @@ def pack(batches: list[MiniBatch], tasks: int | None = None) -> list[dict[str, A
 __all__ = [
     "RunSpec",
     "aggregate",
+    "new_run_key",
     "pack",
     "partition",
     "run_mini_batch",

@@ -65,3 +65,15 @@ class RunTimeoutError(EntryScriptError):
 
 class ThresholdExceeded(ParallelRunError):
     """Failed items or mini-batches exceeded a configured bound."""
+
+
+class OutputPathInUse(ParallelRunError):
+    """Another run that is still active owns the run state at this ``output_path``."""
+
+
+class RunSuperseded(ParallelRunError):
+    """The run state at ``output_path`` now belongs to another run: this run publishes nothing more."""
+
+
+class AggregateError(ParallelRunError):
+    """The aggregate step itself failed (not a threshold): its summary says failed, with the error."""

@@ -1,13 +1,19 @@
-"""Store the list of mini-batches of a run in its storage, in shards a task reads one of."""
+"""Store the list of mini-batches of a run in its storage, in shards a task reads one of.
+
+The header (``manifest.json``) also says whose the state at the output path is: the run's
+``run_key``, minted by its partition step, its ``owner`` (for Airflow: the DAG run and task),
+and the ``accepted_keys`` whose records count in it (its own, and those of the runs it resumed).
+"""
 
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 
-from airflow_parallelrun.core.errors import ParallelRunError
+from airflow_parallelrun.core.errors import ParallelRunError, RunSuperseded
 from airflow_parallelrun.core.minibatch import MiniBatch
 from airflow_parallelrun.core.storage import Location
 
@@ -34,8 +40,10 @@ class RunLayout:
     def status(self, mb_id: str) -> str:
         return self.state("status", f"{mb_id}.json")
 
-    def part(self, mb_id: str, extension: str) -> str:
-        return self.state("parts", f"{mb_id}.{extension}")
+    def part(self, mb_id: str, extension: str, run_key: str | None = None) -> str:
+        # Named with the run's key: no other run writing to this path can replace a part this run merges.
+        key = f".{run_key[:12]}" if run_key else ""
+        return self.state("parts", f"{mb_id}{key}.{extension}")
 
     def error(self, mb_id: str) -> str:
         return self.state("errors", f"{mb_id}.json")
@@ -74,6 +82,53 @@ def write_manifest(layout: RunLayout, mini_batches: list[MiniBatch], header: dic
             "shard_size": SHARD_SIZE,
             "created_at": datetime.now(timezone.utc).isoformat(),
         },
+    )
+
+
+def new_run_key() -> str:
+    """Return a new run key: every partition mints one, and every record of the run carries it."""
+    return uuid.uuid4().hex
+
+
+def accepted_keys(header: dict[str, Any]) -> frozenset[str | None]:
+    """Return the run keys whose records count in the run the manifest describes.
+
+    That is the run's own key, and those of the earlier runs a resume adopted. A manifest
+    written before run keys existed accepts records without a key.
+    """
+    if not header.get("run_key"):
+        return frozenset({None})
+    return frozenset(header.get("accepted_keys") or [header["run_key"]])
+
+
+def describe_owner(owner: Any) -> str:
+    """Return a run's owner (the adapter's dict, e.g. its DAG run) as a reader would name it."""
+    if not owner:
+        return "a run started without Airflow (no owner recorded)"
+    if isinstance(owner, dict):
+        return ", ".join(f"{k}={v}" for k, v in owner.items())
+    return str(owner)
+
+
+def check_run_key(layout: RunLayout, run_key: str | None) -> dict[str, Any]:
+    """Return the manifest header if it still belongs to the run ``run_key``; raise otherwise.
+
+    ``run_key`` None means the run the manifest describes (plain core use, one run at a time).
+    """
+    try:
+        # One read, no exists(): a task calls this before publishing each mini-batch.
+        header = dict(layout.output.read_json(layout.manifest))
+    except FileNotFoundError:
+        header = read_manifest_header(layout)  # raises, saying what is missing and what to do
+    current = header.get("run_key")
+    if run_key is None or run_key == current:
+        return header
+    raise RunSuperseded(
+        f"the run state at {layout.output.url_of(layout.manifest)} now belongs to another run "
+        f"({describe_owner(header.get('owner'))}, run key {current}), not to this run (run key "
+        f"{run_key}): another run partitioned the same output_path after this one. This run publishes "
+        "nothing more. Give each run its own output_path (e.g. '/data/out/{{ run_id }}'), or do not "
+        "start a run at a path while another run there is still active"
     )
 
 

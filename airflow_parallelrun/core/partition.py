@@ -34,7 +34,7 @@ def end_minus_start(piece: TabularPiece) -> int | None:
     return piece.end - piece.start if piece.unit == "rows" else None
 
 
-Listed = tuple[list[tuple[str, int | None]], list[dict[str, str]], str]
+Listed = tuple[list[tuple[str, int | None]], list[dict[str, str]], str, list[str]]
 
 
 def _version(info: dict[str, Any]) -> str:
@@ -48,22 +48,23 @@ def _fingerprint(entries: list[str]) -> str:
 
 
 def list_input_files(dataset: Dataset) -> Listed:
-    """Return ``(url, size)`` of every input file, sorted; the inputs refused for safety; a fingerprint.
+    """Return ``(url, size)`` of every input file, sorted; the inputs refused for safety; a fingerprint;
+    the repeats dropped from an explicit list of files (each file is scored once, first place kept).
 
     A folder is listed with one call. A local file that is a symlink leading out of the input
     folder is refused, not read: it is reported instead. The fingerprint changes when a file is
-    added, removed, resized or modified; for an explicit list of remote files it covers the
-    names only.
+    added, removed, resized or modified, for a folder and for an explicit list of files alike.
     """
     if dataset.files is not None:
-        files = _explicit_files(dataset)
-        stamps = []
-        for url, _ in files:
-            local = "://" not in url or url.startswith("file://")
-            path = url.removeprefix("file://")
-            stat = os.stat(path) if local and os.path.exists(path) else None
-            stamps.append(f"{url} {stat.st_size}:{stat.st_mtime}" if stat else url)
-        return files, [], _fingerprint(stamps)
+        names, dropped = drop_duplicates([name for name, _ in _explicit_files(dataset)])
+        if dropped:
+            log.warning(
+                "files= lists %d file(s) more than once; each is scored once, at its first place: %s",
+                len(dropped),
+                ", ".join(dropped[:20]) + (" ..." if len(dropped) > 20 else ""),
+            )
+        files: list[tuple[str, int | None]] = [(name, None) for name in names]
+        return files, [], _fingerprint(_explicit_versions(files)), dropped
     assert dataset.path is not None
     loc = Location(dataset.path)
     # Not fs.exists: fsspec's generic exists() answers False for any error, a timeout included.
@@ -73,13 +74,18 @@ def list_input_files(dataset: Dataset) -> Listed:
             f"input path {dataset.path!r} does not exist; check the path (after templating) or create it"
         )
     if info.get("type") == "file":
-        return [(loc.url_of(loc.path), info.get("size"))], [], _fingerprint([f"{loc.path} {_version(info)}"])
+        return (
+            [(loc.url_of(loc.path), info.get("size"))],
+            [],
+            _fingerprint([f"{loc.path} {_version(info)}"]),
+            [],
+        )
     pattern = loc.join(str(dataset.pattern))
     found = _with_retries(f"listing {dataset.path!r}", loc.fs.glob, pattern, detail=True)
     fingerprint = _fingerprint([f"{p} {_version(info)}" for p, info in sorted(found.items())])
     if not loc.is_local:
         files = [(loc.url_of(p), info.get("size")) for p, info in found.items() if info.get("type") == "file"]
-        return sorted(files), [], fingerprint
+        return sorted(files), [], fingerprint, []
     # fsspec lists a symlink as type "other": follow it only to a file inside the input folder.
     root = os.path.realpath(loc.path)
     kept: list[tuple[str, int | None]] = []
@@ -94,7 +100,35 @@ def list_input_files(dataset: Dataset) -> Listed:
             refused.append({"input": path, "reason": f"a symlink to {real}, outside the input folder {root}"})
         else:
             kept.append((path, os.path.getsize(real)))
-    return kept, refused, fingerprint
+    return kept, refused, fingerprint, []
+
+
+def _explicit_versions(files: list[tuple[str, int | None]]) -> list[str]:
+    """Return ``"<url> <size>:<mtime>"`` of each listed file, listing each remote folder once.
+
+    A file that cannot be found gets no version (``"<url> missing"``): reading it fails in its
+    mini-batch, where it is counted, as before.
+    """
+    stamps: dict[str, str] = {}
+    remote: dict[str, list[str]] = {}
+    for url, _ in files:
+        if "://" not in url or url.startswith("file://"):
+            path = url.removeprefix("file://")
+            stat = os.stat(path) if os.path.exists(path) else None
+            stamps[url] = f"{url} {stat.st_size}:{stat.st_mtime}" if stat else f"{url} missing"
+        else:
+            remote.setdefault(url.rsplit("/", 1)[0], []).append(url)
+    for folder, urls in remote.items():
+        fs, folder_path = url_to_fs(folder)
+        try:
+            listed = _with_retries(f"listing {folder!r}", fs.ls, folder_path, detail=True)
+        except FileNotFoundError:
+            listed = []
+        by_name = {str(info["name"]).rstrip("/").rsplit("/", 1)[-1]: info for info in listed}
+        for url in urls:
+            info = by_name.get(url.rsplit("/", 1)[1])
+            stamps[url] = f"{url} {_version(info)}" if info is not None else f"{url} missing"
+    return [stamps[url] for url, _ in files]
 
 
 def _info_or_none(fs: Any, path: str) -> dict[str, Any] | None:
@@ -115,6 +149,21 @@ def _with_retries(what: str, fn: Callable[..., T], *args: Any, **kwargs: Any) ->
             f"{what}: the storage kept failing after retries: {type(cause).__name__}: {cause}; "
             "check the storage and its connection, then clear the partition task"
         ) from cause
+
+
+def drop_duplicates(names: list[str]) -> tuple[list[str], list[str]]:
+    """Return the names without repeats, first occurrences in order, and the repeats dropped.
+
+    >>> drop_duplicates(["a", "b", "a", "c", "b", "a"])
+    (['a', 'b', 'c'], ['a', 'b', 'a'])
+    """
+    seen: set[str] = set()
+    kept: list[str] = []
+    dropped: list[str] = []
+    for name in names:
+        (dropped if name in seen else kept).append(name)
+        seen.add(name)
+    return kept, dropped
 
 
 def _explicit_files(dataset: Dataset) -> list[tuple[str, int | None]]:
@@ -270,7 +319,14 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
                 )
         except StorageError:
             raise
-        except Exception:
+        except Exception as exc:
+            log.warning(
+                "cannot read the layout of %s (%s: %s); it becomes one whole-file mini-batch, where "
+                "reading it fails and is counted",
+                url,
+                type(exc).__name__,
+                exc,
+            )
             pieces.append((TabularPiece(url, fmt, "file"), None))
     return [
         MiniBatch(index=i, kind="tabular", piece=piece, items=items)
@@ -280,7 +336,7 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
 
 def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniBatch], dict[str, Any]]:
     """List the input and split it; return the mini-batches and facts for the manifest header."""
-    files, refused, fingerprint = list_input_files(dataset)
+    files, refused, fingerprint, duplicates = list_input_files(dataset)
     if isinstance(dataset, TabularDataset):
         batches = partition_table(files, dataset.format, size)
     else:
@@ -294,6 +350,7 @@ def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniB
         "input": dataset.path if dataset.path is not None else f"{len(files)} listed files",
         "input_files": len(files),
         "refused_inputs": refused,
+        "duplicate_inputs_dropped": duplicates,
         "fingerprint": fingerprint,
         "mini_batch_size": {"unit": size.unit, "value": size.value},
         "note": "" if files else NO_FILES_NOTE,

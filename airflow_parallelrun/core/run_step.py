@@ -7,6 +7,12 @@ always has its part, and a retried mini-batch replaces its part instead of addin
 
 A failure that makes the run hopeless (the entry script cannot load, or a threshold is already
 exceeded) writes an abort marker; mini-batches not yet started then end as skipped.
+
+Every record carries the run's key. A task checks that the manifest is still its run's before
+it starts and again before it publishes each mini-batch: once another run has partitioned the
+same output path, it publishes nothing more and raises ``RunSuperseded``. A record of a run
+the manifest does not accept (a straggler that published between those checks) is ignored by
+the reuse, the abort and threshold counting here and by the aggregate step.
 """
 
 from __future__ import annotations
@@ -17,14 +23,21 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+import traceback
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, StorageError
 from airflow_parallelrun.core.failpoints import failpoint
-from airflow_parallelrun.core.manifest import RunLayout, read_manifest_header, read_mini_batches
+from airflow_parallelrun.core.manifest import (
+    RunLayout,
+    accepted_keys,
+    check_run_key,
+    read_manifest_header,
+    read_mini_batches,
+)
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
 from airflow_parallelrun.core.output import PART_EXTENSIONS
 from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
@@ -49,32 +62,44 @@ def _scratch() -> Iterator[str]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def abort_reason(layout: RunLayout) -> str | None:
-    """Return why the run was aborted, or None if it was not."""
+def abort_reason(layout: RunLayout, accepted: Collection[str | None] | None = None) -> str | None:
+    """Return why the run was aborted, or None if it was not (or another run wrote the marker)."""
     if not layout.output.exists(layout.abort):
         return None
-    return str(layout.output.read_json(layout.abort).get("reason", "aborted"))
+    record = layout.output.read_json(layout.abort)
+    if accepted is not None and record.get("run_key") not in accepted:
+        return None
+    return str(record.get("reason", "aborted"))
 
 
 def run_mini_batches(
-    indexes: Sequence[int], spec: RunSpec, *, run_id: str | None = None, honour_abort: bool = True
+    indexes: Sequence[int],
+    spec: RunSpec,
+    *,
+    run_id: str | None = None,
+    run_key: str | None = None,
+    honour_abort: bool = True,
 ) -> list[BatchStatus]:
     """Run the mini-batches at ``indexes`` in order; return a status for each.
 
-    A mini-batch whose status already says it succeeded is not run again. With
-    ``honour_abort``, a mini-batch not yet started when the run was aborted is skipped: its
-    returned status says so and nothing is written for it.
+    A mini-batch whose status already says it succeeded, in this run or in one it resumed, is
+    not run again. With ``honour_abort``, a mini-batch not yet started when the run was aborted
+    is skipped: its returned status says so and nothing is written for it. ``run_key`` is the
+    key the partition step minted (None: the manifest's own); raises ``RunSuperseded`` when the
+    manifest belongs to another run by now.
     """
     layout = spec.layout()
+    header = check_run_key(layout, run_key)
+    run_key, accepted = header.get("run_key"), accepted_keys(header)
     statuses: list[BatchStatus] = []
-    with _scratch() as scratch, BatchRunner(spec, scratch) as runner:
+    with _scratch() as scratch, BatchRunner(spec, scratch, run_key) as runner:
         for mb in read_mini_batches(layout, indexes):
             previous = _previous_status(layout, mb.id)
-            if previous is not None and previous.succeeded:
+            if previous is not None and previous.succeeded and previous.run_key in accepted:
                 log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
                 statuses.append(previous)
                 continue
-            reason = abort_reason(layout) if honour_abort else None
+            reason = abort_reason(layout, accepted) if honour_abort else None
             if reason is not None:
                 log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
                 statuses.append(
@@ -91,7 +116,7 @@ def run_mini_batches(
             status = runner.run(mb, run_id)
             statuses.append(status)
             if status.items_failed or not status.succeeded:
-                _abort_if_hopeless(layout, spec, status)
+                _abort_if_hopeless(layout, spec, status, accepted)
     return statuses
 
 
@@ -192,8 +217,9 @@ class BatchRunner:
     worker (a timeout) or the worker dies.
     """
 
-    def __init__(self, spec: RunSpec, scratch: str) -> None:
+    def __init__(self, spec: RunSpec, scratch: str, run_key: str | None = None) -> None:
         self.spec = spec
+        self.run_key = run_key
         self.layout = spec.layout()
         self.scratch = scratch
         out = self.layout.output
@@ -237,12 +263,14 @@ class BatchRunner:
             try:
                 local_mb = stage_mini_batch(mb, staged)
             except Exception as exc:
+                log.warning("cannot fetch the inputs of %s", mb.id, exc_info=True)
                 result, tries = (
                     TryResult(
                         ok=False,
                         items=mb.items,
                         category="input",
                         message=f"cannot fetch the inputs of {mb.id}: {type(exc).__name__}: {exc}",
+                        traceback=traceback.format_exc(),
                     ),
                     1,
                 )
@@ -251,20 +279,44 @@ class BatchRunner:
         finally:
             shutil.rmtree(staged, ignore_errors=True)
         status = _status_of(mb, result, tries, run_id)
+        status.run_key = self.run_key
+        if self.run_key is not None:
+            try:
+                check_run_key(self.layout, self.run_key)
+            except Exception:
+                if self.upload_dir is not None:
+                    _clear_outputs(self.upload_dir, keep_logs=False)
+                raise
+        try:
+            self._publish(mb, status, part_local, ext)
+            status.seconds_total = round(time.perf_counter() - started, 6)
+            out.write_json(self.layout.status(mb.id), status.to_dict())
+        except Exception as exc:
+            raise StorageError(
+                f"{mb.id} was run ({status.status}), but publishing its results to "
+                f"{out.url_of(self.layout.state())} failed: {type(exc).__name__}: {exc}. This is an error of "
+                "the run's storage or of this framework, not of the entry script; check the storage, then "
+                "clear the task (the mini-batch runs again)"
+            ) from exc
+        return status
+
+    def _publish(self, mb: MiniBatch, status: BatchStatus, part_local: str | None, ext: str) -> None:
+        """Publish a mini-batch's part, its ``summary_only`` files and its dead letter (not its status)."""
+        out = self.layout.output
         if status.succeeded and part_local is not None:
-            status.part = self.layout.part(mb.id, ext)
+            status.part = self.layout.part(mb.id, ext, self.run_key)
             out.put_file(part_local, status.part)
             os.unlink(part_local)
             failpoint(f"part_published:{mb.id}")
         if self.upload_dir is not None:
+            if not status.succeeded:
+                # Publish only a succeeded try's outputs; the user's logs of every try are kept.
+                _clear_outputs(self.upload_dir, keep_logs=True)
             _upload_tree(self.upload_dir, out)
         if status.items_failed or not status.succeeded:
             out.write_json(self.layout.error(mb.id), status.dead_letter())
         else:
             out.remove(self.layout.error(mb.id))
-        status.seconds_total = round(time.perf_counter() - started, 6)
-        out.write_json(self.layout.status(mb.id), status.to_dict())
-        return status
 
     def _start_worker(self) -> WorkerProcess:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""
@@ -307,6 +359,9 @@ class BatchRunner:
                         message=str(exc),
                         traceback=exc.traceback,
                     ), tries
+            if self.upload_dir is not None:
+                # What an earlier, failed try wrote must not be published with this one's.
+                _clear_outputs(self.upload_dir, keep_logs=True)
             result = self.worker.run(mb, part_local, config.append_row_format, config.run_invocation_timeout)
             if result.ok or result.category == "input":
                 return result, tries
@@ -372,15 +427,34 @@ def _upload_tree(local_root: str, output: Location) -> None:
             os.unlink(local)
 
 
-def _abort_if_hopeless(layout: RunLayout, spec: RunSpec, status: BatchStatus) -> None:
+def _clear_outputs(local_root: str, *, keep_logs: bool) -> None:
+    """Forget what a ``summary_only`` script wrote locally, but for its logs when ``keep_logs``."""
+    logs = os.path.join(local_root, "_parallelrun", "logs")
+    for folder, _, names in os.walk(local_root):
+        if keep_logs and (folder == logs or folder.startswith(logs + os.sep)):
+            continue
+        for name in names:
+            os.unlink(os.path.join(folder, name))
+
+
+def _abort_if_hopeless(
+    layout: RunLayout, spec: RunSpec, status: BatchStatus, accepted: Collection[str | None]
+) -> None:
     """Write the abort marker when the run cannot succeed any more."""
     if status.error_category == "entry_script_load":
-        _write_abort(layout, f"the entry script cannot load: {status.error_message}", status.id)
+        _write_abort(
+            layout, f"the entry script cannot load: {status.error_message}", status.id, status.run_key
+        )
         return
     if not any_bound(spec.config):
         return
     records = [
-        layout.output.read_json(p) for p in layout.output.listdir(layout.errors) if p.endswith(".json")
+        record
+        for record in (
+            layout.output.read_json(p) for p in layout.output.listdir(layout.errors) if p.endswith(".json")
+        )
+        # Only this run's dead letters count (a straggler of another run may have left one).
+        if record.get("run_key") in accepted
     ]
     header = read_manifest_header(layout)
     counts = RunCounts(
@@ -391,15 +465,16 @@ def _abort_if_hopeless(layout: RunLayout, spec: RunSpec, status: BatchStatus) ->
     )
     reasons = exceeded(thresholds_of(spec.config), counts)
     if reasons:
-        _write_abort(layout, "; ".join(reasons), status.id)
+        _write_abort(layout, "; ".join(reasons), status.id, status.run_key)
 
 
-def _write_abort(layout: RunLayout, reason: str, by: str) -> None:
-    if layout.output.exists(layout.abort):
+def _write_abort(layout: RunLayout, reason: str, by: str, run_key: str | None) -> None:
+    if abort_reason(layout, {run_key}) is not None:
         return
     log.error("aborting the run: %s; mini-batches not yet started will be skipped", reason)
     layout.output.write_json(
-        layout.abort, {"reason": reason, "by": by, "at": datetime.now(timezone.utc).isoformat()}
+        layout.abort,
+        {"reason": reason, "by": by, "at": datetime.now(timezone.utc).isoformat(), "run_key": run_key},
     )
 
 

@@ -31,6 +31,8 @@ class BatchStatus:
     error_traceback: str = ""
     part: str | None = None
     run_id: str | None = None
+    # The run that wrote this status (see ``manifest.accepted_keys``); None before run keys existed.
+    run_key: str | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -50,6 +52,7 @@ class BatchStatus:
             "error_category": self.error_category,
             "error_message": self.error_message,
             "error_traceback": self.error_traceback,
+            "run_key": self.run_key,
         }
         if self.succeeded:
             record["missing_items"] = self.items_failed

@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 OUTPUT_PATH_KEY = "output_path"
 INPUT_ROOT_KEY = "input_root"
 CONFIG_KEY = "config"
+RUN_KEY_KEY = "run_key"
+#: DAG run states in which a run still has tasks to run (and may publish to its output path).
+ACTIVE_DAG_RUN_STATES = ("queued", "running")
 
 
 def storage_options_from_connection(conn_id: str) -> dict[str, Any]:
@@ -103,6 +106,35 @@ def pull_output_path(
     return output_path
 
 
+def pull_run_key(context: Context, partition_task_id: str) -> str | None:
+    """Return the run key the partition task minted (None from a partition of an older version)."""
+    return context["ti"].xcom_pull(task_ids=partition_task_id, key=RUN_KEY_KEY)
+
+
+def run_owner(context: Context) -> dict[str, Any]:
+    """Return who a run at an output path belongs to: this DAG run and its partition task."""
+    ti = context["ti"]
+    return {"dag_id": ti.dag_id, "run_id": context["run_id"], "task_id": ti.task_id}
+
+
+def dag_run_is_active(owner: dict[str, Any]) -> bool:
+    """Tell whether the DAG run that owns a run at an output path is still queued or running.
+
+    A DAG run that no longer exists is not active; any other error to read its state propagates,
+    and the partition refuses to take the path over (see ``engine.partition``).
+    """
+    from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
+
+    try:
+        state = RuntimeTaskInstance.get_dagrun_state(dag_id=owner["dag_id"], run_id=owner["run_id"])
+    except Exception as exc:
+        text = str(exc).lower()
+        if "not found" in text or "404" in text:
+            return False
+        raise
+    return str(getattr(state, "value", state)) in ACTIVE_DAG_RUN_STATES
+
+
 def run_config(context: Context, config: ParallelRunConfig, partition_task_id: str) -> ParallelRunConfig:
     """Return the configuration of this DAG run: ``config`` with the values the partition rendered."""
     if not config.templates:
@@ -152,6 +184,7 @@ class PartitionOperator(BaseOperator):
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core.errors import OutputPathInUse
         from airflow_parallelrun.core.paths import check_path
 
         output_path = check_path(
@@ -170,7 +203,19 @@ class PartitionOperator(BaseOperator):
         root = input_root(dataset.path, dataset.files)
         use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
         spec = _spec(output_path, config, self.entry_script, self.arguments)
-        descriptors = engine.partition(dataset, spec, resume=self.resume, max_tasks=max_map_length())
+        run_key = engine.new_run_key()
+        try:
+            descriptors = engine.partition(
+                dataset,
+                spec,
+                resume=self.resume,
+                max_tasks=max_map_length(),
+                run_key=run_key,
+                owner=run_owner(context),
+                is_active=dag_run_is_active,
+            )
+        except OutputPathInUse as exc:
+            raise _fail(str(exc)) from exc
         if warming := engine.start_warm_workers(spec, len(descriptors)):
             self.log.info(
                 "starting %d warm worker(s) on this node while the run tasks are scheduled", warming
@@ -178,6 +223,7 @@ class PartitionOperator(BaseOperator):
         if self.config_templates:
             context["ti"].xcom_push(key=CONFIG_KEY, value=self.config_templates)
         context["ti"].xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
+        context["ti"].xcom_push(key=RUN_KEY_KEY, value=run_key)
         context["ti"].xcom_push(key=INPUT_ROOT_KEY, value=root)
         return descriptors
 
@@ -211,6 +257,7 @@ class RunMiniBatchOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core.errors import RunSuperseded
         from airflow_parallelrun.core.status import SKIPPED
 
         ti = context["ti"]
@@ -221,9 +268,16 @@ class RunMiniBatchOperator(BaseOperator):
         spec = _spec(str(output_path), config, self.entry_script, self.arguments)
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.
-        statuses = engine.run_mini_batches(
-            range(first, first + count), spec, run_id=context["run_id"], honour_abort=ti.try_number <= 1
-        )
+        try:
+            statuses = engine.run_mini_batches(
+                range(first, first + count),
+                spec,
+                run_id=context["run_id"],
+                run_key=pull_run_key(context, self.partition_task_id),
+                honour_abort=ti.try_number <= 1,
+            )
+        except RunSuperseded as exc:
+            raise _fail(str(exc)) from exc
         for status in statuses:
             self.log.info(
                 "%s %s: %d items, %d succeeded, %d failed, %d tries, run() %.2fs",
@@ -286,7 +340,7 @@ class AggregateOperator(BaseOperator):
 
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_parallelrun.core import engine
-        from airflow_parallelrun.core.errors import ThresholdExceeded
+        from airflow_parallelrun.core.errors import ParallelRunError, ThresholdExceeded
 
         output_path = pull_output_path(
             context, self.partition_task_id, self.input_conn_id, self.output_conn_id
@@ -295,9 +349,16 @@ class AggregateOperator(BaseOperator):
             raise self._no_partition(context)
         config = run_config(context, self.config, self.partition_task_id)
         try:
-            summary = engine.aggregate(_spec(output_path, config, "", ()), run_id=context["run_id"])
+            summary = engine.aggregate(
+                _spec(output_path, config, "", ()),
+                run_id=context["run_id"],
+                run_key=pull_run_key(context, self.partition_task_id),
+            )
         except ThresholdExceeded as exc:
             raise _fail(str(exc)) from None
+        except ParallelRunError as exc:
+            # Retrying would fail the same way: the summary already says failed and why.
+            raise _fail(str(exc)) from exc
         for asset in self.outlets:
             # The event's extra is what a DAG scheduled on the asset reads of this run.
             context["outlet_events"][asset].extra = asset_event_extra(summary)
@@ -403,10 +464,13 @@ class ParallelRunOperator(TaskGroup):
 
     ``inputs`` paths, ``output_path`` and ``arguments`` are templated. ``resume=True`` lets a new
     DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
-    already succeeded. Credentials come from Airflow Connections: ``conn_id`` on the dataset for
-    the input, ``output_conn_id`` for the output; they are never written to the run's storage,
-    its reports or XCom. ``output_asset`` (an ``Asset``) is emitted by the aggregate task when the
-    run succeeds, with the run's counts, merged output URL and run id as the event's extra.
+    already succeeded. A run whose ``output_path`` holds the state of another DAG run that is
+    still queued or running fails at once in its partition task, changing nothing there: give
+    each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
+    Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
+    output; they are never written to the run's storage, its reports or XCom. ``output_asset``
+    (an ``Asset``) is emitted by the aggregate task when the run succeeds, with the run's counts,
+    merged output URL and run id as the event's extra.
     Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
     Other keyword arguments (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to

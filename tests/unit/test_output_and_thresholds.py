@@ -21,7 +21,7 @@ from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.datasets import FileDataset
 from airflow_parallelrun.core.engine import RunSpec, aggregate, partition
 from airflow_parallelrun.core.errors import RunOutputError, ThresholdExceeded
-from airflow_parallelrun.core.manifest import read_mini_batch
+from airflow_parallelrun.core.manifest import read_manifest_header, read_mini_batch
 from airflow_parallelrun.core.output import (
     PART_EXTENSIONS,
     count_results,
@@ -431,6 +431,11 @@ def make_run(tmp_path: Path, **config) -> RunSpec:
     return spec
 
 
+def run_key_of(spec: RunSpec) -> str:
+    """Return the key of the run the manifest at the spec's output path belongs to."""
+    return str(read_manifest_header(spec.layout())["run_key"])
+
+
 def finish(spec: RunSpec, tmp_path: Path, index: int, results: list | None, error: str = "") -> None:
     """Publish what a run task publishes: its part (when it succeeded with append_row), then its status."""
     layout = spec.layout()
@@ -443,7 +448,7 @@ def finish(spec: RunSpec, tmp_path: Path, index: int, results: list | None, erro
             ext = PART_EXTENSIONS[config.append_row_format]
             local = tmp_path / f"local-{mb.id}.{ext}"
             write_part(results, config.append_row_format, str(local))
-            part = layout.part(mb.id, ext)
+            part = layout.part(mb.id, ext, run_key_of(spec))
             layout.output.put_file(str(local), part)
     else:
         total, succeeded, failed = mb.items, 0, mb.items
@@ -462,6 +467,7 @@ def finish(spec: RunSpec, tmp_path: Path, index: int, results: list | None, erro
         error_category="" if results is not None else "entry_script",
         error_message=error,
         part=part,
+        run_key=run_key_of(spec),
     )
     layout.output.write_json(layout.status(mb.id), status.to_dict())
 
@@ -472,7 +478,8 @@ def stale_part(spec: RunSpec, tmp_path: Path, index: int) -> None:
     mb_id = f"mb-{index:06d}"
     local = tmp_path / f"stale-{mb_id}"
     local.write_bytes(b"STALE OUTPUT\n")
-    layout.output.put_file(str(local), layout.part(mb_id, PART_EXTENSIONS[spec.config.append_row_format]))
+    ext = PART_EXTENSIONS[spec.config.append_row_format]
+    layout.output.put_file(str(local), layout.part(mb_id, ext, run_key_of(spec)))
 
 
 def populate(spec: RunSpec, tmp_path: Path) -> None:
@@ -591,7 +598,9 @@ def test_aggregate_raises_after_writing_everything_when_a_bound_is_exceeded(tmp_
         out / "_parallelrun" / "processed_mini_batches.csv",
         out / "parallel_run_step.txt",
     ]
-    assert not any(p.exists() for p in written)
+    # The partition step left only a summary that says the run is running.
+    assert json.loads(written[0].read_text())["status"] == "running"
+    assert not any(p.exists() for p in written[1:])
 
     with pytest.raises(ThresholdExceeded) as info:
         aggregate(spec)

@@ -75,6 +75,12 @@ def state(tmp_path: Path, *parts: str) -> Path:
     return tmp_path.joinpath("out", "_parallelrun", *parts)
 
 
+def part_file(tmp_path: Path, mb_id: str, ext: str = "txt") -> Path:
+    """Return where the run now at ``tmp_path/out`` publishes a mini-batch's part (named with its key)."""
+    run_key = json.loads(state(tmp_path, "manifest.json").read_text())["run_key"]
+    return state(tmp_path, "parts", f"{mb_id}.{run_key[:12]}.{ext}")
+
+
 def item_counts(status: BatchStatus) -> tuple[int, int, int, int]:
     """Return ``(total, succeeded, failed, returned)`` items of a status."""
     return status.items_total, status.items_succeeded, status.items_failed, status.items_returned
@@ -191,9 +197,9 @@ def test_part_and_status_are_published_under_the_state_folder(tmp_path):
     spec = make_run(tmp_path, SCRIPTS / "run_only_script.py")
     first, second = engine.run_mini_batch(0, spec), engine.run_mini_batch(1, spec)
 
-    assert first.part == str(state(tmp_path, "parts", "mb-000000.txt"))
-    assert lines(state(tmp_path, "parts", "mb-000000.txt")) == ["text 0", "text 1", "text 2"]
-    assert lines(state(tmp_path, "parts", "mb-000001.txt")) == ["text 3", "text 4"]
+    assert first.part == str(part_file(tmp_path, "mb-000000"))
+    assert lines(part_file(tmp_path, "mb-000000")) == ["text 0", "text 1", "text 2"]
+    assert lines(part_file(tmp_path, "mb-000001")) == ["text 3", "text 4"]
 
     saved = json.loads(state(tmp_path, "status", "mb-000000.json").read_text())
     assert BatchStatus.from_dict(saved) == first
@@ -219,7 +225,7 @@ def test_arguments_and_environment_from_the_run_reach_an_azure_style_script(tmp_
     assert status.succeeded, status
     import pandas as pd
 
-    rows = pd.read_csv(state(tmp_path, "parts", "mb-000001.csv")).to_dict("records")
+    rows = pd.read_csv(part_file(tmp_path, "mb-000001", "csv")).to_dict("records")
     assert [r["file"] for r in rows] == ["f3.txt", "f4.txt"]
     assert {(r["model_name"], r["unknown_args"], r["greeting"], r["mini_batch_id"]) for r in rows} == {
         ("digits", "--unknown 1", "hi", "mb-000001"),
@@ -250,12 +256,12 @@ def test_a_failed_mini_batch_is_run_again_when_called_again(tmp_path, flaky):
     spec = make_run(tmp_path, script, run_max_try=1, environment_variables={**env, "FAILURES": "1"})
     first = engine.run_mini_batch(0, spec)
     assert first.status == "failed" and first.tries == 1
-    assert not state(tmp_path, "parts", "mb-000000.txt").exists()
+    assert not part_file(tmp_path, "mb-000000").exists()
 
     again = engine.run_mini_batch(0, spec)
     assert again.succeeded, again
     assert lines(tmp_path / "calls.txt") == ["call", "call"]
-    assert lines(state(tmp_path, "parts", "mb-000000.txt")) == ["f0.txt", "f1.txt", "f2.txt"]
+    assert lines(part_file(tmp_path, "mb-000000")) == ["f0.txt", "f1.txt", "f2.txt"]
     saved = json.loads(state(tmp_path, "status", "mb-000000.json").read_text())
     assert saved["status"] == "succeeded" and saved["error_category"] == ""
 
@@ -390,7 +396,8 @@ def test_memory_filesystem_input_is_staged_locally_and_outputs_stay_in_memory(tm
     status = engine.run_mini_batch(1, spec)
     assert status.succeeded, status
     fs = fsspec.filesystem("memory")
-    assert status.part == f"{memory_root}/out/_parallelrun/parts/mb-000001.txt"
+    run_key = json.loads(fs.cat_file(f"{memory_root}/out/_parallelrun/manifest.json"))["run_key"]
+    assert status.part == f"{memory_root}/out/_parallelrun/parts/mb-000001.{run_key[:12]}.txt"
     # The worker read local copies of f3 and f4 (its own process has no memory filesystem).
     assert fs.cat_file(status.part).decode().splitlines() == ["True True text 3", "True True text 4"]
     saved = json.loads(fs.cat_file(f"{memory_root}/out/_parallelrun/status/mb-000001.json"))
