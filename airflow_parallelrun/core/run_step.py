@@ -22,7 +22,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
-from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, StorageError
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.manifest import RunLayout, read_manifest_header, read_mini_batches
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
@@ -236,6 +236,9 @@ class BatchRunner:
         try:
             try:
                 local_mb = stage_mini_batch(mb, staged)
+            except StorageError:
+                # The storage kept failing, not the input: fail the task, to be retried or cleared.
+                raise
             except Exception as exc:
                 result, tries = (
                     TryResult(
