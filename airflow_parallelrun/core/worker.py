@@ -195,6 +195,12 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
     # Rows rejected while reading are items of the mini-batch that run() never sees.
     items = len(data) + rejected.get("rejected", 0)
     conn.send({"ok": True, "event": "started", "items": items})
+    if mb.piece is not None and not items:
+        # A byte range inside one long row holds no row: a succeeded mini-batch of 0 items. Many
+        # models raise on an empty DataFrame, so run() is not called; the part is empty.
+        if request.get("part_path"):
+            write_part([], request["format"], request["part_path"])
+        return {"ok": True, "items": 0, "returned": 0, "run_seconds": 0.0}
     os.environ[MINI_BATCH_ENV] = mb.id
     started = time.perf_counter()
     try:

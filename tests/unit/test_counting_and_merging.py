@@ -1,0 +1,94 @@
+"""Counting what a piece holds, and merging parts whatever types each part's rows inferred.
+
+Every run here is real: a real input folder, ``engine.partition``, real worker processes,
+``engine.aggregate``. Entry scripts record their calls to a file named by ``$CALLS_FILE``.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from airflow_parallelrun.core import engine
+from airflow_parallelrun.core.config import ParallelRunConfig
+from airflow_parallelrun.core.datasets import TabularDataset
+from airflow_parallelrun.core.engine import RunSpec
+
+# Raises on an empty DataFrame, as many models do ("Expected 2D array, got 0 samples").
+SCORING_SCRIPT = """
+    import os
+    import pandas as pd
+
+    def run(mini_batch):
+        with open(os.environ["CALLS_FILE"], "a") as f:
+            f.write(f"{len(mini_batch)}\\n")
+        if len(mini_batch) == 0:
+            raise ValueError("Found array with 0 sample(s) while a minimum of 1 is required")
+        return pd.DataFrame({"id": mini_batch["id"], "length": mini_batch["text"].str.len()})
+"""
+
+
+def make_spec(tmp_path: Path, source: str, size: str, fmt: str = "text", **config) -> RunSpec:
+    script = tmp_path / "entry.py"
+    script.write_text(textwrap.dedent(source).lstrip("\n"))
+    return RunSpec(
+        output_path=str(tmp_path / "out"),
+        config=ParallelRunConfig(
+            entry_script="x.py",
+            mini_batch_size=size,
+            append_row_format=fmt,
+            environment_variables={"CALLS_FILE": str(tmp_path / "calls.txt")},
+            **config,
+        ),
+        entry_script=str(script),
+    )
+
+
+def run_all(spec: RunSpec, dataset: TabularDataset) -> tuple[list, dict]:
+    descriptors = engine.partition(dataset, spec)
+    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
+    return statuses, engine.aggregate(spec)
+
+
+# --- a piece that holds no row ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("input_format", "output_format"), [("csv", "text"), ("jsonl", "csv"), ("csv", "parquet")]
+)
+def test_a_byte_range_inside_one_long_row_is_a_succeeded_mini_batch_of_zero_items(
+    tmp_path, input_format, output_format
+):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    rows = pd.DataFrame({"id": [0, 1], "text": ["x" * 3000, "short"]})
+    if input_format == "csv":
+        rows.to_csv(folder / "t.csv", index=False)
+    else:
+        rows.to_json(folder / "t.jsonl", orient="records", lines=True)
+    spec = make_spec(tmp_path, SCORING_SCRIPT, "1KB", output_format)
+
+    statuses, summary = run_all(spec, TabularDataset(path=str(folder), format=input_format))
+
+    # A 3 KB row in 1 KB pieces: 1 row, 0 rows (the middle of the long row), 1 row.
+    assert [s.items_total for s in statuses] == [1, 0, 1]
+    assert [s.status for s in statuses] == ["succeeded"] * 3
+    assert [(s.items_succeeded, s.items_failed, s.tries) for s in statuses] == [
+        (1, 0, 1),
+        (0, 0, 1),
+        (1, 0, 1),
+    ]
+    # run() was never given an empty DataFrame.
+    assert (tmp_path / "calls.txt").read_text().split() == ["1", "1"]
+    assert (summary["status"], summary["total_items"], summary["failed_items"]) == ("succeeded", 2, 0)
+    merged = tmp_path / "out" / spec.config.output_file_name
+    if output_format == "text":
+        assert merged.read_text().splitlines() == ["0 3000", "1 5"]
+    elif output_format == "csv":
+        assert pd.read_csv(merged).to_dict("list") == {"id": [0, 1], "length": [3000, 5]}
+    else:
+        assert pq.read_table(merged).to_pydict() == {"id": [0, 1], "length": [3000, 5]}
