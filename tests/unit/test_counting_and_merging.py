@@ -92,3 +92,64 @@ def test_a_byte_range_inside_one_long_row_is_a_succeeded_mini_batch_of_zero_item
         assert pd.read_csv(merged).to_dict("list") == {"id": [0, 1], "length": [3000, 5]}
     else:
         assert pq.read_table(merged).to_pydict() == {"id": [0, 1], "length": [3000, 5]}
+
+
+# --- parts whose rows inferred different types --------------------------------------------------
+
+ECHO_SCRIPT = """
+    def run(mini_batch):
+        return mini_batch
+"""
+
+
+def write_input(folder: Path, fmt: str, frames: list[pd.DataFrame]) -> None:
+    folder.mkdir()
+    for name, frame in zip("ab", frames, strict=True):
+        if fmt == "csv":
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        elif fmt == "jsonl":
+            frame.to_json(folder / f"{name}.jsonl", orient="records", lines=True)
+        else:
+            frame.to_parquet(folder / f"{name}.parquet", index=False)
+
+
+@pytest.mark.parametrize("input_format", ["csv", "jsonl", "parquet"])
+@pytest.mark.parametrize("output_format", ["parquet", "csv"])
+def test_parts_int_in_one_and_float_with_nan_in_another_merge_with_values_intact(
+    tmp_path, input_format, output_format
+):
+    # Each file is one piece: the first infers int64 scores, the second float64 with NaN.
+    frames = [
+        pd.DataFrame({"id": [0, 1, 2], "score": [1, 2, 3]}),
+        pd.DataFrame({"id": [3, 4, 5], "score": [None, 5.5, None]}),
+    ]
+    write_input(tmp_path / "in", input_format, frames)
+    spec = make_spec(tmp_path, ECHO_SCRIPT, "1MB", output_format, error_threshold=0)
+
+    statuses, summary = run_all(spec, TabularDataset(path=str(tmp_path / "in"), format=input_format))
+
+    assert len(statuses) == 2 and summary["status"] == "succeeded"
+    merged = tmp_path / "out" / spec.config.output_file_name
+    got = pq.read_table(merged).to_pandas() if output_format == "parquet" else pd.read_csv(merged)
+    assert got["id"].tolist() == [0, 1, 2, 3, 4, 5]
+    assert got["score"].tolist()[:3] == [1.0, 2.0, 3.0] and got["score"].tolist()[4] == 5.5
+    assert got["score"].isna().tolist() == [False, False, False, True, False, True]
+
+
+NOTES_SCRIPT = """
+    def run(mini_batch):
+        # No note at all in the first mini-batch: pandas makes that column all None, typed null.
+        return [{"id": int(i), "note": None if i < 3 else f"n{i}"} for i in mini_batch["id"]]
+"""
+
+
+def test_a_column_all_null_in_one_parquet_part_takes_the_other_parts_type(tmp_path):
+    write_input(tmp_path / "in", "csv", [pd.DataFrame({"id": [0, 1, 2]}), pd.DataFrame({"id": [3, 4]})])
+    spec = make_spec(tmp_path, NOTES_SCRIPT, "1MB", "parquet")
+
+    _, summary = run_all(spec, TabularDataset(path=str(tmp_path / "in")))
+
+    assert summary["status"] == "succeeded"
+    table = pq.read_table(tmp_path / "out" / spec.config.output_file_name)
+    assert str(table.schema.field("note").type) in ("string", "large_string")
+    assert table.to_pydict() == {"id": [0, 1, 2, 3, 4], "note": [None, None, None, "n3", "n4"]}
