@@ -71,6 +71,9 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None) -> dict[str, Any]:
         "failed_items": counts.failed_items,
         "skipped_items": sum(s.items_total for s in skipped),
         "returned_items": sum(s.items_returned for s in statuses),
+        # Failed mini-batches whose input could not be read to count it: their items are unknown,
+        # and in none of the item counts above.
+        "mini_batches_with_unknown_items": sum(s.items_unknown for s in statuses),
         "output": merged_url,
         "output_action": config.output_action,
         "thresholds": config.thresholds(),
@@ -109,7 +112,8 @@ def _status_of(layout: RunLayout, mb: MiniBatch, run_id: str | None, aborted: st
         status = BatchStatus.from_dict(layout.output.read_json(path))
         if status.succeeded or run_id is None or status.run_id in (None, run_id):
             return status
-    items = mb.items if mb.items is not None else count_piece_items(mb)
+    counted = count_piece_items(mb)
+    items, unknown = counted or 0, counted is None
     if aborted:
         return BatchStatus(
             id=mb.id,
@@ -117,6 +121,7 @@ def _status_of(layout: RunLayout, mb: MiniBatch, run_id: str | None, aborted: st
             status=SKIPPED,
             inputs=mb.inputs,
             items_total=items,
+            items_unknown=unknown,
             error_category="aborted",
             error_message=f"not run: the run was aborted ({aborted})",
         )
@@ -127,6 +132,7 @@ def _status_of(layout: RunLayout, mb: MiniBatch, run_id: str | None, aborted: st
         inputs=mb.inputs,
         items_total=items,
         items_failed=items,
+        items_unknown=unknown,
         error_category="not_run",
         error_message="the mini-batch has no status: its task did not run or was killed before finishing",
     )

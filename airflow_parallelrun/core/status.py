@@ -31,6 +31,8 @@ class BatchStatus:
     error_traceback: str = ""
     part: str | None = None
     run_id: str | None = None
+    #: The input could not be read to count its items: the item counts above are 0, not known.
+    items_unknown: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -53,6 +55,8 @@ class BatchStatus:
         }
         if self.succeeded:
             record["missing_items"] = self.items_failed
+        if self.items_unknown:
+            record["items_unknown"] = True
         return record
 
     @classmethod

@@ -6,6 +6,7 @@ Every run here is real: a real input folder, ``engine.partition``, real worker p
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -153,3 +154,52 @@ def test_a_column_all_null_in_one_parquet_part_takes_the_other_parts_type(tmp_pa
     table = pq.read_table(tmp_path / "out" / spec.config.output_file_name)
     assert str(table.schema.field("note").type) in ("string", "large_string")
     assert table.to_pydict() == {"id": [0, 1, 2, 3, 4], "note": [None, None, None, "n3", "n4"]}
+
+
+# --- a piece that cannot be read: its real item count, or "unknown" ------------------------------
+
+
+def test_a_mini_batch_that_never_ran_counts_the_rows_of_its_piece_or_says_unknown(tmp_path):
+    folder = tmp_path / "in"
+    write_input(folder, "csv", [pd.DataFrame({"id": range(4)}), pd.DataFrame({"id": range(7)})])
+    spec = make_spec(tmp_path, ECHO_SCRIPT, "1MB", error_threshold=-1)
+    descriptors = engine.partition(TabularDataset(path=str(folder)), spec)
+    assert len(descriptors) == 2
+    (folder / "b.csv").unlink()  # gone before any task ran: its rows cannot be counted any more
+
+    summary = engine.aggregate(spec)  # no run task ran at all
+
+    assert summary["failed_mini_batches"] == 2
+    # a.csv is still there: its 4 rows are counted. b.csv's are unknown, not a made-up 1.
+    assert (summary["total_items"], summary["failed_items"]) == (4, 4)
+    assert summary["mini_batches_with_unknown_items"] == 1
+    errors = tmp_path / "out" / "_parallelrun" / "errors"
+    gone, there = (json.loads((errors / f"mb-00000{i}.json").read_text()) for i in (1, 0))
+    assert gone["items_unknown"] is True and gone["items_failed"] == 0
+    assert "items_unknown" not in there and there["items_failed"] == 4
+
+
+def test_remote_files_that_cannot_be_fetched_count_every_file_of_their_mini_batch(tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    root = f"/h2-count-{tmp_path.name}"
+    for i in range(5):
+        memory.pipe_file(f"{root}/in/f{i}.txt", f"text {i}\n".encode())
+    script = tmp_path / "entry.py"
+    script.write_text("def run(mini_batch):\n    return [open(p).read() for p in mini_batch]\n")
+    spec = RunSpec(
+        output_path=str(tmp_path / "out"),
+        config=ParallelRunConfig(entry_script="x.py", mini_batch_size="3", error_threshold=-1),
+        entry_script=str(script),
+    )
+    from airflow_parallelrun.core.datasets import FileDataset
+
+    descriptors = engine.partition(FileDataset(path=f"memory://{root}/in"), spec)
+    memory.rm(f"{root}/in/f1.txt")  # gone between listing and fetching
+
+    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
+    memory.rm(root, recursive=True)
+
+    assert [s.status for s in statuses] == ["failed", "succeeded"]
+    assert (statuses[0].items_total, statuses[0].items_failed, statuses[0].items_unknown) == (3, 3, False)

@@ -12,7 +12,9 @@ at once, so the tests do not sleep through the backoff or the retry budget.
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
+import types
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -27,11 +29,13 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_parallelrun.core import engine, retries
+from airflow_parallelrun.core import engine, retries, worker
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
 from airflow_parallelrun.core.engine import RunSpec
-from airflow_parallelrun.core.errors import StorageError
+from airflow_parallelrun.core.errors import InputError, StorageError
+from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.reading import count_piece_items, read_table_rows
 
 _nesting = threading.local()
 
@@ -311,3 +315,30 @@ def test_an_output_write_error_that_persists_fails_the_run_step_naming_the_path(
     assert retries.DEFAULT_RETRY_SECONDS - 10 <= virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS
     assert flaky.calls[("pipe_file", status_path)] > 1
     assert status_path not in flaky.store
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_storage_error_reading_a_piece_is_named_a_storage_error_not_an_input_error(flaky, fmt):
+    root = f"/run-{uuid.uuid4().hex}"
+    make_input(fmt, root)
+    name = "a.csv" if fmt == "csv" else "a.parquet"
+    piece = TabularPiece(path=f"flaky://{root}/in/{name}", format=fmt, unit="file")
+    mb = MiniBatch(index=0, kind="tabular", piece=piece)
+    flaky.always = staticmethod(lambda op, path: op.startswith("open"))
+
+    # Reading: the StorageError itself, not a TableReadError ("cannot read the input").
+    with pytest.raises(StorageError) as info:
+        read_table_rows(piece)
+    assert not isinstance(info.value, InputError)
+    call = "_read_text" if fmt == "csv" else "_read_parquet"
+    assert f"{call} 'flaky://{root}/in/{name}' kept failing" in str(info.value)
+
+    # The worker's reply says so too, with the engine's traceback.
+    parent, child = multiprocessing.Pipe()
+    with parent, child:
+        reply = worker.run_one(types.ModuleType("entry"), {"mini_batch": mb.to_dict()}, child)
+    assert (reply["ok"], reply["category"]) == (False, "storage")
+    assert "a storage error" in reply["message"] and "StorageError" in reply["traceback"]
+
+    # Counting its items: unknown, not a made-up number.
+    assert count_piece_items(mb) is None
