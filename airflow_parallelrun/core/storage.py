@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +24,8 @@ from airflow_parallelrun.core.retries import (  # noqa: F401 (the storage API)
     retrying,
     storage_retry_seconds,
 )
+
+log = logging.getLogger(__name__)
 
 # Filesystems whose single put is atomic: a reader sees the old object or the new, never a part.
 ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "oss", "oci", "r2"})
@@ -111,9 +114,17 @@ def write_file(fs: Any, path: str, data: bytes | None = None, *, source: str | N
             fs.pipe_file(tmp, data)
         fs.mv(tmp, path)
     except BaseException:
-        with suppress(Exception):
+        try:
             if fs.exists(tmp):
                 fs.rm(tmp)
+        except Exception as exc:
+            # The write's own error matters more; a storage still failing may keep the stray file.
+            log.warning(
+                "could not remove the temporary file %s after a failed write: %s: %s",
+                tmp,
+                type(exc).__name__,
+                exc,
+            )
         raise
 
 
