@@ -263,8 +263,11 @@ def _give_up(
 ) -> NoReturn:
     """Raise a StorageError naming the call, its path and the tries, once a transient error persists."""
     name = getattr(fn, "__name__", "storage call")
-    # The first argument that names a place: a path or URL, or an object with one (a piece).
-    paths = [a if isinstance(a, str) else a.path for a in args if isinstance(getattr(a, "path", a), str)][:1]
+    # The first path or URL among the arguments; else the path of the first that has one (a piece).
+    paths = [a for a in args if isinstance(a, str)] or [
+        a.path for a in args if isinstance(getattr(a, "path", None), str)
+    ]
+    paths = paths[:1]
     where = f" {paths[0]!r}" if paths else ""
     raise StorageError(
         f"{name}{where} kept failing after {tries} tries over {spent:.1f} s: {type(exc).__name__}: {exc}; "
