@@ -3,6 +3,7 @@
 What is transient is decided by the error's class (by name and module, so that no cloud library
 is imported or needed), its errno, its HTTP status or its object-store error code, along its
 chain of causes. How long: ``PARALLELRUN_STORAGE_RETRY_SECONDS``, two minutes by default.
+The retry loop itself is tenacity's, stopped by that budget on an injectable clock.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import time
 from collections.abc import Callable
 from typing import Any, NoReturn, TypeVar
+
+from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
 from airflow_parallelrun.core.errors import StorageError
 
@@ -221,6 +224,40 @@ class RetryClock:
 clock = RetryClock()
 
 
+# 0.2 s before the second try, doubling up to 10 s.
+_WAIT = wait_exponential(multiplier=_FIRST_WAIT, exp_base=2, max=_MAX_WAIT)
+
+
+class _BudgetSpent:
+    """Stop before a retry whose wait would end past the budget, on :data:`clock`.
+
+    tenacity's own ``stop_after_delay`` reads ``time.monotonic``; this one reads the injectable
+    clock, so a test spends the budget without waiting it out.
+    """
+
+    def __init__(self, budget: float) -> None:
+        self.budget = budget
+        self.started = clock.now()
+
+    def spent(self) -> float:
+        return clock.now() - self.started
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        return self.spent() + _WAIT(retry_state) > self.budget
+
+
+def _log_retry(retry_state: RetryCallState) -> None:
+    exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+    log.warning(
+        "storage call %s failed (%s: %s); try %d, retrying in %.1f s",
+        getattr(retry_state.fn, "__name__", "storage call"),
+        type(exc).__name__,
+        exc,
+        retry_state.attempt_number,
+        retry_state.next_action.sleep if retry_state.next_action is not None else 0.0,
+    )
+
+
 def retrying(fn: Callable[..., T]) -> Callable[..., T]:
     """Wrap a storage call so transient errors are retried, with backoff, for the retry budget.
 
@@ -231,47 +268,35 @@ def retrying(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def call(*args: Any, **kwargs: Any) -> T:
-        budget = storage_retry_seconds()
-        started = clock.now()
-        wait, tries = _FIRST_WAIT, 0
-        while True:
-            tries += 1
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                spent = clock.now() - started
-                if spent + wait > budget:
-                    _give_up(fn, args, exc, tries, spent, budget)
-                log.warning(
-                    "storage call %s failed (%s: %s); try %d, retrying in %.1f s",
-                    getattr(fn, "__name__", "storage call"),
-                    type(exc).__name__,
-                    exc,
-                    tries,
-                    wait,
-                )
-                clock.sleep(wait)
-                wait = min(wait * 2, _MAX_WAIT)
+        stop = _BudgetSpent(storage_retry_seconds())
+        policy = Retrying(
+            retry=retry_if_exception(is_transient),
+            wait=_WAIT,
+            stop=stop,
+            sleep=lambda seconds: clock.sleep(seconds),
+            before_sleep=_log_retry,
+            retry_error_callback=lambda state: _give_up(state, stop),
+        )
+        return policy(fn, *args, **kwargs)
 
     return call
 
 
-def _give_up(
-    fn: Callable[..., Any], args: tuple[Any, ...], exc: BaseException, tries: int, spent: float, budget: float
-) -> NoReturn:
+def _give_up(retry_state: RetryCallState, stop: _BudgetSpent) -> NoReturn:
     """Raise a StorageError naming the call, its path and the tries, once a transient error persists."""
-    name = getattr(fn, "__name__", "storage call")
+    exc = retry_state.outcome.exception() if retry_state.outcome is not None else None
+    name = getattr(retry_state.fn, "__name__", "storage call")
     # The first path or URL among the arguments; else the path of the first that has one (a piece).
+    args = retry_state.args
     paths = [a for a in args if isinstance(a, str)] or [
         a.path for a in args if isinstance(getattr(a, "path", None), str)
     ]
     paths = paths[:1]
     where = f" {paths[0]!r}" if paths else ""
     raise StorageError(
-        f"{name}{where} kept failing after {tries} tries over {spent:.1f} s: {type(exc).__name__}: {exc}; "
-        f"the storage did not recover within {RETRY_SECONDS_ENV}={budget:g} seconds: check that it is "
+        f"{name}{where} kept failing after {retry_state.attempt_number} tries over {stop.spent():.1f} s: "
+        f"{type(exc).__name__}: {exc}; "
+        f"the storage did not recover within {RETRY_SECONDS_ENV}={stop.budget:g} seconds: check that it is "
         "reachable (or allow it longer), then clear the task"
     ) from exc
 
