@@ -132,6 +132,9 @@ def _aggregate(
         "failed_items": counts.failed_items,
         "skipped_items": sum(s.items_total for s in skipped),
         "returned_items": sum(s.items_returned for s in statuses),
+        # Failed mini-batches whose input could not be read to count it: their items are unknown,
+        # and in none of the item counts above.
+        "mini_batches_with_unknown_items": sum(s.items_unknown for s in statuses),
         "output": merged_url,
         "output_action": config.output_action,
         "thresholds": config.thresholds(),
@@ -185,7 +188,8 @@ def _status_of(
             return status
         if status.run_key not in accepted:
             log.warning("%s: ignoring a status of another run (run key %s)", mb.id, status.run_key)
-    items = mb.items if mb.items is not None else count_piece_items(mb)
+    counted = count_piece_items(mb)
+    items, unknown = counted or 0, counted is None
     if aborted:
         return BatchStatus(
             run_key=run_key,
@@ -194,6 +198,7 @@ def _status_of(
             status=SKIPPED,
             inputs=mb.inputs,
             items_total=items,
+            items_unknown=unknown,
             error_category="aborted",
             error_message=f"not run: the run was aborted ({aborted})",
         )
@@ -205,6 +210,7 @@ def _status_of(
         inputs=mb.inputs,
         items_total=items,
         items_failed=items,
+        items_unknown=unknown,
         error_category="not_run",
         error_message="the mini-batch has no status: its task did not run or was killed before finishing",
     )

@@ -8,6 +8,8 @@ other rows of its piece are read, and the rejected rows are reported by line num
 
 from __future__ import annotations
 
+import csv
+import logging
 import os
 import posixpath
 from collections.abc import Sequence
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_parallelrun.core.errors import InputError, InputReadError, TableReadError
+from airflow_parallelrun.core.errors import InputError, InputReadError, StorageError, TableReadError
 from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
 from airflow_parallelrun.core.storage import call_with_retries, open_url, url_to_fs
 from airflow_parallelrun.core.text_table import (
@@ -31,6 +33,19 @@ if TYPE_CHECKING:
 
 _MESSAGE_LINES = 20
 _BLOCK = 8 * 1024 * 1024
+
+log = logging.getLogger(__name__)
+
+
+def _input_at_fault(exc: BaseException) -> bool:
+    """Tell whether reading a file raised ``exc`` because the file is not (or no longer) readable.
+
+    An OS error, a bad value and anything pyarrow raises on a corrupt file are the input's; a
+    ``StorageError`` (transient errors that persisted) and the engine's own bugs are not.
+    """
+    if isinstance(exc, StorageError):
+        return False
+    return isinstance(exc, (OSError, ValueError, EOFError)) or type(exc).__module__.startswith("pyarrow")
 
 
 def is_local(url: str) -> bool:
@@ -92,6 +107,10 @@ def read_table_rows(piece: TabularPiece) -> TableRows:
     except PermissionError as exc:
         raise TableReadError(f"{name}: permission denied ({exc}); let the worker read it", None) from exc
     except Exception as exc:
+        if not _input_at_fault(exc):
+            # A StorageError (the retries gave up) or a bug of ours is not the input's fault: it
+            # goes up as it is, traceback and all.
+            raise
         raise TableReadError(
             f"{name}: cannot read {piece.describe()}: {type(exc).__name__}: {exc}", None
         ) from exc
@@ -105,9 +124,14 @@ def read_table_rows(piece: TabularPiece) -> TableRows:
             first_line=lambda: call_with_retries(_lines_before, piece.path, offset) + 1,
         )
     except Exception as exc:
+        # The parse reads only the piece's bytes, so what pandas, json and csv raise on them is the
+        # input's fault: ValueErrors mostly, a TypeError for json lines that mix objects and arrays.
+        # Any other kind is logged with its traceback, in case it is the engine's.
+        if not isinstance(exc, (InputError, ValueError, TypeError, csv.Error)):
+            log.warning("unexpected %s parsing %s", type(exc).__name__, piece.describe(), exc_info=True)
         cause = str(exc) if isinstance(exc, InputError) else f"{type(exc).__name__}: {exc}"
         raise TableReadError(
-            f"{name}: cannot read {piece.describe()} as {piece.format}: {cause}", max(count_lines(body), 1)
+            f"{name}: cannot read {piece.describe()} as {piece.format}: {cause}", count_lines(body)
         ) from exc
     if rows.rejected:
         rows.message = f"{name}: {rows.message}"
@@ -164,11 +188,12 @@ def check_files_readable(files: Sequence[str]) -> None:
         )
 
 
-def count_piece_items(mb: MiniBatch) -> int:
+def count_piece_items(mb: MiniBatch) -> int | None:
     """Count the items of a mini-batch that never ran: its files, or the rows its piece holds.
 
-    Reads only the piece's own bytes (or a parquet footer). An unreadable piece counts as one
-    item, so that its failure still counts against ``error_threshold``.
+    Reads only the piece's own bytes (or a parquet footer). Return None when the piece cannot
+    be read (the file is gone or unreadable, the parquet footer is lost): how many items it
+    holds is then unknown, and is said so rather than guessed.
     """
     if mb.items is not None:
         return mb.items
@@ -189,8 +214,16 @@ def count_piece_items(mb: MiniBatch) -> int:
 
     try:
         return call_with_retries(count)
-    except Exception:
-        return 1
+    except Exception as exc:
+        if not (_input_at_fault(exc) or isinstance(exc, StorageError)):
+            log.exception(
+                "cannot count the items of %s (%s): an error of the engine", mb.id, piece.describe()
+            )
+            return None
+        log.warning(
+            "cannot count the items of %s (%s): %s: %s", mb.id, piece.describe(), type(exc).__name__, exc
+        )
+    return None
 
 
 def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:

@@ -41,7 +41,7 @@ from airflow_parallelrun.core.manifest import (
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
 from airflow_parallelrun.core.output import PART_EXTENSIONS
 from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
-from airflow_parallelrun.core.reading import stage_mini_batch
+from airflow_parallelrun.core.reading import count_piece_items, stage_mini_batch
 from airflow_parallelrun.core.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.status import FAILED, SKIPPED, SUCCEEDED, BatchStatus, count_items
 from airflow_parallelrun.core.storage import Location
@@ -262,6 +262,9 @@ class BatchRunner:
         try:
             try:
                 local_mb = stage_mini_batch(mb, staged)
+            except StorageError:
+                # The storage kept failing, not the input: fail the task, to be retried or cleared.
+                raise
             except Exception as exc:
                 log.warning("cannot fetch the inputs of %s", mb.id, exc_info=True)
                 result, tries = (
@@ -380,6 +383,7 @@ class BatchRunner:
 
 def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None) -> BatchStatus:
     given: int | None = None
+    counted: int | None = None
     if result.ok:
         total_read = result.items if result.items is not None else mb.items
         # Rows the worker rejected while reading never reached run(): failed, whatever it returned.
@@ -387,8 +391,10 @@ def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None)
         given, succeeded, failed = count_items(given, result.returned)
         total, failed = given + result.rejected, failed + result.rejected
     else:
-        total = result.items if result.items is not None else (mb.items if mb.items is not None else 1)
-        succeeded, failed = 0, total
+        counted = result.items if result.items is not None else count_piece_items(mb)
+        total = succeeded = failed = 0
+        if counted is not None:
+            total = failed = counted
     status = BatchStatus(
         id=mb.id,
         index=mb.index,
@@ -404,6 +410,7 @@ def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None)
         error_message=result.message,
         error_traceback=result.traceback,
         run_id=run_id,
+        items_unknown=not result.ok and counted is None,
     )
     if result.ok and failed:
         shortfall = failed - result.rejected

@@ -33,6 +33,8 @@ class BatchStatus:
     run_id: str | None = None
     # The run that wrote this status (see ``manifest.accepted_keys``); None before run keys existed.
     run_key: str | None = None
+    #: The input could not be read to count its items: the item counts above are 0, not known.
+    items_unknown: bool = False
 
     @property
     def succeeded(self) -> bool:
@@ -56,6 +58,8 @@ class BatchStatus:
         }
         if self.succeeded:
             record["missing_items"] = self.items_failed
+        if self.items_unknown:
+            record["items_unknown"] = True
         return record
 
     @classmethod

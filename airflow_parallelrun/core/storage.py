@@ -3,46 +3,129 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from tenacity import RetryCallState, retry, retry_if_exception_type, stop_after_attempt, wait_exponential
+from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_parallelrun.core.errors import StorageError
 from airflow_parallelrun.core.failpoints import failpoint
-
-T = TypeVar("T")
-
-# Connection resets and timeouts pass; a missing file or a permission error does not.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
-
-
-def _give_up(state: RetryCallState) -> NoReturn:
-    """Raise a StorageError naming the call, its path and the tries, once a transient error persists."""
-    exc = state.outcome.exception() if state.outcome is not None else None
-    name = getattr(state.fn, "__name__", "storage call")
-    args = [a for a in state.args if isinstance(a, str)][:1]
-    where = f" {args[0]!r}" if args else ""
-    raise StorageError(
-        f"{name}{where} kept failing after {state.attempt_number} tries: {type(exc).__name__}: {exc}; "
-        "check that the storage is reachable, then clear the task"
-    ) from exc
-
-
-retrying = retry(
-    retry=retry_if_exception_type(TRANSIENT_ERRORS),
-    stop=stop_after_attempt(5),
-    wait=wait_exponential(multiplier=0.2, max=5),
-    retry_error_callback=_give_up,
+from airflow_parallelrun.core.retries import (  # noqa: F401 (the storage API)
+    TRANSIENT_ERRORS,
+    call_with_retries,
+    is_transient,
+    retrying,
+    storage_retry_seconds,
 )
+
+log = logging.getLogger(__name__)
+
+# Filesystems whose single put is atomic: a reader sees the old object or the new, never a part.
+ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "oss", "oci", "r2"})
+
+
+def has_atomic_put(fs: Any) -> bool:
+    """Tell whether one put publishes a whole file on ``fs`` (object stores, fsspec's memory)."""
+    if isinstance(fs, MemoryFileSystem):
+        return True
+    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return any(p in ATOMIC_PUT_PROTOCOLS for p in protocols)
+
+
+def _fsync_folder(folder: str) -> None:
+    """Make a rename in ``folder`` survive a power loss (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        with suppress(OSError):
+            os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_local_file(
+    path: str, data: bytes | None = None, *, source: str | None = None, exclusive: bool = False
+) -> bool:
+    """Write ``data`` (or a copy of the local file ``source``) to the local ``path`` atomically.
+
+    The bytes go to a temporary file in the same folder, are fsynced, and only then get the
+    name, whose folder is fsynced in turn: after a crash or a power loss ``path`` holds the old
+    content or the whole new one, never a part. With ``exclusive`` the name is taken only if it
+    is free (a hard link), and the return value tells whether this call took it.
+    """
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            if source is not None:
+                with open(source, "rb") as src:
+                    shutil.copyfileobj(src, f, 1024 * 1024)
+            else:
+                f.write(data or b"")
+            f.flush()
+            os.fsync(f.fileno())
+        failpoint(f"replace:{os.path.basename(path)}")
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+        else:
+            os.replace(tmp, path)
+        _fsync_folder(folder)
+        return True
+    finally:
+        with suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
+def write_file(fs: Any, path: str, data: bytes | None = None, *, source: str | None = None) -> None:
+    """Write ``data`` (or the local file ``source``) to ``path`` on ``fs`` so no reader sees a part.
+
+    Local disk: see :func:`write_local_file`. Object stores: one put. Any other filesystem (sftp,
+    ftp, webdav, ...): a put to ``<path>.tmp-<uuid>`` and then a move, so a write that breaks
+    off midway leaves at most a temporary file, removed when the filesystem lets us, never a
+    partial file under ``path``.
+    """
+    if isinstance(fs, LocalFileSystem):
+        write_local_file(path, data, source=source)
+        return
+    if has_atomic_put(fs):
+        if source is not None:
+            fs.put_file(source, path)
+        else:
+            fs.pipe_file(path, data)
+        return
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        if source is not None:
+            fs.put_file(source, tmp)
+        else:
+            fs.pipe_file(tmp, data)
+        fs.mv(tmp, path)
+    except BaseException:
+        try:
+            if fs.exists(tmp):
+                fs.rm(tmp)
+        except Exception as exc:
+            # The write's own error matters more; a storage still failing may keep the stray file.
+            log.warning(
+                "could not remove the temporary file %s after a failed write: %s: %s",
+                tmp,
+                type(exc).__name__,
+                exc,
+            )
+        raise
 
 
 # Storage options (credentials) per URL prefix, set by the Airflow adapters from Connections.
@@ -135,19 +218,7 @@ class Location:
     @retrying
     def write_bytes(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` so a reader sees the old content or the new, never a part."""
-        if self.is_local:
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            failpoint(f"replace:{os.path.basename(path)}")
-            os.replace(tmp, path)
-        else:
-            # One put is atomic on object stores; other filesystems get write-then-move.
-            self.fs.pipe_file(path, data)
+        write_file(self.fs, path, data)
 
     def write_json(self, path: str, value: Any) -> None:
         self.write_bytes(path, json.dumps(value, indent=1, sort_keys=True, default=str).encode())
@@ -155,15 +226,7 @@ class Location:
     @retrying
     def put_file(self, local_path: str, path: str) -> None:
         """Copy a local file to ``path`` atomically."""
-        if self.is_local:
-            folder = os.path.dirname(path)
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-            shutil.copyfile(local_path, tmp)
-            failpoint(f"replace:{os.path.basename(path)}")
-            os.replace(tmp, path)
-        else:
-            self.fs.put_file(local_path, path)
+        write_file(self.fs, path, source=local_path)
 
     @retrying
     def get_file(self, path: str, local_path: str) -> None:
@@ -181,17 +244,31 @@ class Location:
         return sorted(self.fs.ls(path, detail=False))
 
     @contextmanager
-    def writer(self, path: str) -> Iterator[Any]:
-        """Stream into a local temporary file, then publish it at ``path`` in one step."""
-        fd, tmp = tempfile.mkstemp(prefix="parallelrun-", suffix=".tmp")
+    def writer(self, path: str) -> Iterator[BinaryIO]:
+        """Stream into a temporary file, then publish it at ``path`` in one step.
+
+        On local disk the temporary file sits next to ``path`` and is fsynced, then renamed;
+        elsewhere it is a local file published with :meth:`put_file`. If the block raises,
+        nothing is published and the temporary file is removed.
+        """
+        if self.is_local:
+            folder = os.path.dirname(path) or "."
+            os.makedirs(folder, exist_ok=True)
+            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+        else:
+            fd, tmp = tempfile.mkstemp(prefix="parallelrun-", suffix=".tmp")
+            os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as f:
+            with open(tmp, "wb") as f:
                 yield f
-            self.put_file(tmp, path)
+                f.flush()
+                os.fsync(f.fileno())
+            if self.is_local:
+                failpoint(f"replace:{os.path.basename(path)}")
+                os.replace(tmp, path)
+                _fsync_folder(folder)
+            else:
+                self.put_file(tmp, path)
         finally:
-            Path(tmp).unlink(missing_ok=True)
-
-
-def call_with_retries(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-    """Call ``fn`` retrying transient storage errors with backoff."""
-    return retrying(fn)(*args, **kwargs)
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)

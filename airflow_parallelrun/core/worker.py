@@ -22,7 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from airflow_parallelrun.core.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
-from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, StorageError
 from airflow_parallelrun.core.minibatch import MiniBatch
 
 _OWN_FILES = (__file__, importlib.util.__file__ or "")
@@ -190,11 +190,27 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
     mb = MiniBatch.from_dict(request["mini_batch"])
     try:
         data, rejected = read_input(mb)
-    except Exception as exc:
+    except InputError as exc:
         return _error("input", exc, items=getattr(exc, "items", None))
+    except Exception as exc:
+        # Not the input's fault: the storage kept failing, or the engine has a bug. Say which,
+        # with the engine's whole traceback; the mini-batch's tries go on.
+        category = "storage" if isinstance(exc, StorageError) else "framework"
+        return _error(
+            category,
+            exc,
+            message=f"reading {mb.id} failed, a {category} error: {type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
+        )
     # Rows rejected while reading are items of the mini-batch that run() never sees.
     items = len(data) + rejected.get("rejected", 0)
     conn.send({"ok": True, "event": "started", "items": items})
+    if mb.piece is not None and not items:
+        # A byte range inside one long row holds no row: a succeeded mini-batch of 0 items. Many
+        # models raise on an empty DataFrame, so run() is not called; the part is empty.
+        if request.get("part_path"):
+            write_part([], request["format"], request["part_path"])
+        return {"ok": True, "items": 0, "returned": 0, "run_seconds": 0.0}
     os.environ[MINI_BATCH_ENV] = mb.id
     started = time.perf_counter()
     try:

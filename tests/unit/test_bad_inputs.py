@@ -7,16 +7,18 @@ its summary instead of raising, and the counts can be read.
 
 What each bad input does (decided here, and in ``core/reading.py``):
 
-- zero-byte csv: its mini-batch fails (no header line), one item. A zero-byte jsonl file is an
-  empty table: run() gets an empty DataFrame. A zero-byte parquet file is a truncated one.
-- truncated parquet: one whole-file mini-batch fails naming the file, one item (its row count
-  is in the lost footer).
+- zero-byte csv: its mini-batch fails (no header line), with the 0 items it holds. A zero-byte
+  jsonl file is an empty table: a succeeded mini-batch of 0 items, run() is not called. A
+  zero-byte parquet file is a truncated one.
+- truncated parquet: one whole-file mini-batch fails naming the file; how many items it held is
+  unknown (its row count is in the lost footer), and the status and the summary say so.
 - csv rows whose field count differs from the header's: only those rows fail; the worker
   passes the other rows of the piece to run() and reports the rejected rows by line number.
 - non-UTF-8 text, binary data named .csv: the piece fails, with the offset of the first bad
   byte (or NUL byte); every line of the piece counts as a failed item.
 - a file deleted between listing and reading, a file that may not be read: the mini-batch
-  fails at once (no tries spent) naming the file and the cause.
+  fails at once (no tries spent) naming the file and the cause; a table piece's items are then
+  unknown (a FileDataset's are its files).
 - an image that does not decode: the entry script's run() raises, so its whole mini-batch
   fails after its tries, with the script's own message naming the file (as Azure counts).
 - one enormous row: read whole by the piece where it starts; the byte ranges inside it read
@@ -207,7 +209,8 @@ def test_a_csv_corpus_fails_only_its_bad_pieces_and_rows(tmp_path):
 
     (empty,) = outcome.of("b_empty.csv")
     assert_failed_naming(outcome, empty, str(folder / "b_empty.csv"), "the file is empty", "header")
-    assert (empty.items_failed, empty.tries, empty.error_category) == (1, 1, "input")
+    assert (empty.items_failed, empty.tries, empty.error_category) == (0, 1, "input")
+    assert not empty.items_unknown, "an empty file holds no row: 0 is its count, not a guess"
 
     (latin,) = outcome.of("d_latin1.csv")
     offset = latin1.index(b"\xe9")
@@ -225,7 +228,8 @@ def test_a_csv_corpus_fails_only_its_bad_pieces_and_rows(tmp_path):
 
     (vanished,) = outcome.of("f_gone.csv")
     assert_failed_naming(outcome, vanished, str(gone), "the file is gone")
-    assert (vanished.items_failed, vanished.tries) == (1, 1)
+    assert (vanished.items_total, vanished.items_failed, vanished.tries) == (0, 0, 1)
+    assert vanished.items_unknown and outcome.dead_letters[vanished.id]["items_unknown"] is True
 
     # The ragged rows, and only they, count as failed; the rest of their piece succeeded.
     ragged = outcome.of("c_ragged.csv")
@@ -237,7 +241,8 @@ def test_a_csv_corpus_fails_only_its_bad_pieces_and_rows(tmp_path):
     for name in ("a_good.csv", "g_good.csv"):
         assert all(s.succeeded and not s.items_failed and s.tries == 1 for s in outcome.of(name))
     assert outcome.summary["failed_mini_batches"] == 4
-    assert outcome.summary["failed_items"] == 1 + 3 + 3 + 2 + 1
+    assert outcome.summary["failed_items"] == 0 + 3 + 3 + 2  # and the items of the gone file, unknown
+    assert outcome.summary["mini_batches_with_unknown_items"] == 1
     assert outcome.summary["succeeded_items"] == len(expected)
 
 
@@ -373,8 +378,10 @@ def test_truncated_and_zero_byte_parquet_fail_whole_naming_the_file(tmp_path):
         (status,) = outcome.of(name)
         assert status.inputs == [str(folder / name)], "a whole-file piece"
         assert_failed_naming(outcome, status, str(folder / name), "cannot read", "(whole file)")
-        assert (status.items_failed, status.tries, status.error_category) == (1, 1, "input")
-    assert outcome.summary["failed_items"] == 2
+        assert (status.items_failed, status.tries, status.error_category) == (0, 1, "input")
+        assert status.items_unknown, "the row count was in the lost footer"
+    assert outcome.summary["failed_items"] == 0
+    assert outcome.summary["mini_batches_with_unknown_items"] == 2
     assert outcome.summary["succeeded_items"] == 60
 
 
@@ -481,7 +488,8 @@ def test_a_table_file_that_may_not_be_read_fails_its_mini_batch_naming_it(tmp_pa
     assert outcome.output == expected
     (denied,) = outcome.of(str(WRITE_ONLY_FILE))
     assert_failed_naming(outcome, denied, str(WRITE_ONLY_FILE), "permission denied")
-    assert (denied.items_failed, denied.tries, denied.error_category) == (1, 1, "input")
+    assert (denied.items_failed, denied.tries, denied.error_category) == (0, 1, "input")
+    assert denied.items_unknown and outcome.summary["mini_batches_with_unknown_items"] == 1
     assert [s.status for s in outcome.statuses] == ["succeeded", "failed", "succeeded"]
 
 

@@ -6,14 +6,15 @@ are called on each path, as an object store does when a connection drops. Only t
 operation of a call fails (``get_file`` fails, not the ``open`` it makes inside), and ``exists``
 lets an error through as the cloud filesystems do, instead of answering False.
 
-The retry policy is the engine's own (``core/storage.py``), with its wait cut to a millisecond
-through tenacity's API so the tests do not sleep through the backoff.
+The retry policy is the engine's own (``core/retries.py``), on a virtual clock whose sleeps pass
+at once, so the tests do not sleep through the backoff or the retry budget.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
-import time
+import types
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -26,14 +27,15 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import tenacity
 from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_parallelrun.core import engine, storage
+from airflow_parallelrun.core import engine, retries, worker
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
 from airflow_parallelrun.core.engine import RunSpec
-from airflow_parallelrun.core.errors import StorageError
+from airflow_parallelrun.core.errors import InputError, StorageError
+from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.reading import count_piece_items, read_table_rows
 
 _nesting = threading.local()
 
@@ -136,20 +138,28 @@ def run(mini_batch):
 """
 
 
+class VirtualClock(retries.RetryClock):
+    """A clock whose sleeps pass at once: the retry budget is spent without waiting it out."""
+
+    def __init__(self) -> None:
+        self.time = 0.0
+        self.sleeps: list[float] = []
+
+    def now(self) -> float:
+        return self.time
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.time += seconds
+
+
 @pytest.fixture(autouse=True)
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Keep the engine's retry policy (what is retried, how often) but wait a millisecond."""
-    fast = tenacity.wait_fixed(0.001)
-    policies = [
-        method.retry
-        for method in vars(storage.Location).values()
-        if isinstance(getattr(method, "retry", None), tenacity.BaseRetrying)
-    ]
-    assert len(policies) >= 6, "Location's storage calls are no longer retried with tenacity"
-    for policy in policies:
-        monkeypatch.setattr(policy, "wait", fast)
-    template = policies[0]
-    monkeypatch.setattr(storage, "retrying", lambda fn: template.copy(wait=fast).wraps(fn))
+def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """Keep the engine's retry policy (what is retried, for how long) but never sleep."""
+    monkeypatch.delenv(retries.RETRY_SECONDS_ENV, raising=False)
+    clock = VirtualClock()
+    monkeypatch.setattr(retries, "clock", clock)
+    return clock
 
 
 @pytest.fixture
@@ -238,22 +248,25 @@ def test_a_transient_error_reading_a_part_does_not_fail_the_aggregate(tmp_path, 
 
 
 @pytest.mark.parametrize("op", ["info", "glob"])
-def test_a_listing_error_that_persists_fails_the_partition_quickly_and_clearly(tmp_path, flaky, op):
+def test_a_listing_error_that_persists_fails_the_partition_after_the_budget_and_clearly(
+    tmp_path, flaky, op, virtual_clock
+):
     root = f"/run-{uuid.uuid4().hex}"
     dataset, _, size = make_input("files", root)
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
     flaky.always = staticmethod(lambda o, path: o == op and path.startswith(f"{root}/in"))
-    started = time.monotonic()
     with pytest.raises(StorageError) as info:
         engine.partition(dataset, spec)
-    assert time.monotonic() - started < 5
+    assert virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS < virtual_clock.time + 10.5
     message = str(info.value)
     assert f"flaky://{root}/in" in message and "kept failing after retries" in message
     assert isinstance(info.value.__cause__, (ConnectionError, TimeoutError))
     assert max(n for (o, _), n in flaky.calls.items() if o == op) > 1, "the call was not retried"
 
 
-def test_an_input_read_error_that_persists_fails_only_its_mini_batch(tmp_path, flaky):
+def test_an_input_read_error_that_persists_fails_the_task_as_a_storage_error_not_an_input_error(
+    tmp_path, flaky, virtual_clock
+):
     root = f"/run-{uuid.uuid4().hex}"
     dataset, expected, size = make_input("files", root)
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
@@ -261,32 +274,71 @@ def test_an_input_read_error_that_persists_fails_only_its_mini_batch(tmp_path, f
     broken = f"{root}/in/f4.txt"
     flaky.always = staticmethod(lambda op, path: op == "get_file" and path == broken)
 
-    started = time.monotonic()
+    with pytest.raises(StorageError) as info:
+        engine.run_mini_batches(range(len(descriptors)), spec)
+
+    message = str(info.value)
+    assert broken in message and "the connection dropped" in message
+    assert retries.RETRY_SECONDS_ENV in message and "clear the task" in message
+    assert isinstance(info.value.__cause__, (ConnectionError, TimeoutError))
+    # Retried for the whole default budget (at least a minute), on the virtual clock.
+    assert flaky.calls[("get_file", broken)] > 5
+    assert retries.DEFAULT_RETRY_SECONDS >= 60 and virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS
+    assert virtual_clock.time + max(virtual_clock.sleeps) > retries.DEFAULT_RETRY_SECONDS
+    # No status calls the input bad: the mini-batch is not counted as a permanent input failure.
+    status_of_broken = f"{root}/out/_parallelrun/status/mb-000001.json"
+    assert status_of_broken not in flaky.store
+
+    # Once the storage is back, clearing the task runs what is left, and nothing failed.
+    flaky.always = staticmethod(lambda op, path: False)
     statuses = engine.run_mini_batches(range(len(descriptors)), spec)
     summary = engine.aggregate(spec)
-    assert time.monotonic() - started < 15
-
-    first, failed, last = statuses
-    assert first.succeeded and last.succeeded
-    assert failed.status == "failed" and failed.error_category == "input"
-    assert failed.tries == 1, "a storage error is retried by the storage layer, not as mini-batch tries"
-    assert broken in failed.error_message and "the connection dropped" in failed.error_message
-    assert flaky.calls[("get_file", broken)] > 1
-    assert (summary["failed_mini_batches"], summary["failed_items"]) == (1, 3)
-    assert stored(root, "out", "parallel_run_step.txt").splitlines() == expected[:3] + expected[6:]
+    assert [s.status for s in statuses] == ["succeeded"] * 3
+    assert (summary["failed_mini_batches"], summary["failed_items"]) == (0, 0)
+    assert stored(root, "out", "parallel_run_step.txt").splitlines() == expected
 
 
-def test_an_output_write_error_that_persists_fails_the_run_step_naming_the_path(tmp_path, flaky):
+def test_an_output_write_error_that_persists_fails_the_run_step_naming_the_path(
+    tmp_path, flaky, virtual_clock
+):
     root = f"/run-{uuid.uuid4().hex}"
     dataset, _, size = make_input("files", root)
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
     engine.partition(dataset, spec)
     status_path = f"{root}/out/_parallelrun/status/mb-000000.json"
     flaky.always = staticmethod(lambda op, path: op == "pipe_file" and path == status_path)
-    started = time.monotonic()
-    with pytest.raises(StorageError, match=r"kept failing after 5 tries.*the connection dropped") as info:
+    with pytest.raises(
+        StorageError, match=r"kept failing after \d+ tries over .*the connection dropped"
+    ) as info:
         engine.run_mini_batch(0, spec)
-    assert status_path in str(info.value)
-    assert time.monotonic() - started < 10
+    assert f"write_bytes {status_path!r} kept failing" in str(info.value)
+    assert retries.DEFAULT_RETRY_SECONDS - 10 <= virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS
     assert flaky.calls[("pipe_file", status_path)] > 1
     assert status_path not in flaky.store
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_storage_error_reading_a_piece_is_named_a_storage_error_not_an_input_error(flaky, fmt):
+    root = f"/run-{uuid.uuid4().hex}"
+    make_input(fmt, root)
+    name = "a.csv" if fmt == "csv" else "a.parquet"
+    piece = TabularPiece(path=f"flaky://{root}/in/{name}", format=fmt, unit="file")
+    mb = MiniBatch(index=0, kind="tabular", piece=piece)
+    flaky.always = staticmethod(lambda op, path: op.startswith("open"))
+
+    # Reading: the StorageError itself, not a TableReadError ("cannot read the input").
+    with pytest.raises(StorageError) as info:
+        read_table_rows(piece)
+    assert not isinstance(info.value, InputError)
+    call = "_read_text" if fmt == "csv" else "_read_parquet"
+    assert f"{call} 'flaky://{root}/in/{name}' kept failing" in str(info.value)
+
+    # The worker's reply says so too, with the engine's traceback.
+    parent, child = multiprocessing.Pipe()
+    with parent, child:
+        reply = worker.run_one(types.ModuleType("entry"), {"mini_batch": mb.to_dict()}, child)
+    assert (reply["ok"], reply["category"]) == (False, "storage")
+    assert "a storage error" in reply["message"] and "StorageError" in reply["traceback"]
+
+    # Counting its items: unknown, not a made-up number.
+    assert count_piece_items(mb) is None
