@@ -828,19 +828,21 @@ class Pool:
 
     def _warm(self, count: int) -> int:
         """Start up to ``count`` workers (never more than the pool's size) in the background."""
-        numbers: list[int] = []
-        with self.cond:
-            while len(numbers) < count and self.workers < self.spec.size and not self.closing:
-                self.workers += 1
-                self.started += 1
-                numbers.append(self.started)
-            self.last_used = time.monotonic()
-        for number in numbers:
-            worker = WorkerProcess(self._settings(number))
+        started: list[tuple[int, WorkerProcess]] = []
+        try:
             with self.cond:
-                self.starting.add(worker)
-            threading.Thread(target=self._warm_one, args=(number, worker), daemon=True).start()
-        return len(numbers)
+                # Counted as starting at once, under the lock, so the pool is never idle meanwhile.
+                while len(started) < count and self.workers < self.spec.size and not self.closing:
+                    worker = WorkerProcess(self._settings(self.started + 1))
+                    self.started += 1
+                    self.workers += 1
+                    self.starting.add(worker)
+                    started.append((self.started, worker))
+                self.last_used = time.monotonic()
+        finally:
+            for number, worker in started:
+                threading.Thread(target=self._warm_one, args=(number, worker), daemon=True).start()
+        return len(started)
 
     def _warm_one(self, number: int, worker: WorkerProcess) -> None:
         output = os.path.join(os.path.dirname(worker.settings.working_dir), "init-output.txt")

@@ -361,6 +361,45 @@ def test_a_pool_does_not_stop_as_idle_while_a_worker_is_in_init_or_a_lease_waits
     assert init_pids(tmp_path) == [str(worker.pid)]
 
 
+def test_a_pool_warming_a_worker_does_not_stop_as_idle_before_its_init_ends(tmp_path, make_spec):
+    # No task asks yet: only the worker in init() keeps the pool up. A pool that stopped would
+    # take the worker with it (it watches its parent) before its init() could end.
+    spec = make_spec(
+        SLOW_INIT.replace(
+            "time.sleep(5)", "time.sleep(3)\n    open(os.environ['LOG'] + '/init-done', 'w').close()"
+        ),
+        idle=0.5,
+    )
+    assert warm_pool(spec, 1) == 1
+    assert wait_until(lambda: (tmp_path / "log" / "init-done").exists(), 60), "the pool stopped during init()"
+    assert len(init_pids(tmp_path)) == 1
+
+
+VERY_SLOW_INIT = """
+import os, time
+
+def init():
+    with open(os.path.join(os.environ["LOG"], "init.log"), "a") as f:
+        f.write(f"{os.getpid()}\\n")
+    time.sleep(120)
+    open(os.path.join(os.environ["LOG"], "init-done"), "w").close()
+
+def run(mini_batch):
+    return mini_batch
+"""
+
+
+def test_a_stop_request_does_not_wait_for_a_worker_still_in_init(tmp_path, make_spec, pool_dir):
+    spec = make_spec(VERY_SLOW_INIT, output="ours")
+    assert warm_pool(spec, 1) == 1
+    assert wait_until(lambda: len(init_pids(tmp_path)) == 1, 30)
+    pid, worker_pid = pool_pid(pool_dir), int(init_pids(tmp_path)[0])
+    assert stop_pools(str(tmp_path / "ours")) == 1
+    assert wait_until(lambda: not alive(pid), 60), "the stopped pool waited for init()"
+    assert not alive(worker_pid) and not (tmp_path / "log" / "init-done").exists()
+    assert sorted(os.listdir(pool_dir)) == []
+
+
 # -- only this user's pools, folders and sockets --------------------------------------------------
 
 NOBODY = 65534
