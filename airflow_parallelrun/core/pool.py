@@ -861,9 +861,10 @@ class Pool:
                 # it, with the script's traceback, to its task.
                 log.warning("pool %s: worker %d: the entry script failed to load: %s", self.path, number, exc)
         except Exception:
-            log.exception(
-                "pool %s: warming worker %d failed (an error of airflow-parallelrun)", self.path, number
-            )
+            if not self.closing:  # else the stop killed it
+                log.exception(
+                    "pool %s: warming worker %d failed (an error of airflow-parallelrun)", self.path, number
+                )
         finally:
             with self.cond:
                 self.starting.discard(worker)

@@ -286,6 +286,8 @@ class WorkerProcess:
             except (ProcessLookupError, PermissionError):
                 self.process.kill()
             self.process.wait()
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        # Another thread (a pool stopping, on_kill) may kill this worker at the same time.
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()

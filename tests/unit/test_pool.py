@@ -397,7 +397,7 @@ def test_a_stop_request_does_not_wait_for_a_worker_still_in_init(tmp_path, make_
     assert stop_pools(str(tmp_path / "ours")) == 1
     assert wait_until(lambda: not alive(pid), 60), "the stopped pool waited for init()"
     assert not alive(worker_pid) and not (tmp_path / "log" / "init-done").exists()
-    assert sorted(os.listdir(pool_dir)) == []
+    assert sorted(os.listdir(pool_dir)) == [], [p.read_text() for p in pool_dir.glob("*.log")]
 
 
 # -- only this user's pools, folders and sockets --------------------------------------------------
