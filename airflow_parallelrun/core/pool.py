@@ -96,9 +96,7 @@ def pool_dir() -> str:
     Raise ``PoolUnavailable`` if it is a symbolic link, belongs to another user, or can be
     written by other users: whoever could plant a socket there could receive a task's output.
     """
-    path = os.environ.get(POOL_DIR_ENV) or os.path.join(
-        tempfile.gettempdir(), f"parallelrun-pools-{os.getuid()}"
-    )
+    path = _pool_dir_path()
     os.makedirs(path, mode=0o700, exist_ok=True)
     fix = f"remove it, or set {POOL_DIR_ENV} to a folder of your own"
     try:
@@ -123,6 +121,12 @@ def pool_dir() -> str:
     finally:
         os.close(fd)
     return path
+
+
+def _pool_dir_path() -> str:
+    return os.environ.get(POOL_DIR_ENV) or os.path.join(
+        tempfile.gettempdir(), f"parallelrun-pools-{os.getuid()}"
+    )
 
 
 def _peer_uid(sock: socket.socket) -> int:
@@ -509,6 +513,8 @@ def sweep_leftovers(max_age: float = LEFTOVER_AGE) -> list[str]:
                 path = os.path.join(tmp, name)
                 if _remove_if_old(path, cutoff):
                     removed.append(path)
+    if not os.path.lexists(_pool_dir_path()):
+        return removed  # no pool ever ran here: do not make its folder
     try:
         folder = pool_dir()
         names = os.listdir(folder)

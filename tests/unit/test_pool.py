@@ -20,6 +20,7 @@ import textwrap
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -646,3 +647,16 @@ def test_a_starting_pool_sweeps_old_leftovers(tmp_path, make_spec, monkeypatch):
     age(left)
     lease_worker(make_spec()).shutdown()
     assert wait_until(lambda: not left.exists()), "the pool did not sweep a two-day-old scratch folder"
+
+
+def test_the_pool_spec_and_its_environment_never_reach_the_pool_folder(tmp_path, make_spec, pool_dir):
+    secret = "s3cr3t-token-value"
+    spec = make_spec()
+    env = {**spec.settings.environment_variables, "TOKEN": secret}
+    spec = replace(spec, settings=replace(spec.settings, environment_variables=env))
+    worker = lease_worker(spec)
+    assert worker.run(batch(tmp_path, "a.txt"), None, "text", timeout=30).ok
+    worker.shutdown()
+    files = [p for p in pool_dir.rglob("*") if p.is_file()]
+    assert files, "the pool wrote nothing at all: this test would prove nothing"
+    assert [str(p) for p in files if secret.encode() in p.read_bytes()] == []
