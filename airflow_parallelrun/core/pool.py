@@ -12,6 +12,10 @@ for its mini-batch, with its own tries, timeout, part and status.
   ``<pool dir>/<key>.sock``; the pool dir is ``$PARALLELRUN_POOL_DIR`` or
   ``<tmp>/parallelrun-pools-<uid>``, readable by its owner only. It is a cache, not state:
   nothing another node needs lives there, and a run works the same without it.
+- **Trusted** only as far as it is this user's: a pool folder that is a symbolic link, belongs
+  to another user or can be written by others is refused, and both ends of a pool socket check
+  that the other runs as this user (``SO_PEERCRED``). Every message is JSON, never pickle. The
+  pool spec, with its environment variables, reaches the pool on its stdin, never on disk.
 - **Started** by the partition task (``warm_pool``), which also has it start its workers at once,
   so imports and ``init()`` run while Airflow schedules the run tasks (what they print is kept
   and shown in the log of the first task that leases each one); on other nodes by the first
@@ -28,10 +32,13 @@ for its mini-batch, with its own tries, timeout, part and status.
   worker did) kills the worker, which may be in the middle of a ``run()``. A worker exits when
   its pool dies (it watches its parent). A dead pool leaves a stale socket, which the next task
   removes before starting a new pool. If a pool cannot start at all, the task runs its own worker.
-- **Cleaned up**: a pool with no lease for ``worker_idle_timeout`` seconds calls ``shutdown()``
-  in each worker, removes its socket and exits; the aggregate task stops the run's pools on its
-  node at once. The pool's own log (and what ``shutdown()`` prints) is ``<key>.log``, its
-  process id ``<key>.pid``.
+- **Cleaned up**: a pool idle for ``worker_idle_timeout`` seconds (no lease, no lease waiting,
+  no worker starting) calls ``shutdown()`` in each worker, removes its socket and exits; the
+  aggregate task stops the run's pools on its node at once. The pool's own log (and what
+  ``shutdown()`` prints) is ``<key>.log``, its process id ``<key>.pid``; a pool that stops
+  removes them, its lock and its workers' folders, but keeps its log if it logged a warning.
+  A starting pool sweeps what killed tasks and pools left more than a day ago
+  (:func:`sweep_leftovers`).
 """
 
 from __future__ import annotations
@@ -43,29 +50,36 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import traceback
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from multiprocessing.connection import Connection
 from typing import Any
 
 from airflow_parallelrun.core.entry_script import TASK_PID_ENV
 from airflow_parallelrun.core.errors import EntryScriptLoadError
 from airflow_parallelrun.core.runner import _LIVE, WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.worker import Channel
 
 log = logging.getLogger(__name__)
 
 POOL_DIR_ENV = "PARALLELRUN_POOL_DIR"
 #: Seconds a task waits for a pool it started to listen.
 START_TIMEOUT = 60.0
+#: Seconds after which what a killed task or pool left behind is swept.
+LEFTOVER_AGE = 24 * 3600.0
 _HEADER = struct.Struct("!I")
+_PEER_CREDENTIALS = struct.Struct("3i")  # pid, uid, gid
 
 
 class PoolUnavailable(RuntimeError):
@@ -77,17 +91,54 @@ class _ClientGone(Exception):
 
 
 def pool_dir() -> str:
-    """Return the folder of this user's pools, made readable by its owner only."""
-    path = os.environ.get(POOL_DIR_ENV) or os.path.join(
+    """Return the folder of this user's pools, made readable by its owner only.
+
+    Raise ``PoolUnavailable`` if it is a symbolic link, belongs to another user, or can be
+    written by other users: whoever could plant a socket there could receive a task's output.
+    """
+    path = _pool_dir_path()
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    fix = f"remove it, or set {POOL_DIR_ENV} to a folder of your own"
+    try:
+        # O_NOFOLLOW: the checks below are about the folder itself, never where a link points.
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError as exc:
+        what = "a symbolic link" if os.path.islink(path) else f"not a usable folder ({exc.strerror})"
+        raise PoolUnavailable(f"the pool folder {path} is {what}; {fix}") from exc
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.getuid():
+            raise PoolUnavailable(
+                f"the pool folder {path} belongs to uid {info.st_uid}, not to this user "
+                f"(uid {os.getuid()}); {fix}"
+            )
+        if info.st_mode & 0o022:
+            raise PoolUnavailable(
+                f"the pool folder {path} can be written by other users (mode "
+                f"{stat.S_IMODE(info.st_mode):o}); run `chmod 700 {path}`, or {fix}"
+            )
+        os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)
+    return path
+
+
+def _pool_dir_path() -> str:
+    return os.environ.get(POOL_DIR_ENV) or os.path.join(
         tempfile.gettempdir(), f"parallelrun-pools-{os.getuid()}"
     )
-    os.makedirs(path, mode=0o700, exist_ok=True)
-    if os.stat(path).st_uid != os.getuid():
+
+
+def _peer_uid(sock: socket.socket) -> int:
+    """Return the user id of the process at the other end of the Unix socket ``sock``."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:
         raise PoolUnavailable(
-            f"the pool folder {path} belongs to another user; set {POOL_DIR_ENV} to a folder of your own"
+            "warm workers need SO_PEERCRED (Linux) to check who is at the other end of a pool "
+            "socket; set warm_workers=False on this platform"
         )
-    os.chmod(path, 0o700)
-    return path
+    data = sock.getsockopt(socket.SOL_SOCKET, option, _PEER_CREDENTIALS.size)
+    return int(_PEER_CREDENTIALS.unpack(data)[1])
 
 
 def _short_hash(value: Any) -> str:
@@ -173,7 +224,7 @@ class LeasedWorker(WorkerProcess):
         super().__init__(settings)
         self.lease: socket.socket | None = lease
         self._pid = int(reply["pid"])
-        self.conn = Connection(fd)
+        self.conn = Channel(fd)
         self.init_seconds = float(reply.get("init_seconds") or 0.0)
         self.fresh = bool(reply.get("fresh"))
         #: What the script printed while a pool warmed this worker ahead of any task, if anything.
@@ -255,6 +306,12 @@ def lease_worker(spec: PoolSpec) -> LeasedWorker:
             continue
         if not reply.get("ok"):
             sock.close()
+            if reply.get("framework"):
+                raise PoolUnavailable(
+                    f"the worker pool at {path} could not start a worker: {reply.get('message', '')} "
+                    f"(an error of airflow-parallelrun, not of the entry script; the pool's log is "
+                    f"{path[:-5]}.log)\n{reply.get('traceback', '')}".rstrip()
+                )
             raise EntryScriptLoadError(reply.get("message", ""), reply.get("traceback", ""))
         settings = replace(spec.settings, output_dir=reply["output_dir"], log_dir=reply["log_dir"])
         sock.settimeout(None)
@@ -294,24 +351,77 @@ def _take_text(path: str, limit: int = 64 * 1024) -> str:
 
 
 def _connect(path: str) -> socket.socket | None:
+    """Connect to the pool at ``path``; None if none listens. Refuse a pool of another user."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
+        uid = _peer_uid(sock)
     except (FileNotFoundError, ConnectionRefusedError):
         sock.close()
         return None
     except OSError as exc:
         sock.close()
         raise PoolUnavailable(f"cannot reach the worker pool at {path}: {exc}") from exc
+    except BaseException:
+        sock.close()
+        raise
+    if uid != os.getuid():
+        sock.close()
+        raise PoolUnavailable(
+            f"the worker pool socket {path} is served by uid {uid}, not by this user (uid "
+            f"{os.getuid()}); refusing to send it anything. Remove the socket, or set {POOL_DIR_ENV} "
+            "to a folder of your own"
+        )
     return sock
+
+
+def _lock(path: str, *, wait: float | None) -> int | None:
+    """Take the lock file ``path`` (exclusive); return its descriptor, or None if not got in ``wait`` s.
+
+    Whoever removes the lock file does so while holding it; a lock taken on a file that is no
+    longer at ``path`` is therefore dropped and taken again on the file that is there now.
+    """
+    deadline = None if wait is None else time.monotonic() + wait
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+        try:
+            if deadline is None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            else:
+                while True:
+                    try:
+                        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                        break
+                    except BlockingIOError:
+                        if time.monotonic() >= deadline:
+                            os.close(fd)
+                            return None
+                        time.sleep(0.05)
+            with contextlib.suppress(FileNotFoundError):
+                if os.lstat(path).st_ino == os.fstat(fd).st_ino:
+                    return fd
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _start_lock(sock_path: str, *, wait: float | None = None) -> Iterator[int | None]:
+    """Hold the lock under which the pool at ``sock_path`` starts and stops (None: not got)."""
+    fd = _lock(sock_path[:-5] + ".lock", wait=wait)
+    try:
+        yield fd
+    finally:
+        if fd is not None:
+            os.close(fd)
 
 
 def _connect_or_start(path: str, spec: PoolSpec) -> socket.socket:
     sock = _connect(path)
     if sock is not None:
         return sock
-    with open(path[:-5] + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with _start_lock(path):
         sock = _connect(path)
         if sock is not None:
             return sock
@@ -322,15 +432,19 @@ def _connect_or_start(path: str, spec: PoolSpec) -> socket.socket:
 
 def _start(path: str, spec: PoolSpec) -> socket.socket:
     log_path = path[:-5] + ".log"
-    with open(log_path, "ab") as log_file:
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o600)
+    try:
+        # The spec holds the run's environment variables: it goes on stdin, never into a file.
         process = subprocess.Popen(
             [sys.executable, "-m", "airflow_parallelrun.core.pool", path],
             stdin=subprocess.PIPE,
-            stdout=log_file,
-            stderr=log_file,
+            stdout=log_fd,
+            stderr=log_fd,
             cwd=os.path.dirname(path),
             start_new_session=True,
         )
+    finally:
+        os.close(log_fd)
     assert process.stdin is not None
     process.stdin.write(json.dumps(spec.to_dict()).encode())
     process.stdin.close()
@@ -360,7 +474,11 @@ def stop_pools(output_location: str) -> int:
         return 0
     stopped = 0
     for path in glob.glob(os.path.join(folder, f"{_short_hash(output_location)}-*.sock")):
-        sock = _connect(path)
+        try:
+            sock = _connect(path)
+        except PoolUnavailable as exc:
+            log.warning("not stopping %s: %s", path, exc)
+            continue
         if sock is None:
             continue
         with sock, contextlib.suppress(OSError):
@@ -369,6 +487,108 @@ def stop_pools(output_location: str) -> int:
             _recv(sock)
             stopped += 1
     return stopped
+
+
+# -- leftovers ----------------------------------------------------------------------------------------
+
+#: What a pool leaves in the pool folder under its key: socket, lock, log, process id, workers' folders.
+_POOL_ENTRY = re.compile(r"^([0-9a-f]{12}-[0-9a-f]{12})\.(sock|lock|log|pid|d)$")
+
+
+def sweep_leftovers(max_age: float = LEFTOVER_AGE) -> list[str]:
+    """Remove what killed tasks and pools of this user left more than ``max_age`` seconds ago.
+
+    That is the scratch folders and temporary files of the run step and of merges
+    (``<tmp>/parallelrun-*``) and the files of pools that are gone, in the pool folder. Only
+    what this project names so, owned by this user and untouched for ``max_age`` seconds (its
+    newest file counts), is removed; a symbolic link is never followed nor removed, and a
+    running pool's files are left alone. Return the paths removed.
+    """
+    removed: list[str] = []
+    cutoff = time.time() - max_age
+    tmp = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(tmp):
+            if name.startswith("parallelrun-") and not name.startswith("parallelrun-pools-"):
+                path = os.path.join(tmp, name)
+                if _remove_if_old(path, cutoff):
+                    removed.append(path)
+    if not os.path.lexists(_pool_dir_path()):
+        return removed  # no pool ever ran here: do not make its folder
+    try:
+        folder = pool_dir()
+        names = os.listdir(folder)
+    except (OSError, PoolUnavailable):
+        return removed
+    keys: dict[str, list[str]] = {}
+    for name in names:
+        match = _POOL_ENTRY.match(name)
+        if match:
+            keys.setdefault(match.group(1), []).append(name)
+    for key, entries in sorted(keys.items()):
+        removed += _sweep_pool(folder, key, entries, cutoff)
+    return removed
+
+
+def _sweep_pool(folder: str, key: str, entries: list[str], cutoff: float) -> list[str]:
+    """Remove the old files of the pool ``key`` unless it is running or starting."""
+    base = os.path.join(folder, key)
+    if _pool_running(base + ".pid"):
+        return []
+    removed = []
+    with _start_lock(base + ".sock", wait=0) as lock:
+        if lock is None:
+            return []  # a task is starting this pool right now
+        for name in sorted(entries):
+            path = os.path.join(folder, name)
+            if not name.endswith(".lock") and _remove_if_old(path, cutoff):
+                removed.append(path)
+        if len(removed) == len([name for name in entries if not name.endswith(".lock")]):
+            with contextlib.suppress(OSError):
+                os.unlink(base + ".lock")  # while holding it: see _lock
+                if f"{key}.lock" in entries:
+                    removed.append(base + ".lock")
+    return removed
+
+
+def _pool_running(pid_path: str) -> bool:
+    """Tell whether the pool whose process id file is ``pid_path`` runs: it holds that file locked."""
+    try:
+        fd = os.open(pid_path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def _remove_if_old(path: str, cutoff: float) -> bool:
+    """Remove the file or folder ``path`` if it is this user's and nothing in it changed since ``cutoff``."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return False
+    if stat.S_ISLNK(info.st_mode) or info.st_uid != os.getuid():
+        return False
+    if not stat.S_ISDIR(info.st_mode):
+        if info.st_mtime >= cutoff:
+            return False
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        return True
+    for root, dirs, files in os.walk(path):  # never follows symbolic links
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                if os.lstat(os.path.join(root, name)).st_mtime >= cutoff:
+                    return False
+    if info.st_mtime >= cutoff:
+        return False
+    shutil.rmtree(path, ignore_errors=True)  # removes links inside, never what they point to
+    return True
 
 
 # -- the pool's side ---------------------------------------------------------------------------------
@@ -389,9 +609,17 @@ class Pool:
         self.last_used = time.monotonic()
         self.stop_requested = False
         self.closing = False
+        # Leases waiting for a worker, and workers being warmed (still in import or init()): a
+        # pool with either is not idle, or a slow init() would be paid twice.
+        self.waiting = 0
+        self.starting: set[WorkerProcess] = set()
         # Workers warmed ahead of any task and not yet leased, each with the file holding what
         # it printed while starting (None if it printed nothing).
         self.warmed: dict[WorkerProcess, str | None] = {}
+        #: Files of this pool removed when it stops, by path, with their inode: a file of the same
+        #: name may by then belong to the next pool of this key.
+        self.own_files: dict[str, int] = {}
+        self.keep_log = False
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -405,23 +633,77 @@ class Pool:
         while True:
             with contextlib.suppress(TimeoutError):
                 client, _ = listener.accept()
-                client.settimeout(None)
-                threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+                self._accept(client)
             with self.cond:
-                idle = time.monotonic() - self.last_used > self.spec.idle_timeout
-                if self.leases == 0 and (self.stop_requested or idle):
+                if self._may_stop():
                     self.closing = True
                     break
-        with contextlib.suppress(OSError):
-            if os.stat(self.path).st_ino == inode:
-                os.unlink(self.path)
-        listener.close()
-        log.info("pool %s: stopping (%s)", self.path, "asked to" if self.stop_requested else "idle")
-        for worker in self.free:
-            result = worker.shutdown()
-            if result is not None and not result.ok:
-                log.warning("shutdown() failed: %s\n%s", result.message, result.traceback)
-        shutil.rmtree(self.scratch, ignore_errors=True)
+        self._stop(listener, inode)
+
+    def _accept(self, client: socket.socket) -> None:
+        """Serve ``client`` in a thread of its own if it runs as this pool's user; else hang up."""
+        try:
+            uid = _peer_uid(client)
+        except (OSError, PoolUnavailable) as exc:
+            log.warning("pool %s: refused a connection whose user cannot be told: %s", self.path, exc)
+            client.close()
+            return
+        if uid != os.getuid():
+            log.warning(
+                "pool %s: refused a connection from uid %d (this pool serves uid %d only)",
+                self.path,
+                uid,
+                os.getuid(),
+            )
+            client.close()
+            return
+        client.settimeout(None)
+        threading.Thread(target=self._handle, args=(client,), daemon=True).start()
+
+    def _may_stop(self) -> bool:
+        """Tell whether the pool stops now: asked to or idle, with no lease out and none waiting.
+
+        A worker still starting keeps an idle pool up; a stop request kills it.
+        """
+        if self.leases or self.waiting:
+            return False
+        if self.stop_requested:
+            return True
+        return not self.starting and time.monotonic() - self.last_used > self.spec.idle_timeout
+
+    def _stop(self, listener: socket.socket, inode: int) -> None:
+        """Stop the workers and remove this pool's files, under the lock its starts take."""
+        reason = "asked to" if self.stop_requested else "idle"
+        with _start_lock(self.path, wait=30.0) as lock:
+            with contextlib.suppress(OSError):
+                if os.stat(self.path).st_ino == inode:
+                    os.unlink(self.path)
+            listener.close()
+            log.info("pool %s: stopping (%s)", self.path, reason)
+            with self.cond:
+                starting = list(self.starting)
+            for worker in starting:
+                worker.kill()
+            for worker in self.free:
+                result = worker.shutdown()
+                if result is not None and not result.ok:
+                    log.warning("shutdown() failed: %s\n%s", result.message, result.traceback)
+            for output in self.warmed.values():
+                if output:
+                    with contextlib.suppress(OSError):
+                        os.unlink(output)
+            shutil.rmtree(self.scratch, ignore_errors=True)
+            if lock is None:
+                log.warning("pool %s: its lock stayed taken; its files are left to the sweep", self.path)
+                return
+            for path, own in self.own_files.items():
+                if path.endswith(".log") and self.keep_log:
+                    continue
+                with contextlib.suppress(OSError):
+                    if os.lstat(path).st_ino == own:
+                        os.unlink(path)
+            with contextlib.suppress(OSError):
+                os.unlink(self.path[:-5] + ".lock")  # while holding it: see _lock
 
     def _handle(self, client: socket.socket) -> None:
         with client:
@@ -439,6 +721,8 @@ class Pool:
                     self._lease(client, message, fds)
             except OSError as exc:
                 log.warning("pool %s: a client connection failed: %s", self.path, exc)
+            except Exception:
+                log.exception("pool %s: error of airflow-parallelrun serving %s", self.path, message)
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -450,6 +734,19 @@ class Pool:
             _send(client, {"ok": False, "message": str(exc), "traceback": exc.traceback})
             return
         except _ClientGone:
+            return
+        except Exception as exc:
+            # Not the entry script's fault: the task hears it as the pool's, with the traceback.
+            log.exception("pool %s: could not start a worker", self.path)
+            _send(
+                client,
+                {
+                    "ok": False,
+                    "framework": True,
+                    "message": f"{type(exc).__name__}: {exc}",
+                    "traceback": traceback.format_exc(),
+                },
+            )
             return
         if worker is None:
             _send(client, {"ok": False, "retry": True})
@@ -487,26 +784,31 @@ class Pool:
         self, client: socket.socket, message: dict[str, Any], fds: list[int]
     ) -> tuple[WorkerProcess | None, bool]:
         with self.cond:
-            while True:
-                if self.closing:
-                    return None, False
-                while self.free:
-                    worker = self.free.pop()
-                    if worker.alive():
+            self.waiting += 1
+            try:
+                while True:
+                    if self.closing:
+                        return None, False
+                    while self.free:
+                        worker = self.free.pop()
+                        if worker.alive():
+                            self.leases += 1
+                            return worker, False
+                        worker.kill()
+                        self.workers -= 1
+                        self.warmed.pop(worker, None)
+                    if self.workers < self.spec.size:
+                        self.workers += 1
                         self.leases += 1
-                        return worker, False
-                    worker.kill()
-                    self.workers -= 1
-                    self.warmed.pop(worker, None)
-                if self.workers < self.spec.size:
-                    self.workers += 1
-                    self.leases += 1
-                    self.started += 1
-                    number = self.started
-                    break
-                self.cond.wait(0.5)
-                if _closed(client):
-                    raise _ClientGone
+                        self.started += 1
+                        number = self.started
+                        break
+                    self.cond.wait(0.5)
+                    if _closed(client):
+                        raise _ClientGone
+            finally:
+                self.waiting -= 1
+                self.last_used = time.monotonic()
         worker = WorkerProcess(self._settings(number))
         try:
             worker.launch(
@@ -516,6 +818,8 @@ class Pool:
             if not worker.await_ready(also_watch=client):
                 raise _ClientGone
         except BaseException:
+            # Whatever it was (the script's error, the task gone, or ours), this worker is no more;
+            # the caller tells the task which it was.
             worker.kill()
             self._forget()
             raise
@@ -530,48 +834,64 @@ class Pool:
 
     def _warm(self, count: int) -> int:
         """Start up to ``count`` workers (never more than the pool's size) in the background."""
-        numbers: list[int] = []
-        with self.cond:
-            while len(numbers) < count and self.workers < self.spec.size and not self.closing:
-                self.workers += 1
-                self.started += 1
-                numbers.append(self.started)
-            self.last_used = time.monotonic()
-        for number in numbers:
-            threading.Thread(target=self._warm_one, args=(number,), daemon=True).start()
-        return len(numbers)
-
-    def _warm_one(self, number: int) -> None:
-        settings = self._settings(number)
-        output = os.path.join(os.path.dirname(settings.working_dir), "init-output.txt")
-        worker = WorkerProcess(settings)
+        started: list[tuple[int, WorkerProcess]] = []
         try:
-            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with self.cond:
+                # Counted as starting at once, under the lock, so the pool is never idle meanwhile.
+                while len(started) < count and self.workers < self.spec.size and not self.closing:
+                    worker = WorkerProcess(self._settings(self.started + 1))
+                    self.started += 1
+                    self.workers += 1
+                    self.starting.add(worker)
+                    started.append((self.started, worker))
+                self.last_used = time.monotonic()
+        finally:
+            for number, worker in started:
+                threading.Thread(target=self._warm_one, args=(number, worker), daemon=True).start()
+        return len(started)
+
+    def _warm_one(self, number: int, worker: WorkerProcess) -> None:
+        output = os.path.join(os.path.dirname(worker.settings.working_dir), "init-output.txt")
+        warm = False
+        try:
+            fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
             try:
                 worker.launch(output_fds=(fd, fd))
             finally:
                 os.close(fd)
             worker.await_ready()
-        except BaseException as exc:
-            # The first lease starts a worker of its own and reports the error to its task.
-            log.warning("pool %s: warming worker %d failed: %s", self.path, number, exc)
-            worker.kill()
+            warm = True
+        except EntryScriptLoadError as exc:
+            if not self.closing:
+                # The script's own error: the first lease starts a worker of its own and reports
+                # it, with the script's traceback, to its task.
+                log.warning("pool %s: worker %d: the entry script failed to load: %s", self.path, number, exc)
+        except Exception:
+            if not self.closing:  # else the stop killed it
+                log.exception(
+                    "pool %s: warming worker %d failed (an error of airflow-parallelrun)", self.path, number
+                )
+        finally:
             with self.cond:
-                self.workers -= 1
+                self.starting.discard(worker)
+                if warm and not self.closing:
+                    self.free.append(worker)
+                    self.warmed[worker] = output if os.path.getsize(output) else None
+                else:
+                    warm = False
+                    self.workers -= 1
+                self.last_used = time.monotonic()
                 self.cond.notify_all()
-            return
-        log.info(
-            "pool %s: worker %d (pid %s) warm, init() %.2fs",
-            self.path,
-            number,
-            worker.pid,
-            worker.init_seconds,
-        )
-        with self.cond:
-            self.free.append(worker)
-            self.warmed[worker] = output if os.path.getsize(output) else None
-            self.last_used = time.monotonic()
-            self.cond.notify_all()
+            if not warm:
+                worker.kill()
+        if warm:
+            log.info(
+                "pool %s: worker %d (pid %s) warm, init() %.2fs",
+                self.path,
+                number,
+                worker.pid,
+                worker.init_seconds,
+            )
 
     def _settings(self, number: int) -> WorkerSettings:
         own = os.path.join(self.scratch, f"w{number}")
@@ -626,6 +946,27 @@ def _closed(sock: socket.socket) -> bool:
         return True
 
 
+class _WarningSeen(logging.Handler):
+    """Remember that the pool logged a warning or worse, so that its log is kept when it stops."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(logging.WARNING)
+        self.pool = pool
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.pool.keep_log = True
+
+
+def _sweep_quietly() -> None:
+    try:
+        removed = sweep_leftovers()
+    except Exception:
+        log.exception("sweeping old leftovers failed")
+        return
+    for path in removed:
+        log.info("removed %s, left by a task or pool more than a day ago", path)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(levelname)s %(message)s")
     path = sys.argv[1]
@@ -633,14 +974,26 @@ def main() -> None:
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
+    pool = Pool(spec, path)
+    logging.getLogger().addHandler(_WarningSeen(pool))
+    log_path = path[:-5] + ".log"
+    with contextlib.suppress(OSError):
+        if os.fstat(1).st_ino == os.lstat(log_path).st_ino:
+            pool.own_files[log_path] = os.fstat(1).st_ino
     pid_file = path[:-5] + ".pid"
-    with open(pid_file, "w") as f:
-        f.write(str(os.getpid()))
+    # Held locked while the pool runs: how a sweep tells a running pool from a dead one's files.
+    pid_fd = os.open(pid_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+    fcntl.flock(pid_fd, fcntl.LOCK_EX)
+    os.write(pid_fd, str(os.getpid()).encode())
+    pool.own_files[pid_file] = os.fstat(pid_fd).st_ino
+    threading.Thread(target=_sweep_quietly, daemon=True).start()
     try:
-        Pool(spec, path).serve()
+        pool.serve()
     finally:
         with contextlib.suppress(OSError):
-            os.unlink(pid_file)
+            if os.lstat(pid_file).st_ino == pool.own_files[pid_file]:
+                os.unlink(pid_file)
+        os.close(pid_fd)
 
 
 if __name__ == "__main__":

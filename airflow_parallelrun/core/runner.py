@@ -16,10 +16,16 @@ from multiprocessing.connection import Connection, wait
 from typing import Any
 
 from airflow_parallelrun.core import entry_script as es
-from airflow_parallelrun.core.errors import EntryScriptLoadError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, ParallelRunError
 from airflow_parallelrun.core.minibatch import MiniBatch
+from airflow_parallelrun.core.worker import Channel
 
 log = logging.getLogger(__name__)
+
+
+class WorkerError(ParallelRunError):
+    """A worker process failed for a reason of airflow-parallelrun's, not of the entry script's."""
+
 
 # Workers of this process, so that a task being killed can take them down with it.
 _LIVE: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
@@ -129,7 +135,7 @@ class WorkerProcess:
         )
         _LIVE.add(self)
         theirs.close()
-        self.conn = Connection(ours.detach())
+        self.conn = Channel(ours.detach())
         self.conn.send(
             {
                 "entry_script": self.settings.entry_script,
@@ -142,7 +148,7 @@ class WorkerProcess:
             send_fds(self.conn, output_fds)
 
     def await_ready(self, *, also_watch: Any = None) -> bool:
-        """Wait for ``init()``; raise ``EntryScriptLoadError`` if it fails.
+        """Wait for ``init()``; raise ``EntryScriptLoadError`` if it fails, ``WorkerError`` if we did.
 
         With ``also_watch`` (a socket), return False, killing the process, as soon as that
         socket becomes readable: a pool gives up a start whose requesting task went away.
@@ -153,6 +159,9 @@ class WorkerProcess:
                 self.kill()
                 return False
         reply = self._receive(None)
+        if reply is not None and reply.get("category") == "framework":
+            self.kill()
+            raise WorkerError(f"{reply.get('message', '')}\n{reply.get('traceback', '')}".rstrip())
         if reply is None or not reply.get("ok"):
             self.kill()
             reply = reply or {"message": "the worker process died while loading the entry script"}
@@ -277,6 +286,8 @@ class WorkerProcess:
             except (ProcessLookupError, PermissionError):
                 self.process.kill()
             self.process.wait()
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
+        # Another thread (a pool stopping, on_kill) may kill this worker at the same time.
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            with contextlib.suppress(OSError):
+                conn.close()

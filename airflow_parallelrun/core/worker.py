@@ -1,15 +1,17 @@
 """The process that hosts an entry script: ``init()`` once, ``run()`` per mini-batch, ``shutdown()``.
 
 It runs as ``python -m airflow_parallelrun.core.worker FD`` and talks to its parent over the
-socket ``FD``, so the script's own prints and logs stay on stdout and stderr. It reads only local
-files; the parent stages remote inputs and publishes the parts. Killing it is how a ``run()``
-stuck in C code is stopped.
+socket ``FD`` in JSON messages (a :class:`Channel`), so the script's own prints and logs stay on
+stdout and stderr. It reads only local files; the parent stages remote inputs and publishes
+the parts. Killing it is how a ``run()`` stuck in C code is stopped.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
+import json
+import numbers
 import os
 import socket
 import sys
@@ -26,6 +28,31 @@ from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, St
 from airflow_parallelrun.core.minibatch import MiniBatch
 
 _OWN_FILES = (__file__, importlib.util.__file__ or "")
+
+#: The exit code of a worker that stopped on an error of the framework's, not of the entry script's.
+FRAMEWORK_EXIT = 70
+
+
+class Channel(Connection):
+    """A connection whose messages are JSON objects: unlike pickle, nothing received can run code."""
+
+    def send(self, obj: Any) -> None:
+        self.send_bytes(json.dumps(obj, default=_plain).encode())
+
+    def recv(self) -> Any:
+        return json.loads(self.recv_bytes())
+
+
+def _plain(value: Any) -> Any:
+    """Convert a number of another type (numpy's, say) for JSON; refuse anything else."""
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise TypeError(
+        f"a {type(value).__module__}.{type(value).__name__} cannot cross the worker channel, which "
+        "carries JSON only; convert it to a str, number, list or dict first"
+    )
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -254,9 +281,25 @@ def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
 
 def main() -> None:
     threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    conn = Connection(int(sys.argv[1]))
+    conn = Channel(int(sys.argv[1]))
     try:
         serve(conn)
+    except Exception as exc:
+        # Not the entry script's fault (its errors are answered above): a failure of this engine,
+        # told to the parent as one, with the whole traceback, before the worker exits.
+        trace = traceback.format_exc()
+        sys.stderr.write(f"parallelrun worker {os.getpid()}: framework error\n{trace}")
+        with contextlib.suppress(Exception):
+            conn.send(
+                {
+                    "ok": False,
+                    "category": "framework",
+                    "message": f"the worker process failed: {type(exc).__name__}: {exc} (an error of "
+                    "airflow-parallelrun, not of the entry script; its traceback is in the task log)",
+                    "traceback": trace,
+                }
+            )
+        sys.exit(FRAMEWORK_EXIT)
     finally:
         conn.close()
 

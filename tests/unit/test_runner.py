@@ -444,3 +444,76 @@ def test_worker_that_dies_in_run_is_reported_as_died_without_waiting_for_the_tim
     assert how in result.message
     assert not w.alive()
     assert w.shutdown() is None
+
+
+# --- the channel to the worker: JSON only, and the framework's errors told as such ------------------
+
+
+class _Planted:
+    """Unpickling this creates a file: what a pickle channel would run on receipt."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_the_worker_channel_never_unpickles_and_answers_garbage_as_a_framework_error(tmp_path):
+    import pickle
+    import socket
+    import subprocess
+    import sys
+    from multiprocessing.connection import Connection
+
+    from airflow_parallelrun.core.worker import FRAMEWORK_EXIT, Channel
+
+    marker = tmp_path / "code-ran"
+    ours, theirs = socket.socketpair()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "airflow_parallelrun.core.worker", str(theirs.fileno())],
+        pass_fds=[theirs.fileno()],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    theirs.close()
+    raw = Connection(os.dup(ours.fileno()))
+    raw.send_bytes(pickle.dumps(_Planted(str(marker))))
+    reply = Channel(ours.detach()).recv()
+    _, stderr = process.communicate(timeout=30)
+    assert not marker.exists(), "the worker ran code it received"
+    assert reply["ok"] is False and reply["category"] == "framework"
+    assert "not of the entry script" in reply["message"] and "Traceback" in reply["traceback"]
+    assert process.returncode == FRAMEWORK_EXIT
+    assert "framework error" in stderr and "Traceback" in stderr
+    raw.close()
+
+
+def test_a_worker_that_fails_before_the_script_loads_raises_a_framework_error(tmp_path, worker):
+    from airflow_parallelrun.core.runner import WorkerError
+
+    script = write_script(tmp_path, "def run(mini_batch):\n    return mini_batch\n")
+    # A value that is not a string cannot become an environment variable: the engine fails, not the script.
+    w = worker(script, environment_variables={"N": 1})
+    with pytest.raises(WorkerError) as err:
+        w.start()
+    assert not isinstance(err.value, EntryScriptLoadError)
+    assert "not of the entry script" in str(err.value)
+    assert "TypeError" in str(err.value) and ENGINE_FRAMES in str(err.value)
+
+
+def test_a_reply_with_numpy_numbers_crosses_the_channel_as_plain_numbers():
+    import socket
+
+    import numpy as np
+
+    from airflow_parallelrun.core.worker import Channel
+
+    a, b = socket.socketpair()
+    left, right = Channel(a.detach()), Channel(b.detach())
+    left.send({"rejected": np.int64(2), "rejected_lines": [np.int32(3)], "seconds": np.float32(0.5)})
+    assert right.recv() == {"rejected": 2, "rejected_lines": [3], "seconds": 0.5}
+    with pytest.raises(TypeError, match="cannot cross the worker channel, which carries JSON only"):
+        left.send({"frame": pd.DataFrame({"a": [1]})})
+    left.close()
+    right.close()
