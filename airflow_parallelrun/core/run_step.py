@@ -40,7 +40,7 @@ from airflow_parallelrun.core.manifest import (
 )
 from airflow_parallelrun.core.minibatch import MiniBatch, mini_batch_id
 from airflow_parallelrun.core.output import PART_EXTENSIONS
-from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
+from airflow_parallelrun.core.pool import PoolSpec, PoolUnavailable, lease_worker, sweep_leftovers, warm_pool
 from airflow_parallelrun.core.reading import count_piece_items, stage_mini_batch
 from airflow_parallelrun.core.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.status import FAILED, SKIPPED, SUCCEEDED, BatchStatus, count_items
@@ -53,8 +53,18 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+#: Whether this process has swept old leftovers once already.
+_swept = False
+
+
 @contextlib.contextmanager
 def _scratch() -> Iterator[str]:
+    global _swept
+    if not _swept:
+        # A killed task leaves its scratch folder behind; without warm workers no pool sweeps it.
+        _swept = True
+        if removed := sweep_leftovers():
+            log.info("removed %d leftovers of killed tasks older than a day: %s", len(removed), removed[:5])
     root = tempfile.mkdtemp(prefix="parallelrun-")
     try:
         yield root

@@ -260,13 +260,37 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
             write_part(result, request["format"], request["part_path"])
     except RunOutputError as exc:
         return _error(exc.category, exc, items=items, run_seconds=run_seconds, traceback="")
-    except Exception as exc:
+    except OSError as exc:
+        # The worker's own disk (full, read-only, gone): not what run() returned.
         return _error(
-            "run_output",
+            "storage",
             exc,
             items=items,
             run_seconds=run_seconds,
-            message=f"cannot write what run() returned: {type(exc).__name__}: {exc}",
+            message=f"cannot write the part of {mb.id} to local disk, a storage error: "
+            f"{type(exc).__name__}: {exc}; free space under {os.path.dirname(request['part_path'])}",
+            traceback=traceback.format_exc(),
+        )
+    except Exception as exc:
+        # pyarrow and pandas refuse values they cannot store: that is what run() returned.
+        if type(exc).__module__.split(".")[0] in ("pyarrow", "pandas") or isinstance(
+            exc, (TypeError, ValueError)
+        ):
+            return _error(
+                "run_output",
+                exc,
+                items=items,
+                run_seconds=run_seconds,
+                message=f"cannot write what run() returned: {type(exc).__name__}: {exc}",
+            )
+        return _error(
+            "framework",
+            exc,
+            items=items,
+            run_seconds=run_seconds,
+            message=f"writing the part of {mb.id} failed, an airflow-parallelrun error: "
+            f"{type(exc).__name__}: {exc}",
+            traceback=traceback.format_exc(),
         )
     return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds, **rejected}
 

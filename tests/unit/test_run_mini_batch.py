@@ -449,3 +449,29 @@ def test_workers_share_the_cores_unless_told_otherwise(
     shared = str(max(1, (os.cpu_count() or 1) // processes))
     omp = expected or shared
     assert set(lines(tmp_path / "out" / "parallel_run_step.txt")) == {f"{omp} {shared}"}
+
+
+def test_a_run_task_without_warm_workers_sweeps_scratch_folders_killed_tasks_left(tmp_path, monkeypatch):
+    import os
+    import tempfile
+
+    from airflow_parallelrun.core import run_step
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp))
+    monkeypatch.setattr(run_step, "_swept", False)
+    two_days_ago = time.time() - 2 * 24 * 3600
+    left = tmp / "parallelrun-killed"
+    (left / "input").mkdir(parents=True)
+    (left / "input" / "f0.txt").write_text("staged by a task that was killed")
+    for path in (left / "input" / "f0.txt", left / "input", left):
+        os.utime(path, (two_days_ago, two_days_ago))
+    young = tmp / "parallelrun-running"
+    young.mkdir()
+    make_input(tmp_path / "in")
+    script = write_script(tmp_path, "def run(mini_batch):\n    return list(mini_batch)\n")
+    spec = make_run(tmp_path, script, warm_workers=False)
+    assert engine.run_mini_batch(0, spec).succeeded
+    assert not left.exists()
+    assert young.exists()

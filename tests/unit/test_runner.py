@@ -517,3 +517,22 @@ def test_a_reply_with_numpy_numbers_crosses_the_channel_as_plain_numbers():
         left.send({"frame": pd.DataFrame({"a": [1]})})
     left.close()
     right.close()
+
+
+@pytest.mark.parametrize("fmt", ["text", "csv"])
+def test_a_full_disk_while_writing_the_part_is_a_storage_error_not_the_scripts(tmp_path, worker, fmt):
+    # /dev/full answers every write with ENOSPC: a real full disk, not a mock.
+    script = write_script(
+        tmp_path,
+        """
+        def run(mini_batch):
+            return [f"scored {p}" for p in mini_batch]
+    """,
+    )
+    w = worker(script)
+    w.start()
+    result = w.run(files_batch(tmp_path / "in", ["a.png"]), "/dev/full", fmt, timeout=30)
+    assert not result.ok
+    assert result.category == "storage", result.message
+    assert "local disk" in result.message and "No space left" in result.message
+    assert "worker.py" in result.traceback  # the engine's own frames, not the script's
