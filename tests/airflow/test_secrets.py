@@ -166,3 +166,61 @@ def _xcom_values(dag_id: str, run_id: str) -> list[str]:
     with create_session() as session:
         rows = session.query(XComModel).filter_by(dag_id=dag_id, run_id=run_id).all()
         return [json.dumps(row.value) for row in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_what_the_entry_script_prints_of_a_secret_is_masked_in_the_task_logs(
+    tmp_path_factory: pytest.TempPathFactory, tmp_path: Path
+) -> None:
+    """Under a real scheduler, where task logs are files written by each task's supervisor."""
+    from tests.airflow.real_airflow import running_airflow
+
+    token, extra = f"tok-{uuid.uuid4().hex}", f"val-{uuid.uuid4().hex}"
+    conn_id, var_id = "pr_api_masked", "pr_value_masked"  # a Variable name Airflow does not mask
+    home = tmp_path_factory.mktemp("secrets-airflow")
+    env = {
+        f"AIRFLOW_CONN_{conn_id.upper()}": json.dumps({"conn_type": "http", "password": token}),
+        f"AIRFLOW_VAR_{var_id.upper()}": extra,
+    }
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"item{i}.txt").write_text(str(i))
+    script = tmp_path / "score.py"
+    script.write_text(SCRIPT)
+    dag_id = "secrets_masked"
+    source = DAG_SOURCE.format(
+        dag_id=dag_id,
+        input=folder,
+        output=tmp_path / "out",
+        script=script,
+        warm=True,
+        conn_id=conn_id,
+        var_id=var_id,
+        greeting="hello",
+    )
+    for airflow in running_airflow(home, env):
+        airflow.add_dag(dag_id, source)
+        airflow.wait_for_dag(dag_id, timeout=90)
+        run_id = airflow.trigger(dag_id)
+        state = airflow.wait_for_run(dag_id, run_id, timeout=180)
+        tis = airflow.task_instances(dag_id, run_id)
+        assert state == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tis]
+        logs = sorted(
+            airflow.logs.glob(f"dag_id={dag_id}/run_id=*/task_id=score.run/map_index=*/attempt=1.log")
+        )
+        assert len(logs) == 2
+        for log in logs:
+            assert "the token is *** and the value is ***" in log.read_text(), log.read_text()[-3000:]
+
+    expected = hashlib.sha256(f"{token}|{extra}".encode()).hexdigest()
+    assert (tmp_path / "out" / run_id / "parallel_run_step.txt").read_text().split() == [expected] * 2
+    # Nowhere: task logs, the metadata database, the run's storage, the pools' folder. Except the
+    # scheduler's console log: Airflow 3.3.2's LocalExecutor echoes each task's stdout there
+    # without its secrets masker, a Connection password Airflow masks itself included.
+    console = home / "logs" / "scheduler.log"
+    for place in (home, tmp_path / "out", Path(os.environ["PARALLELRUN_POOL_DIR"])):
+        found = _files_containing(place, [token, extra])
+        found = {needle: [f for f in files if f != str(console)] for needle, files in found.items()}
+        assert found == {token: [], extra: []}, f"a secret is stored under {place}: {found}"
