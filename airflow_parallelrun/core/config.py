@@ -150,6 +150,12 @@ class ParallelRunConfig:
     ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
     of the run warm on each node, so imports and ``init()`` are paid once per process rather
     than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
+    ``environment_variables`` values may be Jinja templates, e.g. ``"{{ conn.my_api.password }}"``
+    or ``"{{ var.value.my_api_key }}"``: each task that starts workers renders them itself and
+    registers them with Airflow's secrets masker; they never reach the serialized DAG, XCom,
+    rendered template fields or the run's storage. A literal value whose name looks secret
+    (a word KEY, SECRET, TOKEN, PASSWORD, PASSWD, PWD or CREDENTIAL) is refused, as a DAG file's
+    values are stored in Airflow's metadata database; ``repr`` shows variable names only.
     """
 
     entry_script: str

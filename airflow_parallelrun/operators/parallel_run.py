@@ -551,8 +551,12 @@ class ParallelRunOperator(TaskGroup):
     DAG run writing to the same ``output_path`` over unchanged input reuse the mini-batches that
     already succeeded. Credentials come from Airflow Connections: ``conn_id`` on the dataset for
     the input, ``output_conn_id`` for the output; they are never written to the run's storage,
-    its reports or XCom. ``output_asset`` (an ``Asset``) is emitted by the aggregate task when the
-    run succeeds, with the run's counts, merged output URL and run id as the event's extra.
+    its reports or XCom. So are secrets for the entry script: ``environment_variables`` values
+    such as ``"{{ conn.my_api.password }}"`` are rendered inside each task, masked in its log.
+    A rendered value that is invalid (a path, ``files``, ``arguments``, a config template, an
+    environment template) fails the task at once, without Airflow retries. ``output_asset``
+    (an ``Asset``) is emitted by the aggregate task when the run succeeds, with the run's counts,
+    merged output URL and run id as the event's extra.
     Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
     Other keyword arguments (``retries``, ``pool``, ``queue``, ``execution_timeout`` ...) go to
