@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
@@ -37,6 +39,41 @@ TEMPLATED_FIELDS = (
 )
 
 
+#: Words that make an environment variable's name look like it holds a secret; its value must
+#: then come from a template (a Connection or a Variable), never be written in the DAG file.
+SECRET_NAME_WORDS = frozenset(
+    [
+        "KEY",
+        "KEYS",
+        "APIKEY",
+        "SECRET",
+        "SECRETS",
+        "TOKEN",
+        "TOKENS",
+        "PASSWORD",
+        "PASSWD",
+        "PWD",
+        "CREDENTIAL",
+        "CREDENTIALS",
+    ]
+)
+
+
+def looks_secret(name: str) -> bool:
+    """Tell whether an environment variable's name says it holds a secret.
+
+    >>> [looks_secret(n) for n in ("API_KEY", "DB_PASSWORD", "GithubToken", "GREETING", "MONKEY")]
+    [True, True, True, False, False]
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return any(word in SECRET_NAME_WORDS for word in re.split(r"[^A-Za-z0-9]+", spaced.upper()))
+
+
+def is_template(value: object) -> bool:
+    """Tell whether ``value`` is a Jinja template rather than a literal."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
 def _from_text(name: str, value: Any) -> Any:
     """Turn a rendered template into the value it stands for; leave anything else as it is."""
     if not isinstance(value, str):
@@ -61,6 +98,37 @@ def _require_int(name: str, value: object, minimum: int, fix: str, *, allow: tup
         raise ConfigError(f"{name}={value!r} is invalid: expected a whole number >= {minimum}; {fix}")
 
 
+def _check_environment(env: object, *, literal_secrets: bool = False) -> None:
+    """Refuse anything but names to text values; and a secret written in the DAG file.
+
+    Errors name the variable, never its value: that may be a secret.
+    """
+    if not isinstance(env, Mapping):
+        raise ConfigError(
+            f"environment_variables is of type {type(env).__name__}, not a mapping; give a dict of names to "
+            "string values, e.g. {'MODEL_NAME': 'iris'}"
+        )
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(
+                f"environment_variables has an invalid name {name!r}: give non-empty strings without "
+                "'=', e.g. 'MODEL_NAME'"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"environment_variables[{name!r}] is of type {type(value).__name__}, not a string; "
+                "expected a mapping of names to string values: quote it, e.g. '1'"
+            )
+        if not literal_secrets and looks_secret(name) and value and not is_template(value):
+            raise ConfigError(
+                f"environment_variables[{name!r}] is written in the DAG file, but its name says it holds a "
+                "secret, and a DAG file's values reach Airflow's metadata database. Take it from a "
+                f"Connection or a Variable instead, e.g. {{{name!r}: '{{{{ conn.my_api.password }}}}'}} "
+                "or '{{ var.value.my_api_key }}'; if it is not a secret, write it as a template, "
+                "e.g. \"{{ 'value' }}\""
+            )
+
+
 @dataclass(frozen=True)
 class ParallelRunConfig:
     """How to run the entry script over the mini-batches, and when the run counts as failed.
@@ -82,6 +150,12 @@ class ParallelRunConfig:
     ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
     of the run warm on each node, so imports and ``init()`` are paid once per process rather
     than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
+    ``environment_variables`` values may be Jinja templates, e.g. ``"{{ conn.my_api.password }}"``
+    or ``"{{ var.value.my_api_key }}"``: each task that starts workers renders them itself and
+    registers them with Airflow's secrets masker; they never reach the serialized DAG, XCom,
+    rendered template fields or the run's storage. A literal value whose name looks secret
+    (a word KEY, SECRET, TOKEN, PASSWORD, PASSWD, PWD or CREDENTIAL) is refused, as a DAG file's
+    values are stored in Airflow's metadata database; ``repr`` shows variable names only.
     """
 
     entry_script: str
@@ -229,13 +303,36 @@ class ParallelRunConfig:
             raise ConfigError(
                 f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
             )
-        env = self.environment_variables
-        if not isinstance(env, Mapping) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in env.items()
-        ):
-            raise ConfigError(
-                f"environment_variables={env!r} is invalid: expected a mapping of names to string values"
-            )
+        _check_environment(self.environment_variables)
+
+    def __repr__(self) -> str:
+        # Environment values may be secrets (rendered from a Connection): show names only, as
+        # this text is what Airflow stores of the config in the serialized DAG and shows in logs.
+        shown = {
+            f.name: {name: "***" for name in self.environment_variables}
+            if f.name == "environment_variables"
+            else getattr(self, f.name)
+            for f in fields(self)
+        }
+        return f"ParallelRunConfig({', '.join(f'{k}={v!r}' for k, v in shown.items())})"
+
+    __str__ = __repr__
+
+    @property
+    def environment_templates(self) -> dict[str, str]:
+        """Return the environment variables whose values are Jinja templates, to render per task."""
+        return {name: value for name, value in self.environment_variables.items() if is_template(value)}
+
+    def with_environment(self, values: Mapping[str, str]) -> ParallelRunConfig:
+        """Return this config with environment variables set to ``values`` (rendered in a task).
+
+        The check that a secret-looking name has a templated value applies to what a DAG file
+        gives, not to what a task rendered, so it is not run again here.
+        """
+        _check_environment(values, literal_secrets=True)
+        config = copy.copy(self)
+        object.__setattr__(config, "environment_variables", {**self.environment_variables, **values})
+        return config
 
     @property
     def templates(self) -> dict[str, str]:

@@ -75,6 +75,105 @@ def _fail(message: str) -> Exception:
     return AirflowFailException(message)
 
 
+def _mask_secret(value: str) -> None:
+    """Register ``value`` with Airflow's secrets masker, in this task and in its supervisor."""
+    try:
+        from airflow.sdk.log import mask_secret
+    except ImportError:  # Airflow 3.1
+        from airflow.sdk.execution_time.secrets_masker import mask_secret  # type: ignore[no-redef]
+    mask_secret(value)
+
+
+def _render_error(exc: Exception) -> str:
+    """Describe a failed rendering without echoing a value it may have read (a secret)."""
+    import jinja2
+
+    if isinstance(exc, jinja2.TemplateError) or "NotFound" in type(exc).__name__:
+        return f"{type(exc).__name__}: {exc}"
+    return f"{type(exc).__name__} (its message is withheld: it may hold the value read)"
+
+
+def render_environment(task: BaseOperator, context: Context, config: ParallelRunConfig) -> ParallelRunConfig:
+    """Return ``config`` with its templated environment values rendered for this task, masked.
+
+    Rendered here and not as template fields: Airflow stores a task's rendered template fields
+    in its metadata database, and these are meant to hold secrets (``"{{ conn.x.password }}"``).
+    Each value is registered with the secrets masker, so what the entry script prints of it is
+    masked in the task log; it never goes to XCom, to the run's storage or to a log.
+    """
+    templates = config.environment_templates
+    if not templates:
+        return config
+    jinja_env = task.get_template_env()
+    values: dict[str, str] = {}
+    for name, template in templates.items():
+        try:
+            value = task.render_template(template, context, jinja_env)
+        except Exception as exc:
+            raise _fail(
+                f"environment_variables[{name!r}]={template!r} could not be rendered: {_render_error(exc)}; "
+                "check that the Connection or Variable it names exists and the template's spelling, "
+                "e.g. '{{ conn.my_api.password }}' or '{{ var.value.my_api_key }}'"
+            ) from None
+        text = "" if value is None else str(value)
+        if text:
+            _mask_secret(text)
+        values[name] = text
+    return config.with_environment(values)
+
+
+def _check_arguments(arguments: Any) -> list[str]:
+    """Return rendered ``arguments`` as text; raise ``ConfigError`` for a value that is not text."""
+    if isinstance(arguments, str) or not isinstance(arguments, Sequence):
+        raise ConfigError(
+            f"arguments={arguments!r} rendered to a {type(arguments).__name__}, not a list; give a list "
+            "of strings, e.g. ['--model_name', '{{ params.model }}']"
+        )
+    for i, argument in enumerate(arguments):
+        if not isinstance(argument, (str, int, float)):
+            raise ConfigError(
+                f"arguments[{i}]={argument!r} rendered to a {type(argument).__name__}, not text; give a "
+                "string, a number, or a template rendering one (check the Param it uses is set)"
+            )
+    return [str(a) for a in arguments]
+
+
+def _check_files(value: Any, root: str | None) -> Any:
+    """Return rendered ``files`` as a list; raise ``ConfigError`` for a value that cannot be one."""
+    from airflow_parallelrun.core.paths import check_path, is_within
+
+    files = files_from_rendered(value)
+    if files is None:
+        return None
+    if isinstance(files, str) or not isinstance(files, Sequence):
+        raise ConfigError(
+            f"files={files!r} rendered to a {type(files).__name__}, not a list of paths; give a list, an "
+            "upstream task's output, or a template rendering a JSON list ('{{ ... | tojson }}')"
+        )
+    for entry in files:
+        if not isinstance(entry, str) or not entry:
+            raise ConfigError(
+                f"files entry {entry!r} is not a path; give file paths or URLs as strings, "
+                "e.g. ['/data/a.png']"
+            )
+        check_path("files", entry)
+        name = (
+            entry
+            if root is None or "://" in entry or entry.startswith("/")
+            else f"{root.rstrip('/')}/{entry}"
+        )
+        if root is not None and not is_within(name, root):
+            raise ConfigError(
+                f"files entry {entry!r} is outside the input folder {root!r}; list only files inside it "
+                "(relative to it, or absolute in the same form), or drop path= to take any file"
+            )
+    return files
+
+
+#: How the partition's template fields are named to a DAG author.
+_FIELD_NAMES = {"input_path": "inputs.path", "input_files": "inputs.files", "config_templates": "config"}
+
+
 def _spec(output_path: str, config: ParallelRunConfig, entry_script: str, arguments: Sequence[str]) -> Any:
     from airflow_parallelrun.core.engine import RunSpec
 
@@ -182,16 +281,28 @@ class PartitionOperator(BaseOperator):
         # Kept unrendered: a rendered path must stay inside the folder its template pins.
         self._templates = {"inputs.path": inputs.path, "output_path": output_path}
 
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render each templated field; one that cannot render fails the task without retries."""
+        import jinja2
+
+        jinja_env = jinja_env or self.get_template_env()
+        seen: set[int] = set()
+        for name in self.template_fields:
+            template = getattr(self, name, None)
+            try:
+                self._do_render_template_fields(self, [name], context, jinja_env, seen)
+            except jinja2.TemplateError as exc:
+                # A retry renders the same template with the same context: it cannot succeed.
+                raise _fail(
+                    f"{_FIELD_NAMES.get(name, name)}={template!r} could not be rendered: "
+                    f"{type(exc).__name__}: {exc}; fix the template, or set the Param or value it uses"
+                ) from None
+
     def execute(self, context: Context) -> list[dict[str, Any]]:
         from airflow_parallelrun.core import engine
         from airflow_parallelrun.core.errors import OutputPathInUse
         from airflow_parallelrun.core.paths import check_path
 
-        output_path = check_path(
-            "output_path", _check_output_path(self.output_path), self._templates["output_path"]
-        )
-        if self.input_path is not None:
-            check_path("inputs.path", str(self.input_path), self._templates["inputs.path"])
         config = self.config
         if self.config_templates:
             try:
@@ -199,10 +310,23 @@ class PartitionOperator(BaseOperator):
             except ConfigError as exc:
                 raise _fail(f"this DAG run's parameters make an invalid ParallelRunConfig: {exc}") from None
             self.log.info("configuration of this run: %s", self.config_templates)
-        dataset = self.inputs.with_source(self.input_path, files_from_rendered(self.input_files))
+        try:
+            # Each is a rendered value: a retry renders it again the same, so fail at once.
+            output_path = check_path(
+                "output_path", _check_output_path(self.output_path), self._templates["output_path"]
+            )
+            if self.input_path is not None:
+                check_path("inputs.path", str(self.input_path), self._templates["inputs.path"])
+            config.batch_size(tabular=self.inputs.tabular)
+            arguments = _check_arguments(self.arguments)
+            files = _check_files(self.input_files, self.input_path)
+        except ConfigError as exc:
+            raise _fail(f"this DAG run's rendered values are invalid: {exc}") from None
+        config = render_environment(self, context, config)
+        dataset = self.inputs.with_source(self.input_path, files)
         root = input_root(dataset.path, dataset.files)
         use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
-        spec = _spec(output_path, config, self.entry_script, self.arguments)
+        spec = _spec(output_path, config, self.entry_script, arguments)
         run_key = engine.new_run_key()
         try:
             descriptors = engine.partition(
@@ -216,6 +340,8 @@ class PartitionOperator(BaseOperator):
             )
         except OutputPathInUse as exc:
             raise _fail(str(exc)) from exc
+        except ConfigError as exc:
+            raise _fail(f"this run's configuration is invalid: {exc}") from None
         if warming := engine.start_warm_workers(spec, len(descriptors)):
             self.log.info(
                 "starting %d warm worker(s) on this node while the run tasks are scheduled", warming
@@ -264,8 +390,12 @@ class RunMiniBatchOperator(BaseOperator):
         output_path = pull_output_path(
             context, self.partition_task_id, self.input_conn_id, self.output_conn_id
         )
-        config = run_config(context, self.config, self.partition_task_id)
-        spec = _spec(str(output_path), config, self.entry_script, self.arguments)
+        config = render_environment(self, context, run_config(context, self.config, self.partition_task_id))
+        try:
+            arguments = _check_arguments(self.arguments)
+        except ConfigError as exc:
+            raise _fail(f"this DAG run's rendered values are invalid: {exc}") from None
+        spec = _spec(str(output_path), config, self.entry_script, arguments)
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.
         try:
@@ -375,13 +505,27 @@ class AggregateOperator(BaseOperator):
     def _no_partition(self, context: Context) -> Exception:
         """Skip when the partition task was skipped (say, no new files); fail saying why otherwise."""
         state = None
+        unreadable = ""
         try:
             states = context["ti"].get_task_states(
                 dag_id=context["ti"].dag_id, task_ids=[self.partition_task_id], run_ids=[context["run_id"]]
             )
             state = states.get(context["run_id"], {}).get(self.partition_task_id)
         except Exception as exc:  # an older Airflow, or the API is unreachable: say what is known
-            self.log.warning("cannot read the state of %s: %s", self.partition_task_id, exc)
+            unreadable = f"{type(exc).__name__}: {exc}"
+            self.log.warning("cannot read the state of %s: %s", self.partition_task_id, unreadable)
+        if unreadable:
+            return _fail(
+                f"the partition task {self.partition_task_id!r} left no output path, so there is nothing "
+                f"to aggregate, and its state could not be read ({unreadable}); see the partition task's "
+                "log, fix what it says, and clear it"
+            )
+        if state == "success":
+            return _fail(
+                f"the partition task {self.partition_task_id!r} succeeded but its output path is not in "
+                f"XCom (key {OUTPUT_PATH_KEY!r}; were its XComs deleted?); clear the partition task to "
+                "partition the input again"
+            )
         if state == "skipped":
             return _skip(f"the partition task {self.partition_task_id!r} was skipped: nothing ran")
         if state == "upstream_failed":
@@ -390,8 +534,9 @@ class AggregateOperator(BaseOperator):
                 "failed; see that task's log, fix it, and clear it"
             )
         return _fail(
-            f"the partition task {self.partition_task_id!r} did not finish (state {state}), so there is "
-            "nothing to aggregate; see its log, fix the input, and clear it"
+            f"the partition task {self.partition_task_id!r} did not finish (its state is "
+            f"{state or 'unknown'}), so there is nothing to aggregate; see its log, fix what it says, "
+            "and clear it"
         )
 
 
@@ -468,7 +613,11 @@ class ParallelRunOperator(TaskGroup):
     still queued or running fails at once in its partition task, changing nothing there: give
     each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
     Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
-    output; they are never written to the run's storage, its reports or XCom. ``output_asset``
+    output; they are never written to the run's storage, its reports or XCom. So are secrets for
+    the entry script: ``environment_variables`` values such as ``"{{ conn.my_api.password }}"``
+    are rendered inside each task, masked in its log. A rendered value that is invalid (a path,
+    ``files``, ``arguments``, a config template, an environment template) fails the task at
+    once, without Airflow retries. ``output_asset``
     (an ``Asset``) is emitted by the aggregate task when the run succeeds, with the run's counts,
     merged output URL and run id as the event's extra.
     Above ``[core] max_map_length`` mini-batches, each mapped task instance

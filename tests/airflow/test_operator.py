@@ -172,3 +172,42 @@ def test_a_param_cannot_move_the_input_out_of_its_templated_folder(write_dag, tm
     fine = dag.test(run_conf={"folder": "ok"})
     assert fine.state == "success"
     assert (tmp_path / "out" / "ok" / "parallel_run_step.txt").read_text() == f"{root}/ok/a.txt\n"
+
+
+class _TaskInstance:
+    """What the aggregate task asks of its task instance about the partition: its state, or an error."""
+
+    dag_id = "truth"
+
+    def __init__(self, state: str | None = None, error: Exception | None = None) -> None:
+        self.state, self.error = state, error
+
+    def get_task_states(self, **_: object) -> dict:
+        if self.error is not None:
+            raise self.error
+        return {"run": {"score.partition": self.state}}
+
+
+@pytest.mark.parametrize(
+    ("ti", "says"),
+    [
+        (
+            _TaskInstance(error=ConnectionError("the API server is down")),
+            "its state could not be read (ConnectionError: the API server is down)",
+        ),
+        (_TaskInstance(state="success"), "succeeded but its output path is not in XCom"),
+        (_TaskInstance(state="failed"), "did not finish (its state is failed)"),
+        (_TaskInstance(state=None), "did not finish (its state is unknown)"),
+    ],
+)
+def test_an_aggregate_without_a_partition_says_what_is_known_and_nothing_else(
+    script: Path, ti: _TaskInstance, says: str
+) -> None:
+    from airflow.sdk.exceptions import AirflowFailException
+
+    with DAG("truth", schedule=None) as dag:
+        _operator(script)
+    error = dag.task_dict["score.aggregate"]._no_partition({"ti": ti, "run_id": "run"})
+    assert isinstance(error, AirflowFailException)
+    assert says in str(error)
+    assert "state None" not in str(error)

@@ -140,3 +140,115 @@ def test_an_input_that_never_came_skips_or_fails_the_aggregate_saying_why(
     assert states[("score.aggregate", -1)] == aggregate
     logs = capfd.readouterr()
     assert message in logs.out + logs.err
+
+
+# --- every bad rendered value fails the partition once, naming the field, the value and the fix -----
+
+RETRIED_DAG = """
+from datetime import timedelta
+
+from airflow.sdk import DAG, Param
+from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+with DAG("{dag_id}", schedule=None, params={{
+    "size": Param("2", type="string"),
+    "folder": Param("ok", type="string"),
+    "files": Param('["a.txt", "b.txt"]', type="string"),
+    "argument": Param("size", type="string"),
+    "variable": Param("{variable}", type="string"),
+}}) as dag:
+    ParallelRunOperator(
+        task_id="score",
+        inputs=FileDataset(path="{root}/{{{{ params.folder }}}}", files="{{{{ params.files }}}}"),
+        output_path="{output}/{{{{ params.folder }}}}/{{{{ run_id }}}}",
+        arguments=["--model", "{{{{ params[params.argument] }}}}"],
+        config=ParallelRunConfig(
+            entry_script="{script}",
+            mini_batch_size="{{{{ params.size }}}}",
+            run_max_try=1,
+            process_count_per_node=1,
+            environment_variables={{"API_TOKEN": "{{{{ var.value[params.variable] }}}}"}},
+        ),
+        retries=2,
+        retry_delay=timedelta(0),
+    )
+"""
+
+BAD_VALUES = [
+    # (run conf, what the error must say)
+    ({"size": "1MB"}, "mini_batch_size='1MB' has an unknown unit 'MB'"),
+    ({"size": "ten"}, "invalid ParallelRunConfig: mini_batch_size='ten'"),
+    ({"folder": "../private"}, "has a '..' segment"),
+    ({"files": '{"a.txt": 1}'}, "is a string but not a JSON list of paths"),
+    ({"files": '["../private/p.txt"]'}, "files='../private/p.txt' has a '..' segment"),
+    ({"files": '["/etc/hostname"]'}, "files entry '/etc/hostname' is outside the input folder"),
+    ({"files": '[["a.txt"]]'}, "files entry ['a.txt'] is not a path"),
+    (
+        {"argument": "no_such_param"},
+        "arguments=['--model', '{{ params[params.argument] }}'] could not be rendered",
+    ),
+    (
+        {"variable": "no_such_variable"},
+        "environment_variables['API_TOKEN']='{{ var.value[params.variable] }}'",
+    ),
+]
+
+
+@pytest.fixture
+def retried_dag(write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    root = tmp_path / "data" / "in"
+    (root / "ok").mkdir(parents=True)
+    for name in ("a.txt", "b.txt"):
+        (root / "ok" / name).write_text(name)
+    (tmp_path / "data" / "private").mkdir()
+    (tmp_path / "data" / "private" / "p.txt").write_text("p")
+    script = tmp_path / "score.py"
+    script.write_text(
+        "import os\n\ndef run(mini_batch):\n    return [os.environ['API_TOKEN'] for _ in mini_batch]\n"
+    )
+    variable = f"pr_token_{tmp_path.name[-8:]}".lower()
+    monkeypatch.setenv(f"AIRFLOW_VAR_{variable.upper()}", "tok")
+    return write_dag(
+        RETRIED_DAG.format(
+            dag_id=f"retried_{tmp_path.name}",
+            root=root,
+            output=tmp_path / "out",
+            script=script,
+            variable=variable,
+        )
+    )
+
+
+def _tries(dag_run, task_id: str) -> int:
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        ti = (
+            session.query(TaskInstance)
+            .filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id, task_id=task_id, map_index=-1)
+            .one()
+        )
+        return ti.try_number
+
+
+def test_the_dag_with_good_values_runs(retried_dag, tmp_path: Path) -> None:
+    dag_run = retried_dag.test()
+    assert str(dag_run.state) == "success", _runs(dag_run)
+    assert (tmp_path / "out" / "ok").exists()
+
+
+@pytest.mark.parametrize(
+    ("conf", "message"), BAD_VALUES, ids=[next(iter(c)) + "=" + next(iter(c.values())) for c, _ in BAD_VALUES]
+)
+def test_a_bad_rendered_value_fails_once_without_retries_naming_field_and_value(
+    retried_dag, tmp_path: Path, capfd, conf: dict, message: str
+) -> None:
+    dag_run = retried_dag.test(run_conf=conf)
+    states = _runs(dag_run)
+    # retries=2 without delay, but a retry would render the same value again: one try only.
+    assert states[("score.partition", -1)] == "failed", states
+    assert _tries(dag_run, "score.partition") == 1
+    logs = capfd.readouterr()
+    assert message in logs.out + logs.err
+    assert not (tmp_path / "data" / "private" / "out").exists()

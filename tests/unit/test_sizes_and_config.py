@@ -230,7 +230,6 @@ INVALID = [
     ("process_count_per_node", 0, "give the number of processes per node"),
     ("mini_batch_size", "0", "for a FileDataset give a count of files"),
     ("mini_batch_size", "10XB", "for a TabularDataset give bytes"),
-    ("environment_variables", {"A": 1}, "mapping of names to string values"),
     # A bool is an int to Python, never to a user: refuse it where a number is expected.
     ("run_max_try", True, "expected a whole number"),
     ("error_threshold", False, "expected a whole number"),
@@ -259,3 +258,82 @@ def test_invalid_values_name_the_field_the_value_and_the_fix(field, value, fix):
 def test_config_error_is_a_value_error():
     with pytest.raises(ValueError):
         ParallelRunConfig(entry_script="s.py", run_max_try=0)
+
+
+# --- environment_variables: secrets never written where they are kept -----------------------------
+
+SECRET = "s3cr3t-Q7xv9-value"
+
+
+@pytest.mark.parametrize(
+    ("env", "named", "fix"),
+    [
+        ({"A": 1}, "environment_variables['A']", "mapping of names to string values"),
+        ({"API": SECRET.encode()}, "environment_variables['API']", "not a string"),
+        ({1: SECRET}, "invalid name 1", "non-empty strings"),
+        ({"A=B": SECRET}, "invalid name 'A=B'", "without '='"),
+        ([("A", SECRET)], "environment_variables is of type list", "give a dict of names"),
+    ],
+)
+def test_environment_errors_name_the_variable_never_its_value(env, named, fix):
+    with pytest.raises(ConfigError) as info:
+        ParallelRunConfig(entry_script="s.py", environment_variables=env)
+    message = str(info.value)
+    assert named in message
+    assert fix in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize("name", ["API_KEY", "DB_PASSWORD", "GithubToken", "AWS_SECRET_ACCESS_KEY", "passwd"])
+def test_a_secret_written_in_the_dag_file_is_refused_with_the_way_to_take_it_from_a_connection(name):
+    with pytest.raises(ConfigError) as info:
+        ParallelRunConfig(entry_script="s.py", environment_variables={name: SECRET})
+    message = str(info.value)
+    assert f"environment_variables[{name!r}]" in message
+    assert "{{ conn.my_api.password }}" in message
+    assert "{{ var.value.my_api_key }}" in message
+    assert SECRET not in message
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"API_KEY": "{{ conn.my_api.password }}"},
+        {"API_KEY": "{{ var.value.my_api_key }}"},
+        {"API_KEY": "{% if true %}x{% endif %}"},
+        {"API_KEY": "{{ 'not-a-secret' }}"},
+        {"API_KEY": ""},
+        {"GREETING": "hello", "MONKEY_NAME": "bob"},
+    ],
+)
+def test_templates_empty_values_and_plain_names_are_accepted(env):
+    assert ParallelRunConfig(entry_script="s.py", environment_variables=env).environment_variables == env
+
+
+def test_repr_and_str_show_environment_variable_names_only():
+    config = ParallelRunConfig(
+        entry_script="s.py",
+        environment_variables={"API_TOKEN": "{{ var.value.token }}", "GREETING": "hello-there"},
+    )
+    rendered = config.with_environment({"API_TOKEN": SECRET})
+    for text in (repr(config), str(config), repr(rendered), str(rendered), f"{rendered}"):
+        assert "API_TOKEN" in text and "GREETING" in text
+        assert SECRET not in text and "hello-there" not in text and "var.value.token" not in text
+    assert "entry_script='s.py'" in repr(rendered)
+
+
+def test_with_environment_sets_rendered_values_and_keeps_literals():
+    config = ParallelRunConfig(
+        entry_script="s.py",
+        environment_variables={"API_TOKEN": "{{ var.value.token }}", "GREETING": "hello"},
+        error_threshold=3,
+    )
+    assert config.environment_templates == {"API_TOKEN": "{{ var.value.token }}"}
+    rendered = config.with_environment({"API_TOKEN": SECRET})
+    assert rendered.environment_variables == {"API_TOKEN": SECRET, "GREETING": "hello"}
+    assert rendered.environment_templates == {}
+    assert rendered.error_threshold == 3
+    # The DAG's config is left as it was: every task renders its own copy.
+    assert config.environment_variables["API_TOKEN"] == "{{ var.value.token }}"
+    with pytest.raises(ConfigError, match=r"environment_variables\['API_TOKEN'\] is of type int"):
+        config.with_environment({"API_TOKEN": 5})  # type: ignore[dict-item]
