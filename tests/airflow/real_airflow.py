@@ -242,6 +242,9 @@ class RealAirflow:
                 # A task whose worker cannot load its DAG file fails at once, with the import
                 # error in its log, instead of being rescheduled 3 times, 60 s apart.
                 "AIRFLOW__WORKERS__MISSING_DAG_RETRIES": "0",
+                # A task's calls to the Execution API wait 5 s by default: on a busy machine the
+                # api-server can take longer to answer, and the task would fail for it.
+                "AIRFLOW__WORKERS__EXECUTION_API_TIMEOUT": "60",
                 # The api-server serves the UI, the public API and the Execution API the task
                 # processes report to; its default base URL is localhost:8080.
                 "AIRFLOW__API__HOST": "127.0.0.1",
@@ -332,7 +335,7 @@ class RealAirflow:
             **worker.env,
         }
 
-    def start(self, timeout: float = 120) -> None:
+    def start(self, timeout: float = 300) -> None:
         """Migrate the database, start the components and wait until they are healthy and parsing.
 
         Raises ``AirflowUnavailable`` when the machine cannot run Airflow and ``AirflowError``
@@ -568,7 +571,7 @@ class RealAirflow:
         self._added.add(filename)
         return path
 
-    def wait_for_dag(self, dag_id: str, timeout: float = 60) -> dict[str, Any]:
+    def wait_for_dag(self, dag_id: str, timeout: float = 180) -> dict[str, Any]:
         """Wait until the api-server knows ``dag_id`` (parsed and serialized); return GET /dags/{id}.
 
         An import error in ``<dag_id>.py`` (or, if no file has that name, in any file written
@@ -648,7 +651,7 @@ class RealAirflow:
     def dag_run(self, dag_id: str, run_id: str) -> dict[str, Any]:
         return dict(self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}").json())
 
-    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 120) -> str:
+    def wait_for_run(self, dag_id: str, run_id: str, timeout: float = 300) -> str:
         """Poll until the run is ``success`` or ``failed`` and return that state."""
         deadline = time.monotonic() + timeout
         while True:

@@ -38,7 +38,7 @@ from tests.airflow.real_airflow import (
     skip_or_fail,
 )
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(420)]
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(1200)]
 
 NODES = ("node1", "node2")
 PROCESS_COUNT_PER_NODE = 2
@@ -219,10 +219,10 @@ def make_run(airflow: RealAirflow, tmp_path: Path, dag_id: str, kill_on: str | N
             per_node=PROCESS_COUNT_PER_NODE,
         ),
     )
-    airflow.wait_for_dag(dag_id, timeout=90)
+    airflow.wait_for_dag(dag_id)
     started = time.monotonic()
     run_id = airflow.trigger(dag_id)
-    state = airflow.wait_for_run(dag_id, run_id, timeout=240)
+    state = airflow.wait_for_run(dag_id, run_id, timeout=600)
     seconds = time.monotonic() - started
     tis = airflow.task_instances(dag_id, run_id)
     assert state == "success", [(t["task_id"], t["map_index"], t["state"], t["try_number"]) for t in tis]
@@ -307,7 +307,7 @@ def test_mini_batches_run_on_two_celery_workers_with_warm_pools(
     # The aggregate task stopped the run's pool on its node; a pool on the other node stays warm
     # until worker_idle_timeout (60 s) unless that node also ran the aggregate (README: "the
     # aggregate task stops the run's pools on its node"). stop() finds both kinds.
-    stopped = wait_for_pool_log(pool_dirs, "stopping (asked to)", timeout=15)
+    stopped = wait_for_pool_log(pool_dirs, "stopping (asked to)", timeout=120)
     assert stopped, "no node's pool was stopped by the aggregate task"
     alive_pools = {node: pool_processes(pool_dirs[node]) for node in NODES}
     for node, processes in alive_pools.items():

@@ -20,7 +20,7 @@ import pytest
 from tests.airflow.real_airflow import RealAirflow, real_airflow  # noqa: F401
 from tests.conftest import DAGS
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(900)]
 
 DAG_ID = "parallelrun_form"
 
@@ -89,7 +89,7 @@ def test_a_run_triggered_with_a_conf_scores_that_folder_with_that_model(form_air
     images = make_digits_images(data / "uploads" / "form-test", count=60)
     conf = {"input_path": "uploads/form-test", "model_version": "v2"}
     run_id = form_airflow.trigger(DAG_ID, conf=conf)
-    state = form_airflow.wait_for_run(DAG_ID, run_id, timeout=180)
+    state = form_airflow.wait_for_run(DAG_ID, run_id, timeout=600)
     tasks = {(t["task_id"], t["map_index"]): t["state"] for t in form_airflow.task_instances(DAG_ID, run_id)}
     assert state == "success", tasks
     run = form_airflow.dag_run(DAG_ID, run_id)

@@ -20,7 +20,7 @@ import pytest
 from tests.airflow.real_airflow import RealAirflow, running_airflow
 from tests.conftest import DAGS
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(1800)]
 
 EVENT_DAG = "parallelrun_event_driven"
 SENSOR_DAG = "parallelrun_sensor"
@@ -68,7 +68,7 @@ def _runs(airflow: RealAirflow, dag_id: str) -> list[dict]:
     return list(body["dag_runs"])
 
 
-def _wait_for_runs(airflow: RealAirflow, dag_id: str, count: int, timeout: float = 180) -> list[dict]:
+def _wait_for_runs(airflow: RealAirflow, dag_id: str, count: int, timeout: float = 300) -> list[dict]:
     deadline = time.monotonic() + timeout
     while True:
         airflow.check_alive()
@@ -98,7 +98,7 @@ def test_files_dropped_in_the_watched_folder_start_one_run_that_scores_exactly_t
 
     first = _drop(incoming, digit_images, ["scan_a1.png", "scan_a2.png", "scan_a3.png"])
     (run,) = _wait_for_runs(airflow, EVENT_DAG, 1)
-    assert airflow.wait_for_run(EVENT_DAG, run["dag_run_id"], timeout=240) == "success"
+    assert airflow.wait_for_run(EVENT_DAG, run["dag_run_id"], timeout=600) == "success"
     assert _scored(_examples(airflow), "events", run["dag_run_id"]) == first
     time.sleep(QUIET)
     assert len(_runs(airflow, EVENT_DAG)) == 1  # the files stay in the folder, yet fire no more
@@ -107,7 +107,7 @@ def test_files_dropped_in_the_watched_folder_start_one_run_that_scores_exactly_t
     runs = _wait_for_runs(airflow, EVENT_DAG, 2)
     new = [r for r in runs if r["dag_run_id"] != run["dag_run_id"]]
     assert len(new) == 1
-    assert airflow.wait_for_run(EVENT_DAG, new[0]["dag_run_id"], timeout=240) == "success"
+    assert airflow.wait_for_run(EVENT_DAG, new[0]["dag_run_id"], timeout=600) == "success"
     assert _scored(_examples(airflow), "events", new[0]["dag_run_id"]) == second
     time.sleep(QUIET)
     assert len(_runs(airflow, EVENT_DAG)) == 2
@@ -121,7 +121,7 @@ def test_the_sensor_dag_triggered_once_scores_exactly_the_dropped_files(
     incoming = _examples(airflow) / "incoming" / "sensor"
     dropped = _drop(incoming, digit_images, [f"photo_{i}.png" for i in range(4)])
     run_id = airflow.trigger(SENSOR_DAG)
-    assert airflow.wait_for_run(SENSOR_DAG, run_id, timeout=300) == "success"
+    assert airflow.wait_for_run(SENSOR_DAG, run_id, timeout=600) == "success"
     assert _scored(_examples(airflow), "sensor", run_id) == dropped
     states = {
         t["task_id"]: t["state"] for t in airflow.task_instances(SENSOR_DAG, run_id) if t["map_index"] < 1

@@ -27,7 +27,7 @@ with DAG("{dag_id}", schedule=None) as dag:
     waits = [
         NewFilesSensor(
             task_id=f"wait{{i}}", path="{folder}", pattern="*.png", settle_seconds=0.3, poke_interval=0.2,
-            timeout=60, max_files={max_files}, **{sensor_kwargs}
+            timeout=600, max_files={max_files}, **{sensor_kwargs}
         )
         for i in range({sensors})
     ]
@@ -84,17 +84,25 @@ class WatchedMemory(MemoryFileSystem):
         return super().find(path, *args, **kwargs)
 
 
-def _drop_after_polls(folder: str, names: list[str], polls: int) -> threading.Thread:
-    """Write files once the sensor has listed ``folder`` ``polls`` times and found nothing."""
+class Dropper(threading.Thread):
+    """Writes files once the sensor has listed ``folder`` ``polls`` times and found nothing."""
 
-    def drop() -> None:
-        deadline = time.monotonic() + 60
-        while WatchedMemory.listings.get(folder, 0) < polls and time.monotonic() < deadline:
+    def __init__(self, folder: str, names: list[str], polls: int) -> None:
+        super().__init__()
+        self.folder, self.names, self.polls = folder, names, polls
+        self.listed_before = 0
+
+    def run(self) -> None:
+        deadline = time.monotonic() + 300  # only bounds a hang; the polls are what is waited for
+        while WatchedMemory.listings.get(self.folder, 0) < self.polls and time.monotonic() < deadline:
             time.sleep(0.02)
-        for name in names:
-            WatchedMemory().pipe_file(f"{folder}/{name}", name.encode())
+        self.listed_before = WatchedMemory.listings.get(self.folder, 0)
+        for name in self.names:
+            WatchedMemory().pipe_file(f"{self.folder}/{name}", name.encode())
 
-    thread = threading.Thread(target=drop)
+
+def _drop_after_polls(folder: str, names: list[str], polls: int) -> Dropper:
+    thread = Dropper(folder, names, polls)
     thread.start()
     return thread
 
@@ -118,6 +126,7 @@ def test_the_sensor_waits_for_new_files_and_returns_their_paths(
     dropper = _drop_after_polls(folder, ["b.png", "a.png", "skip.txt"], polls=3)
     dag_run = dag.test()
     dropper.join()
+    assert dropper.listed_before >= 3, "the files were written before the sensor had waited"
     assert dag_run.state == "success"
     urls = [f"watchedmem://{folder}/a.png", f"watchedmem://{folder}/b.png"]
     assert json.loads(out.read_text()) == [urls]
@@ -174,7 +183,7 @@ def test_when_a_rival_takes_the_reported_files_the_sensor_defers_again(tmp_path:
     async def first_event() -> Any:
         return await anext(trigger.run())
 
-    event = asyncio.run(asyncio.wait_for(first_event(), 10))
+    event = asyncio.run(asyncio.wait_for(first_event(), 120))  # only bounds a hang
     url = str(tmp_path / "a.png")
     ledger = ClaimLedger(default_state_path(str(tmp_path)))
     assert ledger.claim(FileStat(url, 1, event.payload["stats"][url][1]), "rival") is True

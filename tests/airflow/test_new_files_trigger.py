@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import threading
 import time
@@ -19,6 +20,11 @@ from airflow_parallelrun.triggers.new_files import TRIGGERING_FILES, NewFilesTri
 pytestmark = pytest.mark.airflow
 
 
+# Waits for an event only bound a hang; "fires nothing" is judged over a number of polls, counted,
+# never over a stretch of the wall clock that a busy machine fills with fewer polls.
+HANG = 120.0
+
+
 def _trigger(folder: Path, **kwargs: Any) -> NewFilesTrigger:
     kwargs = {"pattern": "*.png", "settle_seconds": 0.2, "poke_interval": 0.05, **kwargs}
     return NewFilesTrigger(path=str(folder), **kwargs)
@@ -33,6 +39,60 @@ async def _next_event(trigger: NewFilesTrigger, timeout: float) -> Any:
         return None
     finally:
         await events.aclose()
+
+
+class Listings:
+    """Counts the folder listings every NewFiles makes (one per poll of a trigger)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+@pytest.fixture
+def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
+    from airflow_parallelrun.core import claims
+
+    counter, real = Listings(), claims.list_files
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return real(*args, **kwargs)
+        finally:
+            counter.count += 1
+
+    monkeypatch.setattr(claims, "list_files", counted)
+    return counter
+
+
+async def _events_over_polls(
+    trigger: NewFilesTrigger, listings: Listings, polls: int, *, after_events: int = 0
+) -> list[Any]:
+    """Run the trigger until it fired ``after_events`` events, then for ``polls`` more listings.
+
+    Return every event it fired; one run of ``trigger.run()`` throughout.
+    """
+    events: list[Any] = []
+    gen = trigger.run()
+
+    async def consume() -> None:
+        async for event in gen:
+            events.append(event)
+
+    task = asyncio.create_task(consume())
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + HANG
+    while len(events) < after_events and not task.done():
+        assert loop.time() < deadline, f"{len(events)} of {after_events} events in {HANG:g}s"
+        await asyncio.sleep(0.01)
+    start, deadline = listings.count, loop.time() + HANG
+    while listings.count - start < polls and not task.done():
+        assert loop.time() < deadline, f"only {listings.count - start} of {polls} polls in {HANG:g}s"
+        await asyncio.sleep(0.01)
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await gen.aclose()
+    return events
 
 
 def _rebuilt(trigger: NewFilesTrigger) -> NewFilesTrigger:
@@ -65,54 +125,65 @@ def test_run_fires_on_new_settled_files_with_their_paths(tmp_path: Path) -> None
     (tmp_path / "a.png").write_bytes(b"a")
     (tmp_path / "b.png").write_bytes(b"b")
     (tmp_path / "notes.txt").write_bytes(b"not matched")
-    event = asyncio.run(_next_event(_trigger(tmp_path), timeout=5))
+    event = asyncio.run(_next_event(_trigger(tmp_path), timeout=HANG))
     assert event is not None
     assert event.payload["status"] == "success"
     assert event.payload["files"] == [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
 
 
-def test_run_does_not_fire_on_a_file_still_being_written(tmp_path: Path) -> None:
-    growing = tmp_path / "scan.png"
-    growing.write_bytes(b"")
-    stop = threading.Event()
+class GrowingMemory(MemoryFileSystem):
+    """An in-memory folder whose one file grows between any two listings while ``growing`` is set."""
 
-    def writer() -> None:
-        while not stop.is_set():
-            with growing.open("ab") as f:
-                f.write(b"chunk")
-            time.sleep(0.05)
+    protocol = ("growmem",)
+    root_marker = "/"
+    store: dict[str, Any] = {}
+    pseudo_dirs = [""]
+    growing = threading.Event()
 
-    thread = threading.Thread(target=writer)
-    thread.start()
-    try:
-        assert asyncio.run(_next_event(_trigger(tmp_path, settle_seconds=0.3), timeout=1.5)) is None
-    finally:
-        stop.set()
-        thread.join()
-    event = asyncio.run(_next_event(_trigger(tmp_path, settle_seconds=0.3), timeout=5))
-    assert event.payload["files"] == [str(growing)]
+    @classmethod
+    def _strip_protocol(cls, path: str) -> str:
+        return super()._strip_protocol(path.removeprefix("growmem://"))
+
+    def find(self, path, *args, **kwargs):
+        if self.growing.is_set():
+            self.pipe_file("/in/scan.png", self.cat_file("/in/scan.png") + b"chunk")
+        return super().find(path, *args, **kwargs)
 
 
-def test_run_does_not_fire_twice_for_the_same_files_even_after_a_restart(tmp_path: Path) -> None:
+def test_run_does_not_fire_on_a_file_still_being_written(listings: Listings) -> None:
+    fsspec.register_implementation("growmem", GrowingMemory, clobber=True)
+    GrowingMemory().pipe_file("/in/scan.png", b"")
+    GrowingMemory.growing.set()
+    trigger = NewFilesTrigger(
+        path="growmem://in",
+        pattern="*.png",
+        settle_seconds=0.3,
+        poke_interval=0.05,
+        state_path="memory://grow",
+    )
+    # Every listing sees it changed: 20 polls, at least 0.95 s of pauses, over three settle periods.
+    started = time.monotonic()
+    assert asyncio.run(_events_over_polls(trigger, listings, polls=20)) == []
+    assert time.monotonic() - started >= 3 * 0.3
+    GrowingMemory.growing.clear()
+    # The writer stopped: the file settles and is taken whole.
+    event = asyncio.run(_next_event(trigger, timeout=HANG))
+    assert event.payload["files"] == ["growmem:///in/scan.png"]
+
+
+def test_run_does_not_fire_twice_for_the_same_files_even_after_a_restart(
+    tmp_path: Path, listings: Listings
+) -> None:
     (tmp_path / "a.png").write_bytes(b"a")
     trigger = _trigger(tmp_path)
 
-    async def twice() -> tuple[Any, Any]:
-        events = trigger.run()
-        first = await asyncio.wait_for(events.__anext__(), 5)
-        try:
-            second = await asyncio.wait_for(events.__anext__(), 1.0)
-        except asyncio.TimeoutError:
-            second = None
-        await events.aclose()
-        return first, second
-
-    first, second = asyncio.run(twice())
-    assert first.payload["files"] == [str(tmp_path / "a.png")] and second is None
+    # It fires once for a.png, then polls 20 more times (at least 0.95 s) without firing again.
+    events = asyncio.run(_events_over_polls(trigger, listings, polls=20, after_events=1))
+    assert [e.payload["files"] for e in events] == [[str(tmp_path / "a.png")]]
     # The triggerer restarts: a new instance from the same kwargs sees the same files as taken.
-    assert asyncio.run(_next_event(_rebuilt(trigger), timeout=1.0)) is None
+    assert asyncio.run(_events_over_polls(_rebuilt(trigger), listings, polls=20)) == []
     (tmp_path / "b.png").write_bytes(b"b")
-    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=5))
+    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=HANG))
     assert event.payload["files"] == [str(tmp_path / "b.png")]
 
 
@@ -123,7 +194,7 @@ def test_in_sensor_mode_it_reports_without_claiming_and_stops(tmp_path: Path) ->
     async def all_events() -> list[Any]:
         return [e async for e in trigger.run()]
 
-    (event,) = asyncio.run(asyncio.wait_for(all_events(), 5))
+    (event,) = asyncio.run(asyncio.wait_for(all_events(), HANG))
     url = str(tmp_path / "a.png")
     assert event.payload["files"] == [url]
     assert event.payload["stats"][url][0] == 1
@@ -144,25 +215,37 @@ def test_in_sensor_mode_one_event_reports_at_most_max_files(tmp_path: Path) -> N
 
 
 class SlowMemory(MemoryFileSystem):
-    """An in-memory filesystem whose listing takes a second, as a big remote folder would."""
+    """An in-memory filesystem whose listing holds on until the event loop has run meanwhile.
+
+    A big remote folder lists slowly; this one lists until the loop proves it was free during
+    the listing (``loop_ran`` set by a coroutine), or gives up after ``HANG`` seconds.
+    """
 
     protocol = ("slowmem",)
     root_marker = "/"
     store: dict[str, Any] = {}
     pseudo_dirs = [""]
+    listing = threading.Event()
+    loop_ran = threading.Event()
+    loop_ran_during_listing: bool | None = None
 
     @classmethod
     def _strip_protocol(cls, path: str) -> str:
         return super()._strip_protocol(path.removeprefix("slowmem://"))
 
     def find(self, path, *args, **kwargs):
-        time.sleep(1.0)
+        self.listing.set()
+        if SlowMemory.loop_ran_during_listing is None:
+            SlowMemory.loop_ran_during_listing = self.loop_ran.wait(HANG)
         return super().find(path, *args, **kwargs)
 
 
 def test_a_slow_listing_does_not_block_the_event_loop() -> None:
     fsspec.register_implementation("slowmem", SlowMemory, clobber=True)
     SlowMemory().pipe("/in/a.png", b"a")
+    SlowMemory.listing.clear()
+    SlowMemory.loop_ran.clear()
+    SlowMemory.loop_ran_during_listing = None
     trigger = NewFilesTrigger(
         path="slowmem://in",
         pattern="*.png",
@@ -175,21 +258,24 @@ def test_a_slow_listing_does_not_block_the_event_loop() -> None:
         ticks = 0
 
         async def ticker() -> None:
+            # Counts loop turns while a listing is in progress; a blocked loop counts none.
             nonlocal ticks
             while True:
-                await asyncio.sleep(0.02)
-                ticks += 1
+                await asyncio.sleep(0.01)
+                if SlowMemory.listing.is_set() and not SlowMemory.loop_ran.is_set():
+                    ticks += 1
+                    if ticks >= 3:
+                        SlowMemory.loop_ran.set()
 
         task = asyncio.create_task(ticker())
-        event = await _next_event(trigger, timeout=10)
+        event = await _next_event(trigger, timeout=3 * HANG)
         task.cancel()
         return event, ticks
 
-    started = time.monotonic()
     event, ticks = asyncio.run(race())
     assert event.payload["files"] == ["slowmem:///in/a.png"]
-    assert time.monotonic() - started >= 1.0
-    assert ticks >= 25  # ~50 while the listing slept in its thread; 0 if it had blocked the loop
+    assert SlowMemory.loop_ran_during_listing, "the event loop did not run while the listing was in progress"
+    assert ticks >= 3
 
 
 def test_bad_arguments_are_refused_when_the_trigger_is_built(tmp_path: Path) -> None:
@@ -290,7 +376,7 @@ def test_credentials_come_from_the_connection_when_it_runs_never_from_its_kwargs
         poke_interval=0.05,
     )
     assert SECRET not in repr(trigger.serialize())
-    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=10))
+    event = asyncio.run(_next_event(_rebuilt(trigger), timeout=HANG))
     assert event.payload["files"] == ["lockedwatch:///in/a.png"]
     assert SECRET not in json.dumps(event.payload)
 

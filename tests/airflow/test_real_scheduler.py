@@ -14,13 +14,18 @@ import pytest
 
 from tests.airflow.real_airflow import RealAirflow, real_airflow  # noqa: F401
 
-pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(900)]
 
 INPUTS = 8
 SLEEP = 1.5
+#: How long a run() call waits for a second one to start before it gives up: only bounds a hang.
+#: Until two calls have overlapped once, each call waits for a partner, so "2 did overlap" holds
+#: whenever the executor lets two run at once, however slow a busy machine makes it.
+PARTNER_WAIT = 240
 
 ENTRY_SCRIPT = f"""\
 import argparse
+import glob
 import os
 import time
 
@@ -35,11 +40,28 @@ def init():
         f.write(f"{{os.getpid()}}\\n")
 
 
+def wait_for_a_partner(name):
+    # Wait until another run() call is running too, unless two calls already overlapped once.
+    overlapped, gave_up = os.path.join(calls_dir, "overlapped"), os.path.join(calls_dir, "gave_up")
+    mine = os.path.join(calls_dir, name + ".running")
+    deadline = time.time() + {PARTNER_WAIT}
+    while not (os.path.exists(overlapped) or os.path.exists(gave_up)):
+        if set(glob.glob(os.path.join(calls_dir, "*.running"))) - {{mine}}:
+            open(overlapped, "a").close()
+        elif time.time() > deadline:
+            open(gave_up, "a").close()  # the calls after this one do not wait either
+        else:
+            time.sleep(0.05)
+
+
 def run(mini_batch):
+    name = os.path.basename(mini_batch[0])
     start = time.time()
+    open(os.path.join(calls_dir, name + ".running"), "w").close()
+    wait_for_a_partner(name)
     time.sleep({SLEEP})
     end = time.time()
-    name = os.path.basename(mini_batch[0])
+    os.remove(os.path.join(calls_dir, name + ".running"))
     print(f"scoring {{name}} in worker {{os.getpid()}}")
     with open(os.path.join(calls_dir, name + ".call"), "a") as f:
         f.write(f"{{start}},{{end}},{{os.getpid()}}\\n")
@@ -61,6 +83,7 @@ with DAG("{dag_id}", schedule=None, catchup=False):
             error_threshold=0,
             node_count=1,
             process_count_per_node=2,
+            run_invocation_timeout=600,  # run() may wait for a partner (PARTNER_WAIT)
         ),
         arguments=["--calls_dir", {calls!r}],
     )
@@ -100,9 +123,9 @@ def test_mapped_mini_batches_run_two_at_a_time_under_a_real_scheduler(
             dag_id=dag_id, inputs=str(inputs), output=str(output), script=str(script), calls=str(calls)
         ),
     )
-    real_airflow.wait_for_dag(dag_id, timeout=60)
+    real_airflow.wait_for_dag(dag_id)
     run_id = real_airflow.trigger(dag_id)
-    state = real_airflow.wait_for_run(dag_id, run_id, timeout=150)
+    state = real_airflow.wait_for_run(dag_id, run_id, timeout=600)
     tis = real_airflow.task_instances(dag_id, run_id)
     assert state == "success", [(t["task_id"], t["map_index"], t["state"]) for t in tis]
 
@@ -114,6 +137,8 @@ def test_mapped_mini_batches_run_two_at_a_time_under_a_real_scheduler(
     records = [line.split(",") for f in sorted(calls.glob("*.call")) for line in f.read_text().splitlines()]
     assert len(records) == INPUTS, records  # one call per mini-batch, none retried
     intervals = [(float(start), float(end)) for start, end, _pid in records]
+    assert max_overlap(intervals) <= 2, sorted(intervals)
+    assert (calls / "overlapped").exists(), "no run() call saw a second one running within PARTNER_WAIT"
     assert max_overlap(intervals) == 2, sorted(intervals)
 
     # (c) init() ran once per warm worker process, at most process_count_per_node = 2, not per mini-batch

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -87,36 +86,58 @@ def test_racing_threads_on_memory_storage_each_file_goes_to_exactly_one() -> Non
     assert won == sorted(s.url for s in stats)
 
 
+class FakeClock:
+    """A monotonic clock the test moves by hand; its ``sleep`` moves it and records the pause."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
 def test_a_file_is_taken_only_after_it_kept_size_and_mtime_for_the_settle_period(tmp_path: Path) -> None:
     (a,) = _write(tmp_path, ["a.png"])
-    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.4)
+    clock = FakeClock()
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.5, clock=clock, sleep=clock.sleep)
     assert watch.take("run-1") == []  # first seen just now
-    time.sleep(0.45)
+    clock.now += 0.375
+    assert watch.take("run-1") == []  # not yet unchanged for the settle period
+    clock.now += 0.125
     assert watch.take("run-1") == [a]
     assert watch.take("run-2") == []
+    assert clock.slept == []  # a poll without ``wait`` never sleeps
 
 
 def test_a_file_still_growing_is_not_taken(tmp_path: Path) -> None:
     growing = tmp_path / "big.png"
     growing.write_bytes(b"")
-    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.3)
-    deadline = time.monotonic() + 1.5
-    while time.monotonic() < deadline:
+    clock = FakeClock()
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.5, clock=clock, sleep=clock.sleep)
+    # Polled every 0.25 s for 2.5 s, five times the settle period: each poll sees it changed.
+    for _ in range(10):
         with growing.open("ab") as f:
             f.write(b"more")
         assert watch.take("run-1") == []
-        time.sleep(0.1)
+        clock.now += 0.25
     # Once the writer stops, the file settles and is taken whole.
-    time.sleep(0.35)
+    assert watch.take("run-1") == []
+    clock.now += 0.5
     assert watch.take("run-1") == [str(growing)]
     assert ClaimLedger(watch.state_path).record(str(growing))["size"] == growing.stat().st_size
 
 
 def test_a_poll_that_remembers_nothing_waits_for_the_settle_period(tmp_path: Path) -> None:
     (a,) = _write(tmp_path, ["a.png"])
-    started = time.monotonic()
-    assert NewFiles(str(tmp_path), "*.png", settle_seconds=0.3).take("run-1", wait=True) == [a]
-    assert time.monotonic() - started >= 0.3
+    clock = FakeClock()
+    watch = NewFiles(str(tmp_path), "*.png", settle_seconds=0.5, clock=clock, sleep=clock.sleep)
+    assert watch.take("run-1", wait=True) == [a]
+    assert clock.slept == [0.5]  # slept once, exactly until the file could settle
 
 
 def test_release_returns_files_to_the_pool(tmp_path: Path) -> None:

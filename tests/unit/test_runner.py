@@ -22,6 +22,11 @@ from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 ENGINE_FRAMES = "airflow_parallelrun/core/worker.py"
+# Timing in these tests bounds a hang, never the expectation: a stuck run() sleeps far longer than
+# any busy machine delays a worker, and a timeout that must not fire is longer than the test's own.
+STUCK = 3600
+RUN_TIMEOUT = 2.0
+RUN_TIMEOUT_NEVER = 600.0
 
 
 def write_script(folder: Path, source: str, name: str = "entry.py") -> Path:
@@ -333,10 +338,11 @@ def test_run_returning_neither_list_nor_dataframe_is_a_run_output_error(
 # --- timeouts and dying workers -----------------------------------------------------------------
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "stuck",
-    ["time.sleep(60)", "ctypes.CDLL(None).sleep(60)"],  # libc sleep() never returns to Python for a signal
+    # libc sleep() never returns to Python for a signal
+    ["time.sleep(STUCK)", "ctypes.CDLL(None).sleep(STUCK)"],
     ids=["python-sleep", "libc-sleep"],
 )
 def test_run_longer_than_the_timeout_is_killed(tmp_path, worker, stuck):
@@ -345,6 +351,8 @@ def test_run_longer_than_the_timeout_is_killed(tmp_path, worker, stuck):
         f"""
         import ctypes
         import time
+
+        STUCK = {STUCK}
 
         def run(mini_batch):
             {stuck}
@@ -360,21 +368,46 @@ def test_run_longer_than_the_timeout_is_killed(tmp_path, worker, stuck):
     assert result.category == "timeout"
     assert "run_invocation_timeout=1s" in result.message
     assert result.items == 2
-    assert 1 <= elapsed < 5
-    assert 1 <= result.run_seconds < 5
+    # It waited for the timeout, and was killed long before run() would have returned by itself
+    # (the upper bound only tells a kill from a wait for run(), however busy the machine).
+    assert 1 <= elapsed < STUCK
+    assert 1 <= result.run_seconds < STUCK
     assert not w.alive()
 
 
 def test_the_timeout_bounds_run_itself_not_the_writing_of_its_results(tmp_path, worker):
-    # A fresh worker has not imported pandas yet: counting and writing a csv part takes far more
-    # than 50 ms, but run() itself returns at once.
-    w = worker(SCRIPTS / "run_only_script.py")
+    # run() returns at once; writing its results takes longer than the whole timeout (the first
+    # result's str() sleeps past it, so the write outlasts the timeout however busy the machine).
+    script = write_script(
+        tmp_path,
+        """
+        import time
+
+        class SlowToWrite:
+            slept = False
+
+            def __init__(self, text):
+                self.text = text
+
+            def __str__(self):
+                if not SlowToWrite.slept:
+                    SlowToWrite.slept = True
+                    time.sleep(WRITE_SECONDS)
+                return self.text
+
+        def run(mini_batch):
+            return [SlowToWrite(path.rsplit("/", 1)[-1]) for path in mini_batch]
+    """.replace("WRITE_SECONDS", str(RUN_TIMEOUT + 0.5)),
+    )
+    w = worker(script)
     w.start()
-    part = tmp_path / "part.csv"
-    result = w.run(files_batch(tmp_path / "in", ["a.txt", "b.txt"]), str(part), "csv", timeout=0.05)
+    part = tmp_path / "part.txt"
+    started = time.monotonic()
+    result = w.run(files_batch(tmp_path / "in", ["a.txt", "b.txt"]), str(part), "text", timeout=RUN_TIMEOUT)
     assert result.ok, result
-    assert result.run_seconds < 0.05
-    assert part.read_text().splitlines() == ["result", "content of a.txt", "content of b.txt"]
+    assert time.monotonic() - started > RUN_TIMEOUT  # the write did outlast the timeout
+    assert result.run_seconds < RUN_TIMEOUT
+    assert part.read_text().splitlines() == ["a.txt", "b.txt"]
 
 
 def _gone(pid: int) -> bool:
@@ -386,7 +419,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(300)
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to see whether a process exited")
 def test_timeout_also_kills_the_processes_run_started(tmp_path, worker):
     pid_file = tmp_path / "child.pid"
@@ -405,16 +438,17 @@ def test_timeout_also_kills_the_processes_run_started(tmp_path, worker):
     )
     w = worker(script)
     w.start()
-    result = w.run(files_batch(tmp_path / "in", ["a.txt"]), None, "text", timeout=1)
+    # The timeout leaves run() ample time to start its child even on a busy machine.
+    result = w.run(files_batch(tmp_path / "in", ["a.txt"]), None, "text", timeout=5)
     assert result.category == "timeout"
     child = int(pid_file.read_text())
-    deadline = time.monotonic() + 3
+    deadline = time.monotonic() + 120  # only bounds a hang: a killed child is gone within moments
     while not _gone(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(child), "a process started by run() outlived the killed worker"
 
 
-@pytest.mark.timeout(30)
+@pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     ("dies", "how"),
     [("os._exit(3)", "exit code 3"), ("os.kill(os.getpid(), signal.SIGKILL)", "signal 9")],
@@ -436,8 +470,9 @@ def test_worker_that_dies_in_run_is_reported_as_died_without_waiting_for_the_tim
     w = worker(script)
     w.start()
     started = time.monotonic()
-    result = w.run(files_batch(tmp_path / "in", ["a.txt"]), None, "text", timeout=20)
-    assert time.monotonic() - started < 5
+    result = w.run(files_batch(tmp_path / "in", ["a.txt"]), None, "text", timeout=RUN_TIMEOUT_NEVER)
+    # Not a timeout: the death was seen when it happened, not after run_invocation_timeout.
+    assert time.monotonic() - started < RUN_TIMEOUT_NEVER
     assert not result.ok
     assert result.category == "worker_died"
     assert "mb-000000" in result.message

@@ -162,6 +162,15 @@ def virtual_clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
     return clock
 
 
+def failing_calls(fs: type[FlakyFileSystem]) -> dict[tuple[str, str], int]:
+    """Return how often each (operation, path) that failed was called.
+
+    How long a persistent error takes is a property of these counts and of the virtual clock,
+    not of the wall clock, which a busy machine stretches.
+    """
+    return {key: n for key, n in fs.calls.items() if fs.failed[key]}
+
+
 @pytest.fixture
 def flaky() -> Iterator[type[FlakyFileSystem]]:
     fs = FlakyFileSystem
@@ -262,6 +271,8 @@ def test_a_listing_error_that_persists_fails_the_partition_after_the_budget_and_
     assert f"flaky://{root}/in" in message and "kept failing after retries" in message
     assert isinstance(info.value.__cause__, (ConnectionError, TimeoutError))
     assert max(n for (o, _), n in flaky.calls.items() if o == op) > 1, "the call was not retried"
+    # Quickly: the first failing call costs the policy's tries once (no tries nested in tries), then stops.
+    assert list(failing_calls(flaky).values()) == [len(virtual_clock.sleeps) + 1], failing_calls(flaky)
 
 
 def test_an_input_read_error_that_persists_fails_the_task_as_a_storage_error_not_an_input_error(
@@ -286,6 +297,8 @@ def test_an_input_read_error_that_persists_fails_the_task_as_a_storage_error_not
     assert retries.DEFAULT_RETRY_SECONDS >= 60 and virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS
     assert virtual_clock.time + max(virtual_clock.sleeps) > retries.DEFAULT_RETRY_SECONDS
     # No status calls the input bad: the mini-batch is not counted as a permanent input failure.
+    # Quickly: the broken file costs the policy's tries once, not tries nested in tries.
+    assert failing_calls(flaky) == {("get_file", broken): len(virtual_clock.sleeps) + 1}
     status_of_broken = f"{root}/out/_parallelrun/status/mb-000001.json"
     assert status_of_broken not in flaky.store
 
@@ -313,6 +326,8 @@ def test_an_output_write_error_that_persists_fails_the_run_step_naming_the_path(
         engine.run_mini_batch(0, spec)
     assert f"write_bytes {status_path!r} kept failing" in str(info.value)
     assert retries.DEFAULT_RETRY_SECONDS - 10 <= virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS
+    # The policy's tries once, not tries nested in tries or in mini-batch tries.
+    assert failing_calls(flaky) == {("pipe_file", status_path): len(virtual_clock.sleeps) + 1}
     assert flaky.calls[("pipe_file", status_path)] > 1
     assert status_path not in flaky.store
 

@@ -26,7 +26,7 @@ def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path
         "import pathlib, time\n"
         "def run(mini_batch):\n"
         f"    pathlib.Path({str(started)!r}).touch()\n"
-        "    time.sleep(120)\n"
+        "    time.sleep(3600)\n"
         "    return mini_batch\n"
     )
     parent_code = textwrap.dedent(
@@ -36,20 +36,21 @@ def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path
         worker = WorkerProcess(WorkerSettings(entry_script={str(script)!r}, working_dir={str(tmp_path)!r}))
         worker.start()
         print(worker.process.pid, flush=True)
-        worker.run(MiniBatch(index=0, kind="files", files=("a",)), None, "text", timeout=120)
+        worker.run(MiniBatch(index=0, kind="files", files=("a",)), None, "text", timeout=3600)
         """
     )
     parent = subprocess.Popen([sys.executable, "-c", parent_code], stdout=subprocess.PIPE, text=True)
     try:
         assert parent.stdout is not None
         worker_pid = int(parent.stdout.readline())
-        deadline = time.monotonic() + 30
+        # The deadlines only bound a hang: the worker sees its parent gone within about a second.
+        deadline = time.monotonic() + 120
         while not started.exists() and time.monotonic() < deadline:
             time.sleep(0.05)
         assert started.exists() and _running(worker_pid)
         parent.kill()
-        parent.wait(timeout=10)
-        deadline = time.monotonic() + 10
+        parent.wait(timeout=120)
+        deadline = time.monotonic() + 120
         while _running(worker_pid) and time.monotonic() < deadline:
             time.sleep(0.1)
         assert not _running(worker_pid), "the worker outlived its killed parent"
@@ -81,13 +82,29 @@ def test_a_kill_during_run_ends_the_try_as_worker_died_not_an_exception(tmp_path
     from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings, kill_live_workers
 
     script = tmp_path / "score.py"
-    script.write_text("import time\ndef run(mini_batch):\n    time.sleep(30)\n    return mini_batch\n")
+    in_run = tmp_path / "in-run"
+    script.write_text(
+        "import pathlib, time\n"
+        "def run(mini_batch):\n"
+        f"    pathlib.Path({str(in_run)!r}).touch()\n"
+        "    time.sleep(3600)\n"
+        "    return mini_batch\n"
+    )
     worker = WorkerProcess(WorkerSettings(entry_script=str(script), working_dir=str(tmp_path)))
     worker.start()
-    killer = threading.Timer(1.0, kill_live_workers)
+
+    def kill_once_in_run() -> None:
+        # run() itself says it started: the kill lands inside it, however busy the machine.
+        deadline = time.monotonic() + 120
+        while not in_run.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        kill_live_workers()
+
+    killer = threading.Thread(target=kill_once_in_run)
     killer.start()
     started = time.monotonic()
-    result = worker.run(MiniBatch(index=0, kind="files", files=("a",)), None, "text", timeout=60)
+    result = worker.run(MiniBatch(index=0, kind="files", files=("a",)), None, "text", timeout=600)
     killer.join()
-    assert time.monotonic() - started < 15
+    assert in_run.exists()
+    assert time.monotonic() - started < 600  # ended by the kill, not by the timeout
     assert not result.ok and result.category == "worker_died"
