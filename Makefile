@@ -2,6 +2,7 @@
 #   make demo   - create .venv, install, initialise an embedded Airflow (SQLite), make the example
 #                 data and model, run the digits example DAG with `airflow dags test`, show its outputs
 #   make test   - create .venv, install, run ruff, mypy and the whole test suite
+#   (make test-quick: the unit tests only; make test-under-load: the suite twice, one core kept busy)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -13,7 +14,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-quick test-under-load lint clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +36,14 @@ lint: install
 
 test: lint
 	$(BIN)/python -m pytest
+
+# The quick subset: unit tests and doctests, about a minute.
+test-quick: install
+	$(BIN)/python -m pytest -m "not slow and not airflow" tests/unit airflow_parallelrun/core
+
+# The whole suite twice in a row with one CPU core kept busy by a burner process.
+test-under-load: install
+	tools/stress.sh -r 2 -- $(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) .airflow-home .pytest_cache .mypy_cache .ruff_cache build *.egg-info
