@@ -227,11 +227,23 @@ def dag_run_is_active(owner: dict[str, Any]) -> bool:
     try:
         state = RuntimeTaskInstance.get_dagrun_state(dag_id=owner["dag_id"], run_id=owner["run_id"])
     except Exception as exc:
-        text = str(exc).lower()
-        if "not found" in text or "404" in text:
+        if _http_status(exc) == 404:
             return False
         raise
     return str(getattr(state, "value", state)) in ACTIVE_DAG_RUN_STATES
+
+
+def _http_status(exc: Exception) -> int | None:
+    """Return the HTTP status of an Execution API error, as a task process or ``dag.test()`` gets it.
+
+    Under a supervisor the task gets an ``AirflowRuntimeError`` whose detail holds the status;
+    in ``dag.test()`` the API client's ``ServerResponseError`` (an httpx error) comes through.
+    """
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status is None:
+        detail = getattr(getattr(exc, "error", None), "detail", None)
+        status = detail.get("status_code") if isinstance(detail, dict) else None
+    return int(status) if status is not None else None
 
 
 def run_config(context: Context, config: ParallelRunConfig, partition_task_id: str) -> ParallelRunConfig:

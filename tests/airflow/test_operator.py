@@ -211,3 +211,31 @@ def test_an_aggregate_without_a_partition_says_what_is_known_and_nothing_else(
     assert isinstance(error, AirflowFailException)
     assert says in str(error)
     assert "state None" not in str(error)
+
+
+def test_a_deleted_dag_run_reads_as_not_found_both_under_a_supervisor_and_in_dag_test():
+    """The two shapes of the Execution API's 404 that get_dagrun_state raises."""
+    import httpx
+    from airflow.sdk.api.client import ServerResponseError
+    from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
+    from airflow.sdk.execution_time.comms import ErrorResponse
+
+    from airflow_parallelrun.operators.parallel_run import _http_status
+
+    under_supervisor = AirflowRuntimeError(
+        ErrorResponse(
+            error=ErrorType.API_SERVER_ERROR,
+            detail={
+                "status_code": 404,
+                "message": "Server returned error",
+                "detail": {"reason": "not_found"},
+            },
+        )
+    )
+    request = httpx.Request("GET", "http://in-process/dag-runs/d/r/state")
+    in_dag_test = ServerResponseError(
+        "Server returned error", request=request, response=httpx.Response(404, request=request)
+    )
+    assert _http_status(under_supervisor) == 404
+    assert _http_status(in_dag_test) == 404
+    assert _http_status(RuntimeError("Dag run not found in the text only")) is None

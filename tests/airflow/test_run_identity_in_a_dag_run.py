@@ -128,3 +128,52 @@ def test_a_failing_aggregate_writes_a_failed_summary_and_is_not_retried(
     assert _tries(dag_run, "score.aggregate") == 1
     summary = json.loads((out / "_parallelrun" / "summary.json").read_text())
     assert summary["status"] == "failed" and summary["step"] == "aggregate" and summary["error"]
+
+
+ONE_RUN_DAG = """
+from datetime import timedelta
+
+from airflow.sdk import DAG
+from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+with DAG("{dag_id}", schedule=None) as dag:
+    ParallelRunOperator(
+        task_id="score",
+        inputs=FileDataset(path="{input}", pattern="*.txt"),
+        output_path="{output}",
+        config=ParallelRunConfig(entry_script="{script}", mini_batch_size="2", warm_workers=False),
+        retries=2,
+        retry_delay=timedelta(seconds=0),
+    )
+"""
+
+
+def test_a_path_left_unfinished_by_a_dag_run_that_no_longer_exists_is_taken_over(
+    write_dag, tmp_path: Path, inputs
+) -> None:
+    from airflow_parallelrun.core import engine
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.datasets import FileDataset
+
+    folder, script = inputs
+    out = tmp_path / "out"
+    # A run whose DAG run was deleted while it ran: its manifest stays, its summary says "running".
+    gone = {"dag_id": "deleted_dag", "run_id": "manual__deleted", "task_id": "score.partition"}
+    spec = engine.RunSpec(
+        output_path=str(out),
+        config=ParallelRunConfig(entry_script=str(script), mini_batch_size="2"),
+        entry_script=str(script),
+    )
+    engine.partition(
+        FileDataset(path=str(folder), pattern="*.txt"), spec, owner=gone, is_active=lambda o: True
+    )
+    assert json.loads((out / "_parallelrun" / "summary.json").read_text())["status"] == "running"
+
+    dag = write_dag(
+        ONE_RUN_DAG.format(dag_id="takes_over_a_gone_run", input=folder, output=out, script=script)
+    )
+    dag_run = dag.test()
+
+    assert task_instances(dag_run)[("score.aggregate", -1)][0] == "success"
+    summary = json.loads((out / "_parallelrun" / "summary.json").read_text())
+    assert summary["status"] == "succeeded" and summary["owner"]["dag_id"] == "takes_over_a_gone_run"
