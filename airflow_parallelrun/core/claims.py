@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import socket
 import threading
@@ -43,7 +42,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.paths import has_parent_segment
-from airflow_parallelrun.core.storage import Location, call_with_retries
+from airflow_parallelrun.core.storage import Location, call_with_retries, write_local_file
 
 CLAIMS_FOLDER = "_parallelrun_claims"
 #: How many files one trigger event or one sensor's XCom carries unless told otherwise.
@@ -364,22 +363,9 @@ class ClaimLedger:
                     return False
                 fs.pipe_file(path, data)
                 return True
-        folder = os.path.dirname(path)
-        os.makedirs(folder, exist_ok=True)
-        tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            # A link is created whole or not at all, and fails when the name exists: an exclusive
-            # create that never shows a half-written record.
-            os.link(tmp, path)
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
-        return True
+        # A hard link is created whole or not at all, and fails when the name exists: an exclusive
+        # create that never shows a half-written record.
+        return write_local_file(path, data, exclusive=True)
 
     def claim(self, stat: FileStat, owner: str, batch: str | None = None) -> bool:
         """Claim one file for ``owner``; tell whether this call took it (False: someone had it)."""
