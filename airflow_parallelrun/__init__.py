@@ -14,18 +14,20 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "ParallelRunOperator": "airflow_parallelrun.operators.parallel_run",
     "ParallelRunConfig": "airflow_parallelrun.core.config",
-    "FileDataset": "airflow_parallelrun.core.datasets",
-    "TabularDataset": "airflow_parallelrun.core.datasets",
-    "EntryScript": "airflow_parallelrun.core.entry_script",
+    "FileDataset": "airflow_parallelrun.core.inputs.datasets",
+    "TabularDataset": "airflow_parallelrun.core.inputs.datasets",
+    "EntryScript": "airflow_parallelrun.core.execution.entry_script",
     "ParallelRunError": "airflow_parallelrun.core.errors",
     "ConfigError": "airflow_parallelrun.core.errors",
     "NewFilesSensor": "airflow_parallelrun.sensors.new_files",
     "NewFilesTrigger": "airflow_parallelrun.triggers.new_files",
     "TRIGGERING_FILES": "airflow_parallelrun.triggers.new_files",
+    "ClaimLedger": "airflow_parallelrun.core.storage.claims",
 }
 
 __all__ = [
     "TRIGGERING_FILES",
+    "ClaimLedger",
     "ConfigError",
     "EntryScript",
     "FileDataset",
@@ -40,9 +42,10 @@ __all__ = [
 
 if TYPE_CHECKING:
     from airflow_parallelrun.core.config import ParallelRunConfig
-    from airflow_parallelrun.core.datasets import FileDataset, TabularDataset
-    from airflow_parallelrun.core.entry_script import EntryScript
     from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
+    from airflow_parallelrun.core.execution.entry_script import EntryScript
+    from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.storage.claims import ClaimLedger
     from airflow_parallelrun.operators.parallel_run import ParallelRunOperator
     from airflow_parallelrun.sensors.new_files import NewFilesSensor
     from airflow_parallelrun.triggers.new_files import TRIGGERING_FILES, NewFilesTrigger

@@ -46,15 +46,16 @@ def main() -> None:
     parser.add_argument("--config", default="{}")
     args = parser.parse_args()
 
-    from airflow_parallelrun.core import engine
+    from airflow_parallelrun.core import steps
     from airflow_parallelrun.core.config import ParallelRunConfig
-    from airflow_parallelrun.core.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.spec import RunSpec
 
     config_fields = json.loads(args.config)
     if args.mini_batch_size:
         config_fields["mini_batch_size"] = args.mini_batch_size
     config = ParallelRunConfig(entry_script="probe.py", **config_fields)
-    spec = engine.RunSpec(output_path=args.output, config=config, entry_script="", arguments=())
+    spec = RunSpec(output_path=args.output, config=config, entry_script="", arguments=())
     # What a step needs beyond its imports shows after they are paid.
     import pandas  # noqa: F401
     import pyarrow.parquet  # noqa: F401
@@ -68,9 +69,9 @@ def main() -> None:
         fields = json.loads(args.dataset)
         kind = fields.pop("kind")
         dataset = TabularDataset(**fields) if kind == "tabular" else FileDataset(**fields)
-        result = {"descriptors": len(engine.partition(dataset, spec, max_tasks=1024))}
+        result = {"descriptors": len(steps.partition(dataset, spec, max_tasks=1024))}
     else:
-        summary = engine.aggregate(spec)
+        summary = steps.aggregate(spec)
         result = {"total_mini_batches": summary["total_mini_batches"], "status": summary["status"]}
     seconds = time.perf_counter() - started
     peak = _status_mb("VmHWM")

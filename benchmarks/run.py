@@ -102,7 +102,7 @@ def measure_one(contender: Contender, job: Job, rep: int, runs: Path, keep: bool
 
 
 def partition_probes(paths: Paths, size: Size, jobs: list[Job], scratch: Path) -> list[dict[str, Any]]:
-    """Measure ``engine.partition``'s peak memory on each input, in a fresh process each."""
+    """Measure ``steps.partition``'s peak memory on each input, in a fresh process each."""
     probes = []
     for job in jobs:
         if job.tabular:

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator, TaskGroup
 
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset, files_from_rendered
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.inputs.datasets import Dataset, FileDataset, TabularDataset, files_from_rendered
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -58,7 +58,7 @@ def use_connections(
     root: str | None, input_conn_id: str | None, output_path: str | None, output_conn_id: str | None
 ) -> None:
     """Register the Connections' storage options for the input and output of this task's run."""
-    from airflow_parallelrun.core.storage import set_storage_options
+    from airflow_parallelrun.core.storage.location import set_storage_options
 
     if input_conn_id and root:
         set_storage_options(root, storage_options_from_connection(input_conn_id))
@@ -140,7 +140,7 @@ def _check_arguments(arguments: Any) -> list[str]:
 
 def _check_files(value: Any, root: str | None) -> Any:
     """Return rendered ``files`` as a list; raise ``ConfigError`` for a value that cannot be one."""
-    from airflow_parallelrun.core.paths import check_path, is_within
+    from airflow_parallelrun.core.inputs.paths import check_path, is_within
 
     files = files_from_rendered(value)
     if files is None:
@@ -175,7 +175,7 @@ _FIELD_NAMES = {"input_path": "inputs.path", "input_files": "inputs.files", "con
 
 
 def _spec(output_path: str, config: ParallelRunConfig, entry_script: str, arguments: Sequence[str]) -> Any:
-    from airflow_parallelrun.core.engine import RunSpec
+    from airflow_parallelrun.core.spec import RunSpec
 
     return RunSpec(
         output_path=output_path,
@@ -220,7 +220,7 @@ def dag_run_is_active(owner: dict[str, Any]) -> bool:
     """Tell whether the DAG run that owns a run at an output path is still queued or running.
 
     A DAG run that no longer exists is not active; any other error to read its state propagates,
-    and the partition refuses to take the path over (see ``engine.partition``).
+    and the partition refuses to take the path over (see ``steps.partition``).
     """
     from airflow.sdk.execution_time.task_runner import RuntimeTaskInstance
 
@@ -311,9 +311,9 @@ class PartitionOperator(BaseOperator):
                 ) from None
 
     def execute(self, context: Context) -> list[dict[str, Any]]:
-        from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core import steps
         from airflow_parallelrun.core.errors import OutputPathInUse
-        from airflow_parallelrun.core.paths import check_path
+        from airflow_parallelrun.core.inputs.paths import check_path
 
         config = self.config
         if self.config_templates:
@@ -339,9 +339,9 @@ class PartitionOperator(BaseOperator):
         root = input_root(dataset.path, dataset.files)
         use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
         spec = _spec(output_path, config, self.entry_script, arguments)
-        run_key = engine.new_run_key()
+        run_key = steps.new_run_key()
         try:
-            descriptors = engine.partition(
+            descriptors = steps.partition(
                 dataset,
                 spec,
                 resume=self.resume,
@@ -354,7 +354,7 @@ class PartitionOperator(BaseOperator):
             raise _fail(str(exc)) from exc
         except ConfigError as exc:
             raise _fail(f"this run's configuration is invalid: {exc}") from None
-        if warming := engine.start_warm_workers(spec, len(descriptors)):
+        if warming := steps.start_warm_workers(spec, len(descriptors)):
             self.log.info(
                 "starting %d warm worker(s) on this node while the run tasks are scheduled", warming
             )
@@ -394,9 +394,9 @@ class RunMiniBatchOperator(BaseOperator):
         self.arguments = list(arguments)
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core import steps
         from airflow_parallelrun.core.errors import RunSuperseded
-        from airflow_parallelrun.core.status import SKIPPED
+        from airflow_parallelrun.core.outputs.status import SKIPPED
 
         ti = context["ti"]
         output_path = pull_output_path(
@@ -411,7 +411,7 @@ class RunMiniBatchOperator(BaseOperator):
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.
         try:
-            statuses = engine.run_mini_batches(
+            statuses = steps.run_mini_batches(
                 range(first, first + count),
                 spec,
                 run_id=context["run_id"],
@@ -444,7 +444,7 @@ class RunMiniBatchOperator(BaseOperator):
 
     def on_kill(self) -> None:
         """Kill the entry-script worker with the task: Airflow sends SIGTERM, then SIGKILL."""
-        from airflow_parallelrun.core.runner import kill_live_workers
+        from airflow_parallelrun.core.execution.runner import kill_live_workers
 
         if killed := kill_live_workers():
             self.log.warning("killed %d entry-script worker process(es) with the task", killed)
@@ -481,7 +481,7 @@ class AggregateOperator(BaseOperator):
         self.output_conn_id = output_conn_id
 
     def execute(self, context: Context) -> dict[str, Any]:
-        from airflow_parallelrun.core import engine
+        from airflow_parallelrun.core import steps
         from airflow_parallelrun.core.errors import ParallelRunError, ThresholdExceeded
 
         output_path = pull_output_path(
@@ -491,7 +491,7 @@ class AggregateOperator(BaseOperator):
             raise self._no_partition(context)
         config = run_config(context, self.config, self.partition_task_id)
         try:
-            summary = engine.aggregate(
+            summary = steps.aggregate(
                 _spec(output_path, config, "", ()),
                 run_id=context["run_id"],
                 run_key=pull_run_key(context, self.partition_task_id),

@@ -9,8 +9,8 @@ from typing import Any
 
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
-from airflow_parallelrun.core.claims import DEFAULT_CLAIM_RETENTION, DEFAULT_MAX_FILES
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.storage.claims import DEFAULT_CLAIM_RETENTION, DEFAULT_MAX_FILES
 
 #: The Jinja expression that renders the files of a run's triggering NewFilesTrigger events as a
 #: JSON list, for ``FileDataset(files=TRIGGERING_FILES)``.
@@ -25,7 +25,7 @@ class NewFilesTrigger(BaseEventTrigger):
 
     A file counts once it has kept its size and modification time for ``settle_seconds`` and no
     one has claimed it in the ledger at ``state_path`` (default ``<path>/_parallelrun_claims``,
-    see :mod:`airflow_parallelrun.core.claims`).
+    see :mod:`airflow_parallelrun.core.storage.claims`).
 
     With ``claim=True`` (the default, for an ``AssetWatcher``) the trigger claims the files itself
     and fires one event per poll that took any, with payload ``{"status": "success", "files":
@@ -62,7 +62,7 @@ class NewFilesTrigger(BaseEventTrigger):
         claim_retention: timedelta | float | None = DEFAULT_CLAIM_RETENTION,
     ) -> None:
         super().__init__()
-        from airflow_parallelrun.core.claims import check_watch, retention_seconds
+        from airflow_parallelrun.core.storage.claims import check_watch, retention_seconds
 
         check_watch(path, pattern, settle_seconds, max_files)
         if (
@@ -124,7 +124,7 @@ class NewFilesTrigger(BaseEventTrigger):
         return f"path={self.path!r} pattern={self.pattern!r} state_path={self.state_path!r}"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_parallelrun.core.claims import NewFiles
+        from airflow_parallelrun.core.storage.claims import NewFiles
 
         try:
             options = await self._storage_options()

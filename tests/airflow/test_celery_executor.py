@@ -177,7 +177,9 @@ def _processes_naming(folders: Iterable[Path]) -> list[psutil.Process]:
 def pool_processes(pool_dir: Path) -> list[psutil.Process]:
     """Return the live warm worker pools of one node and their entry-script workers."""
     pools = [
-        p for p in _processes_naming([pool_dir]) if "airflow_parallelrun.core.pool" in " ".join(p.cmdline())
+        p
+        for p in _processes_naming([pool_dir])
+        if "airflow_parallelrun.core.execution.pool" in " ".join(p.cmdline())
     ]
     found = {p.pid: p for p in pools}
     for pool in pools:

@@ -48,7 +48,7 @@ def locked_store(monkeypatch: pytest.MonkeyPatch):
         json.dumps({"conn_type": "generic", "login": "scorer", "password": SECRET, "extra": {}}),
     )
     yield fs
-    from airflow_parallelrun.core.storage import clear_storage_options
+    from airflow_parallelrun.core.storage.location import clear_storage_options
 
     clear_storage_options()
     LockedFileSystem.store.clear()

@@ -13,7 +13,7 @@ import fsspec
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_parallelrun.core.claims import ClaimLedger, FileStat, default_state_path
+from airflow_parallelrun.core.storage.claims import ClaimLedger, FileStat, default_state_path
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 

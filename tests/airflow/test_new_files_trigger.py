@@ -50,7 +50,7 @@ class Listings:
 
 @pytest.fixture
 def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
-    from airflow_parallelrun.core import claims
+    from airflow_parallelrun.core.storage import claims
 
     counter, real = Listings(), claims.list_files
 
@@ -301,7 +301,7 @@ def test_triggering_files_renders_the_files_of_every_triggering_event_as_json() 
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
     from airflow.sdk.execution_time.context import TriggeringAssetEventsAccessor
 
-    from airflow_parallelrun.core.datasets import files_from_rendered
+    from airflow_parallelrun.core.inputs.datasets import files_from_rendered
 
     def event(asset: str, extra: dict[str, Any]) -> AssetEventDagRunReferenceResult:
         return AssetEventDagRunReferenceResult.model_validate(
@@ -407,7 +407,7 @@ def test_a_trigger_cancelled_between_claiming_and_firing_leaves_its_files_to_the
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The worst moment: the files are claimed in the thread, the task is cancelled before it yields."""
-    from airflow_parallelrun.core.claims import ClaimLedger, default_state_path
+    from airflow_parallelrun.core.storage.claims import ClaimLedger, default_state_path
 
     files = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
     for name in files:

@@ -151,20 +151,21 @@ with DAG("{dag_id}", schedule=None) as dag:
 def test_a_path_left_unfinished_by_a_dag_run_that_no_longer_exists_is_taken_over(
     write_dag, tmp_path: Path, inputs
 ) -> None:
-    from airflow_parallelrun.core import engine
+    from airflow_parallelrun.core import steps
     from airflow_parallelrun.core.config import ParallelRunConfig
-    from airflow_parallelrun.core.datasets import FileDataset
+    from airflow_parallelrun.core.inputs.datasets import FileDataset
+    from airflow_parallelrun.core.spec import RunSpec
 
     folder, script = inputs
     out = tmp_path / "out"
     # A run whose DAG run was deleted while it ran: its manifest stays, its summary says "running".
     gone = {"dag_id": "deleted_dag", "run_id": "manual__deleted", "task_id": "score.partition"}
-    spec = engine.RunSpec(
+    spec = RunSpec(
         output_path=str(out),
         config=ParallelRunConfig(entry_script=str(script), mini_batch_size="2"),
         entry_script=str(script),
     )
-    engine.partition(
+    steps.partition(
         FileDataset(path=str(folder), pattern="*.txt"), spec, owner=gone, is_active=lambda o: True
     )
     assert json.loads((out / "_parallelrun" / "summary.json").read_text())["status"] == "running"

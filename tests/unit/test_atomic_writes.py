@@ -1,4 +1,4 @@
-"""Every write of the run's storage is atomic and durable (core/storage.py).
+"""Every write of the run's storage is atomic and durable (core/storage/location.py).
 
 Local disk: the bytes are fsynced before the rename that publishes them, and the folder after
 it, so that after a power loss a status never claims a part that is empty. A filesystem with no
@@ -19,9 +19,9 @@ import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from airflow_parallelrun.core import retries, storage
 from airflow_parallelrun.core.errors import StorageError
-from airflow_parallelrun.core.storage import Location, has_atomic_put, write_file, write_local_file
+from airflow_parallelrun.core.storage import location, retries
+from airflow_parallelrun.core.storage.location import Location, has_atomic_put, write_file, write_local_file
 
 
 class HalfWriteFileSystem(DirFileSystem):
@@ -193,4 +193,4 @@ def test_object_stores_and_memory_publish_in_one_put_without_a_temporary_name(tm
     assert has_atomic_put(S3Like()) and not has_atomic_put(
         HalfWriteFileSystem(path=str(tmp_path), fs=LocalFileSystem())
     )
-    assert {"s3", "gs", "abfs", "az"} <= storage.ATOMIC_PUT_PROTOCOLS
+    assert {"s3", "gs", "abfs", "az"} <= location.ATOMIC_PUT_PROTOCOLS

@@ -5,7 +5,7 @@ the failed items are counted, and the status, the dead letter and ``processed_mi
 name the file and the cause. Every run has ``error_threshold=-1`` so that the aggregate returns
 its summary instead of raising, and the counts can be read.
 
-What each bad input does (decided here, and in ``core/reading.py``):
+What each bad input does (decided here, and in ``core/inputs/reading.py``):
 
 - zero-byte csv: its mini-batch fails (no header line), with the 0 items it holds. A zero-byte
   jsonl file is an empty table: a succeeded mini-batch of 0 items, run() is not called. A
@@ -44,19 +44,19 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_parallelrun.core import engine
+from airflow_parallelrun.core import steps
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
-from airflow_parallelrun.core.engine import RunSpec
 from airflow_parallelrun.core.errors import TableReadError
-from airflow_parallelrun.core.manifest import iter_mini_batches, read_manifest_header
-from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.partition import NO_FILES_NOTE, partition_dataset
-from airflow_parallelrun.core.reading import read_table_rows
-from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.inputs.byte_ranges import read_line_range
+from airflow_parallelrun.core.inputs.datasets import Dataset, FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.inputs.reading import read_table_rows
+from airflow_parallelrun.core.inputs.splitting import NO_FILES_NOTE, partition_dataset
+from airflow_parallelrun.core.outputs.status import BatchStatus
 from airflow_parallelrun.core.sizes import MiniBatchSize
-from airflow_parallelrun.core.status import BatchStatus
-from airflow_parallelrun.core.text_table import read_line_range
+from airflow_parallelrun.core.spec import RunSpec
+from airflow_parallelrun.core.storage.manifest import iter_mini_batches, read_manifest_header
 
 # A sysctl file that is write-only: the kernel refuses to open it for reading even to root, so
 # it is a real "file the worker may not read" where chmod 000 is not (the tests run as root).
@@ -124,11 +124,11 @@ def run_whole(
         config=ParallelRunConfig(entry_script="x.py", error_threshold=-1, **config),
         entry_script=str(script),
     )
-    descriptors = engine.partition(dataset, spec)
+    descriptors = steps.partition(dataset, spec)
     if before_run is not None:
         before_run()
-    statuses = engine.run_mini_batches(range(sum(d.get("count", 1) for d in descriptors)), spec)
-    summary = engine.aggregate(spec)
+    statuses = steps.run_mini_batches(range(sum(d.get("count", 1) for d in descriptors)), spec)
+    summary = steps.aggregate(spec)
     state = tmp_path / "out" / "_parallelrun"
     with open(state / "processed_mini_batches.csv", newline="") as f:
         report = {row["id"]: row for row in csv.DictReader(f)}

@@ -13,7 +13,8 @@ import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
 
-from airflow_parallelrun.core.claims import (
+from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.storage.claims import (
     ClaimLedger,
     FileStat,
     NewFiles,
@@ -21,7 +22,6 @@ from airflow_parallelrun.core.claims import (
     default_state_path,
     list_files,
 )
-from airflow_parallelrun.core.errors import ConfigError
 
 
 def _write(folder: Path, names: list[str], data: bytes = b"x") -> list[str]:

@@ -10,8 +10,12 @@ import airflow_parallelrun.core as core
 
 
 def test_core_imports_no_airflow_module() -> None:
-    modules = [f"airflow_parallelrun.core.{m.name}" for m in pkgutil.iter_modules(core.__path__)]
-    assert "airflow_parallelrun.core.engine" in modules
+    modules = [m.name for m in pkgutil.walk_packages(core.__path__, prefix="airflow_parallelrun.core.")]
+    # Every subpackage is walked, down to its modules.
+    for name in ("steps.partition", "steps.run", "steps.aggregate", "spec", "inputs.splitting"):
+        assert f"airflow_parallelrun.core.{name}" in modules
+    for name in ("execution.worker", "execution.batch_runner", "outputs.parts", "storage.claims"):
+        assert f"airflow_parallelrun.core.{name}" in modules
     code = (
         "import importlib, sys\n"
         f"for name in {modules!r}:\n"

@@ -1,7 +1,7 @@
 """Counting what a piece holds, and merging parts whatever types each part's rows inferred.
 
-Every run here is real: a real input folder, ``engine.partition``, real worker processes,
-``engine.aggregate``. Entry scripts record their calls to a file named by ``$CALLS_FILE``.
+Every run here is real: a real input folder, ``steps.partition``, real worker processes,
+``steps.aggregate``. Entry scripts record their calls to a file named by ``$CALLS_FILE``.
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from airflow_parallelrun.core import engine
+from airflow_parallelrun.core import steps
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import TabularDataset
-from airflow_parallelrun.core.engine import RunSpec
+from airflow_parallelrun.core.inputs.datasets import TabularDataset
+from airflow_parallelrun.core.spec import RunSpec
 
 # Raises on an empty DataFrame, as many models do ("Expected 2D array, got 0 samples").
 SCORING_SCRIPT = """
@@ -50,9 +50,9 @@ def make_spec(tmp_path: Path, source: str, size: str, fmt: str = "text", **confi
 
 
 def run_all(spec: RunSpec, dataset: TabularDataset) -> tuple[list, dict]:
-    descriptors = engine.partition(dataset, spec)
-    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
-    return statuses, engine.aggregate(spec)
+    descriptors = steps.partition(dataset, spec)
+    statuses = steps.run_mini_batches(range(len(descriptors)), spec)
+    return statuses, steps.aggregate(spec)
 
 
 # --- a piece that holds no row ------------------------------------------------------------------
@@ -163,11 +163,11 @@ def test_a_mini_batch_that_never_ran_counts_the_rows_of_its_piece_or_says_unknow
     folder = tmp_path / "in"
     write_input(folder, "csv", [pd.DataFrame({"id": range(4)}), pd.DataFrame({"id": range(7)})])
     spec = make_spec(tmp_path, ECHO_SCRIPT, "1MB", error_threshold=-1)
-    descriptors = engine.partition(TabularDataset(path=str(folder)), spec)
+    descriptors = steps.partition(TabularDataset(path=str(folder)), spec)
     assert len(descriptors) == 2
     (folder / "b.csv").unlink()  # gone before any task ran: its rows cannot be counted any more
 
-    summary = engine.aggregate(spec)  # no run task ran at all
+    summary = steps.aggregate(spec)  # no run task ran at all
 
     assert summary["failed_mini_batches"] == 2
     # a.csv is still there: its 4 rows are counted. b.csv's are unknown, not a made-up 1.
@@ -193,12 +193,12 @@ def test_remote_files_that_cannot_be_fetched_count_every_file_of_their_mini_batc
         config=ParallelRunConfig(entry_script="x.py", mini_batch_size="3", error_threshold=-1),
         entry_script=str(script),
     )
-    from airflow_parallelrun.core.datasets import FileDataset
+    from airflow_parallelrun.core.inputs.datasets import FileDataset
 
-    descriptors = engine.partition(FileDataset(path=f"memory://{root}/in"), spec)
+    descriptors = steps.partition(FileDataset(path=f"memory://{root}/in"), spec)
     memory.rm(f"{root}/in/f1.txt")  # gone between listing and fetching
 
-    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
+    statuses = steps.run_mini_batches(range(len(descriptors)), spec)
     memory.rm(root, recursive=True)
 
     assert [s.status for s in statuses] == ["failed", "succeeded"]

@@ -1,5 +1,5 @@
-"""Tests for outputs (core/output.py), item counting (core/status.py), failure bounds
-(core/thresholds.py) and the aggregate step (engine.aggregate) on a hand-made run folder.
+"""Tests for outputs (core/outputs/parts.py), item counting (core/outputs/status.py), failure bounds
+(core/outputs/thresholds.py) and the aggregate step (steps.aggregate) on a hand-made run folder.
 """
 
 from __future__ import annotations
@@ -18,26 +18,27 @@ import pytest
 from pandas.testing import assert_frame_equal
 
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import FileDataset
-from airflow_parallelrun.core.engine import RunSpec, aggregate, partition
 from airflow_parallelrun.core.errors import RunOutputError, ThresholdExceeded
-from airflow_parallelrun.core.manifest import read_manifest_header, read_mini_batch
-from airflow_parallelrun.core.output import (
+from airflow_parallelrun.core.inputs.datasets import FileDataset
+from airflow_parallelrun.core.outputs.parts import (
     PART_EXTENSIONS,
     count_results,
     format_text,
     merge_parts,
     write_part,
 )
-from airflow_parallelrun.core.report import REPORT_COLUMNS
-from airflow_parallelrun.core.status import FAILED, SUCCEEDED, BatchStatus, count_items
-from airflow_parallelrun.core.thresholds import (
+from airflow_parallelrun.core.outputs.report import REPORT_COLUMNS
+from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus, count_items
+from airflow_parallelrun.core.outputs.thresholds import (
     AllowedFailedCount,
     AllowedFailedPercent,
     ErrorThreshold,
     RunCounts,
     exceeded,
 )
+from airflow_parallelrun.core.spec import RunSpec
+from airflow_parallelrun.core.steps import aggregate, partition
+from airflow_parallelrun.core.storage.manifest import read_manifest_header, read_mini_batch
 
 # --- format_text: Azure's append_row ---------------------------------------------------------------
 
@@ -415,7 +416,7 @@ def test_zero_mini_batches_exceed_nothing():
     assert exceeded([ErrorThreshold(0), AllowedFailedCount(0), AllowedFailedPercent(0)], empty) == []
 
 
-# --- engine.aggregate on a hand-made run folder ----------------------------------------------------
+# --- steps.aggregate on a hand-made run folder ----------------------------------------------------
 
 FILE_NAMES = [f"{i:02d}.png" for i in range(10)]
 

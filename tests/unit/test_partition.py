@@ -1,4 +1,5 @@
-"""Tests for splitting an input into mini-batches (core/partition.py) and storing them (core/manifest.py).
+"""Tests for splitting an input into mini-batches (core/inputs/splitting.py) and storing them
+(core/storage/manifest.py).
 
 Every test works on real files in ``tmp_path`` and reads each mini-batch back the way a worker
 does, so "every item exactly once, in order" is checked on the data, not on the arithmetic.
@@ -20,21 +21,22 @@ import pyarrow.parquet as pq
 import pytest
 from pandas.testing import assert_frame_equal
 
-from airflow_parallelrun.core import manifest
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import FileDataset, TabularDataset
-from airflow_parallelrun.core.engine import RunSpec, partition
 from airflow_parallelrun.core.errors import InputError
-from airflow_parallelrun.core.manifest import (
+from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
+from airflow_parallelrun.core.inputs.reading import read_table_piece
+from airflow_parallelrun.core.inputs.splitting import partition_dataset
+from airflow_parallelrun.core.sizes import MiniBatchSize
+from airflow_parallelrun.core.spec import RunSpec
+from airflow_parallelrun.core.steps import partition
+from airflow_parallelrun.core.storage import manifest
+from airflow_parallelrun.core.storage.manifest import (
     RunLayout,
     iter_mini_batches,
     read_manifest_header,
     read_mini_batch,
 )
-from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.partition import partition_dataset
-from airflow_parallelrun.core.reading import read_table_piece
-from airflow_parallelrun.core.sizes import MiniBatchSize
 
 
 def files_of(size: int) -> MiniBatchSize:
@@ -459,7 +461,7 @@ def test_truncated_parquet_becomes_one_whole_file_piece_that_fails_to_read(tmp_p
         assert str(bad) in str(info.value)
 
 
-# --- engine.partition and the manifest -----------------------------------------------------------
+# --- steps.partition and the manifest -----------------------------------------------------------
 
 
 def spec_for(output: str, **config) -> RunSpec:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from airflow_parallelrun.core.datasets import FileDataset, TabularDataset
 from airflow_parallelrun.core.errors import ConfigError, InputError
-from airflow_parallelrun.core.partition import partition_dataset
-from airflow_parallelrun.core.paths import check_path
+from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.paths import check_path
+from airflow_parallelrun.core.inputs.splitting import partition_dataset
 from airflow_parallelrun.core.sizes import MiniBatchSize
 
 TEN = MiniBatchSize("files", 10)

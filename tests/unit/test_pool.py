@@ -1,4 +1,4 @@
-"""Warm worker pools (core/pool.py): found, started, limited, leased, timed out, recovered, stopped.
+"""Warm worker pools (core/execution/pool.py): found, started, limited, leased, timed out, recovered, stopped.
 
 Every test starts a real pool process and real workers in a pool folder of its own, and kills
 whatever is left of them by process id when it ends.
@@ -26,8 +26,7 @@ from pathlib import Path
 import pytest
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError
-from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.pool import (
+from airflow_parallelrun.core.execution.pool import (
     POOL_DIR_ENV,
     LeasedWorker,
     PoolSpec,
@@ -37,7 +36,8 @@ from airflow_parallelrun.core.pool import (
     sweep_leftovers,
     warm_pool,
 )
-from airflow_parallelrun.core.runner import WorkerSettings
+from airflow_parallelrun.core.execution.runner import WorkerSettings
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
 SCRIPT = """
 import os, sys, time
@@ -148,8 +148,8 @@ def test_init_runs_once_and_every_lease_after_the_first_gets_the_warm_worker(tmp
 
 LEASE_IN_A_TASK = """
 import json, sys
-from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.pool import PoolSpec, lease_worker
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
+from airflow_parallelrun.core.execution.pool import PoolSpec, lease_worker
 
 spec = PoolSpec.from_dict(json.loads(sys.argv[1]))
 worker = lease_worker(spec)

@@ -18,10 +18,8 @@ from typing import Any
 import fsspec
 import pytest
 
-from airflow_parallelrun.core import engine
+from airflow_parallelrun.core import steps
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import FileDataset
-from airflow_parallelrun.core.engine import RunSpec
 from airflow_parallelrun.core.errors import (
     AggregateError,
     InputError,
@@ -29,8 +27,10 @@ from airflow_parallelrun.core.errors import (
     RunSuperseded,
     StorageError,
 )
-from airflow_parallelrun.core.manifest import read_manifest_header
-from airflow_parallelrun.core.status import SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.inputs.datasets import FileDataset
+from airflow_parallelrun.core.outputs.status import SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.spec import RunSpec
+from airflow_parallelrun.core.storage.manifest import read_manifest_header
 
 # Scores a file as "<its text>"; waits for $GO_FILE (when set) after writing $STARTED_FILE, so a
 # test can act while run() is in the middle of a mini-batch. Counts calls in $COUNT_FILE.
@@ -119,13 +119,13 @@ def test_a_straggler_of_an_earlier_run_publishes_nothing_the_new_run_merges(tmp_
     spec_a = spec_of(
         tmp_path, script, environment_variables={"GO_FILE": str(go), "STARTED_FILE": str(started)}
     )
-    engine.partition(FileDataset(path=str(tmp_path / "in_a")), spec_a, owner=OWNER_A)
+    steps.partition(FileDataset(path=str(tmp_path / "in_a")), spec_a, owner=OWNER_A)
     key_a = run_key(spec_a)
     raised: list[BaseException] = []
 
     def straggler() -> None:
         try:
-            engine.run_mini_batch(0, spec_a, run_key=key_a)
+            steps.run_mini_batch(0, spec_a, run_key=key_a)
         except BaseException as exc:
             raised.append(exc)
 
@@ -134,7 +134,7 @@ def test_a_straggler_of_an_earlier_run_publishes_nothing_the_new_run_merges(tmp_
     wait_for(started, "run A's run()")
     # A is not active any more as far as Airflow knows (say, marked failed): B takes the path over.
     spec_b = spec_of(tmp_path, script)
-    engine.partition(
+    steps.partition(
         FileDataset(path=str(tmp_path / "in_b")), spec_b, owner=OWNER_B, is_active=lambda owner: False
     )
     key_b = run_key(spec_b)
@@ -150,9 +150,9 @@ def test_a_straggler_of_an_earlier_run_publishes_nothing_the_new_run_merges(tmp_
     assert not list((tmp_path / "out" / "_parallelrun").rglob(f"*{key_a[:12]}*"))
     assert not layout.output.exists(layout.status("mb-000000"))
 
-    statuses = engine.run_mini_batches([0, 1], spec_b, run_key=key_b)
+    statuses = steps.run_mini_batches([0, 1], spec_b, run_key=key_b)
     assert all(s.succeeded and s.run_key == key_b for s in statuses)
-    summary = engine.aggregate(spec_b, run_key=key_b)
+    summary = steps.aggregate(spec_b, run_key=key_b)
     assert merged_lines(tmp_path) == ["b0", "b1", "b2", "b3"]
     assert summary["status"] == "succeeded" and summary["run_key"] == key_b
     assert summary["reused_mini_batches"] == 0
@@ -163,15 +163,15 @@ def test_a_straggler_past_its_last_check_cannot_replace_a_part_the_new_run_merge
     write_inputs(tmp_path / "in_a", "a")
     write_inputs(tmp_path / "in_b", "b")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in_a")), spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in_a")), spec)
     key_a = run_key(spec)
-    engine.partition(FileDataset(path=str(tmp_path / "in_b")), spec)
-    engine.run_mini_batches([0, 1], spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in_b")), spec)
+    steps.run_mini_batches([0, 1], spec)
     layout = spec.layout()
     # What A's task publishes for mb-000000 after its check passed: its part, named as A names it.
     layout.output.write_bytes(layout.part("mb-000000", "txt", key_a), b"a0\na1\n")
 
-    engine.aggregate(spec)
+    steps.aggregate(spec)
     assert merged_lines(tmp_path) == ["b0", "b1", "b2", "b3"]
 
 
@@ -179,8 +179,8 @@ def test_statuses_and_parts_of_another_run_are_not_merged(tmp_path, script):
     """A record of a run the manifest does not accept counts as missing, whatever it says."""
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
-    engine.run_mini_batch(0, spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    steps.run_mini_batch(0, spec)
     layout = spec.layout()
     foreign = uuid.uuid4().hex
     part = layout.part("mb-000001", "txt", foreign)
@@ -196,22 +196,22 @@ def test_statuses_and_parts_of_another_run_are_not_merged(tmp_path, script):
     )
     layout.output.write_json(layout.status("mb-000001"), forged.to_dict())
 
-    summary = engine.aggregate(spec)
+    summary = steps.aggregate(spec)
     assert merged_lines(tmp_path) == ["x0", "x1"]
     assert (summary["succeeded_mini_batches"], summary["failed_mini_batches"]) == (1, 1)
 
     # The run's own task is not fooled either: it runs the mini-batch instead of reusing the record.
-    status = engine.run_mini_batch(1, spec)
+    status = steps.run_mini_batch(1, spec)
     assert status.succeeded and status.run_key == run_key(spec)
     assert calls(tmp_path) == ["x0.txt x1.txt", "x2.txt x3.txt"]
-    engine.aggregate(spec)
+    steps.aggregate(spec)
     assert merged_lines(tmp_path) == ["x0", "x1", "x2", "x3"]
 
 
 def test_a_second_run_is_refused_while_the_first_is_active(tmp_path, script):
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
     key_a = run_key(spec)
     asked: list[dict[str, Any]] = []
 
@@ -220,7 +220,7 @@ def test_a_second_run_is_refused_while_the_first_is_active(tmp_path, script):
         return True
 
     with pytest.raises(OutputPathInUse) as info:
-        engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_B, is_active=active)
+        steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_B, is_active=active)
     message = str(info.value)
     assert asked == [OWNER_A]
     assert str(tmp_path / "out") in message and "scheduled__2026-11-28" in message and key_a in message
@@ -234,12 +234,12 @@ def test_a_second_run_is_refused_while_the_first_is_active(tmp_path, script):
         raise ConnectionError("API server unreachable")
 
     with pytest.raises(OutputPathInUse, match=r"cannot be read.*ConnectionError.*API server unreachable"):
-        engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_B, is_active=unknown)
+        steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_B, is_active=unknown)
     assert run_key(spec) == key_a
 
     # A finishes undisturbed.
-    engine.run_mini_batches([0, 1], spec, run_key=key_a)
-    assert engine.aggregate(spec, run_key=key_a)["status"] == "succeeded"
+    steps.run_mini_batches([0, 1], spec, run_key=key_a)
+    assert steps.aggregate(spec, run_key=key_a)["status"] == "succeeded"
 
 
 def test_a_finished_run_or_the_same_dag_run_is_taken_over_without_asking(tmp_path, script):
@@ -249,13 +249,13 @@ def test_a_finished_run_or_the_same_dag_run_is_taken_over_without_asking(tmp_pat
     def never(owner: dict[str, Any]) -> bool:
         raise AssertionError(f"asked whether {owner} is active")
 
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
     # The same DAG run's partition task, cleared and run again, takes its own path over.
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A, is_active=never)
-    engine.run_mini_batches([0, 1], spec)
-    engine.aggregate(spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A, is_active=never)
+    steps.run_mini_batches([0, 1], spec)
+    steps.aggregate(spec)
     # A finished run (its own final summary) is not asked about.
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_B, is_active=never)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_B, is_active=never)
     assert read_manifest_header(spec.layout())["owner"] == OWNER_B
 
 
@@ -265,9 +265,9 @@ def test_a_finished_run_or_the_same_dag_run_is_taken_over_without_asking(tmp_pat
 def test_resume_adopts_the_earlier_runs_succeeded_statuses_and_ignores_a_third_runs(tmp_path, script):
     write_inputs(tmp_path / "in", "x", count=6)
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
     key_a = run_key(spec)
-    engine.run_mini_batch(0, spec, run_key=key_a)
+    steps.run_mini_batch(0, spec, run_key=key_a)
     # A third run's straggler left a succeeded status (and its part) for mb-000001.
     layout = spec.layout()
     key_c = uuid.uuid4().hex
@@ -278,17 +278,17 @@ def test_resume_adopts_the_earlier_runs_succeeded_statuses_and_ignores_a_third_r
     )
     layout.output.write_json(layout.status("mb-000001"), forged.to_dict())
 
-    engine.partition(
+    steps.partition(
         FileDataset(path=str(tmp_path / "in")), spec, resume=True, owner=OWNER_B, is_active=lambda o: False
     )
     header = read_manifest_header(layout)
     key_b = header["run_key"]
     assert header["resumed"] is True and header["accepted_keys"] == [key_b, key_a]
 
-    statuses = engine.run_mini_batches([0, 1, 2], spec, run_key=key_b)
+    statuses = steps.run_mini_batches([0, 1, 2], spec, run_key=key_b)
     assert [s.run_key for s in statuses] == [key_a, key_b, key_b]
     assert calls(tmp_path) == ["x0.txt x1.txt", "x2.txt x3.txt", "x4.txt x5.txt"]
-    summary = engine.aggregate(spec, run_key=key_b)
+    summary = steps.aggregate(spec, run_key=key_b)
     assert merged_lines(tmp_path) == ["x0", "x1", "x2", "x3", "x4", "x5"]
     assert summary["reused_mini_batches"] == 1 and summary["run_key"] == key_b
 
@@ -301,16 +301,16 @@ def test_resume_of_explicit_remote_files_notices_a_changed_content(tmp_path, scr
         for i, url in enumerate(files):
             fs.pipe_file(url.removeprefix("memory://"), f"v1 {i}".encode())
         spec = spec_of(tmp_path, script)
-        engine.partition(FileDataset(files=files), spec)
-        engine.run_mini_batches([0, 1], spec)
-        engine.aggregate(spec)
+        steps.partition(FileDataset(files=files), spec)
+        steps.run_mini_batches([0, 1], spec)
+        steps.aggregate(spec)
 
-        engine.partition(FileDataset(files=files), spec, resume=True)
+        steps.partition(FileDataset(files=files), spec, resume=True)
         assert read_manifest_header(spec.layout())["resumed"] is True
 
         # Same name, new content (and size): the earlier results must not be reused.
         fs.pipe_file(files[2].removeprefix("memory://"), b"version two of f2")
-        engine.partition(FileDataset(files=files), spec, resume=True)
+        steps.partition(FileDataset(files=files), spec, resume=True)
         header = read_manifest_header(spec.layout())
         assert header["resumed"] is False and "the input changed" in header["resume_note"]
     finally:
@@ -324,18 +324,18 @@ def test_resume_of_explicit_remote_files_notices_a_changed_content(tmp_path, scr
 def test_a_new_run_at_an_old_path_never_leaves_the_old_succeeded_summary(tmp_path, script):
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
-    engine.run_mini_batches([0, 1], spec)
-    assert engine.aggregate(spec)["status"] == "succeeded"
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    steps.run_mini_batches([0, 1], spec)
+    assert steps.aggregate(spec)["status"] == "succeeded"
 
     # A new run that fails in its partition step says failed, and why.
     with pytest.raises(InputError):
-        engine.partition(FileDataset(path=str(tmp_path / "missing")), spec)
+        steps.partition(FileDataset(path=str(tmp_path / "missing")), spec)
     summary = summary_of(spec)
     assert summary["status"] == "failed" and "does not exist" in summary["error"]
 
     # A new run whose tasks never finish says running, not succeeded.
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
     assert summary_of(spec)["status"] == "running"
     assert summary_of(spec)["run_key"] == run_key(spec)
 
@@ -343,14 +343,14 @@ def test_a_new_run_at_an_old_path_never_leaves_the_old_succeeded_summary(tmp_pat
 def test_an_aggregate_that_fails_writes_a_failed_summary_first(tmp_path, script):
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script, append_row_format="parquet")
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
-    statuses = engine.run_mini_batches([0, 1], spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    statuses = steps.run_mini_batches([0, 1], spec)
     assert all(s.succeeded for s in statuses)
     # Every mini-batch was scored; then one part is damaged (a storage fault, a truncated upload).
     Path(str(statuses[1].part)).write_bytes(b"not a parquet file")
 
     with pytest.raises(AggregateError) as info:
-        engine.aggregate(spec)
+        steps.aggregate(spec)
     message = str(info.value)
     assert "framework error" in message and "clear the aggregate task" in message
     summary = summary_of(spec)
@@ -361,13 +361,13 @@ def test_an_aggregate_that_fails_writes_a_failed_summary_first(tmp_path, script)
 def test_an_aggregate_of_a_superseded_run_writes_nothing(tmp_path, script):
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
     key_a = run_key(spec)
-    engine.run_mini_batches([0, 1], spec, run_key=key_a)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    steps.run_mini_batches([0, 1], spec, run_key=key_a)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
 
     with pytest.raises(RunSuperseded):
-        engine.aggregate(spec, run_key=key_a)
+        steps.aggregate(spec, run_key=key_a)
     assert summary_of(spec)["status"] == "running" and summary_of(spec)["run_key"] == run_key(spec)
     assert not (tmp_path / "out" / "parallel_run_step.txt").exists()
 
@@ -413,8 +413,8 @@ def test_summary_only_to_a_remote_output_publishes_nothing_of_a_failed_mini_batc
         ),
         entry_script=str(script),
     )
-    engine.partition(FileDataset(path=f"memory://{memory_root}/in"), spec)
-    failed, succeeded = engine.run_mini_batches([0, 1], spec)
+    steps.partition(FileDataset(path=f"memory://{memory_root}/in"), spec)
+    failed, succeeded = steps.run_mini_batches([0, 1], spec)
 
     assert failed.status == "failed" and succeeded.succeeded
     out = f"{memory_root}/out"
@@ -430,13 +430,13 @@ def test_summary_only_to_a_remote_output_publishes_nothing_of_a_failed_mini_batc
 def test_a_file_listed_twice_is_scored_once_and_the_repeat_is_reported(tmp_path, script):
     a, b, c = write_inputs(tmp_path / "in", "x", count=3)
     spec = spec_of(tmp_path, script)
-    descriptors = engine.partition(FileDataset(files=[a, b, a, c, b, a]), spec)
+    descriptors = steps.partition(FileDataset(files=[a, b, a, c, b, a]), spec)
     header = read_manifest_header(spec.layout())
     assert header["input_files"] == 3 and header["duplicate_inputs_dropped"] == [a, b, a]
     assert len(descriptors) == 2
 
-    engine.run_mini_batches([0, 1], spec)
-    summary = engine.aggregate(spec)
+    steps.run_mini_batches([0, 1], spec)
+    summary = steps.aggregate(spec)
     assert merged_lines(tmp_path) == ["x0", "x1", "x2"]
     assert summary["total_items"] == 3 and summary["duplicate_inputs_dropped"] == [a, b, a]
 
@@ -444,7 +444,7 @@ def test_a_file_listed_twice_is_scored_once_and_the_repeat_is_reported(tmp_path,
 def test_a_relative_and_an_absolute_name_of_one_file_are_one_file(tmp_path, script):
     a, _, _ = write_inputs(tmp_path / "in", "x", count=3)
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in"), files=["x0.txt", a, "x1.txt"]), spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in"), files=["x0.txt", a, "x1.txt"]), spec)
     header = read_manifest_header(spec.layout())
     assert header["input_files"] == 2 and header["duplicate_inputs_dropped"] == [a]
 
@@ -452,9 +452,9 @@ def test_a_relative_and_an_absolute_name_of_one_file_are_one_file(tmp_path, scri
 def test_summary_says_which_run_it_belongs_to(tmp_path, script):
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
-    engine.run_mini_batches([0, 1], spec)
-    summary = engine.aggregate(spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec, owner=OWNER_A)
+    steps.run_mini_batches([0, 1], spec)
+    summary = steps.aggregate(spec)
     assert summary["run_key"] == run_key(spec) and summary["owner"] == OWNER_A
     assert json.loads((tmp_path / "out" / "_parallelrun" / "summary.json").read_text()) == summary
     statuses = [json.loads(p.read_text()) for p in (tmp_path / "out" / "_parallelrun" / "status").iterdir()]
@@ -464,12 +464,12 @@ def test_summary_says_which_run_it_belongs_to(tmp_path, script):
 def test_a_failing_publish_is_reported_as_a_storage_error_not_the_scripts(tmp_path, script):
     write_inputs(tmp_path / "in", "x")
     spec = spec_of(tmp_path, script)
-    engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
     # The parts folder cannot be created: a file stands where it goes.
     (tmp_path / "out" / "_parallelrun" / "parts").write_text("in the way")
 
     with pytest.raises(StorageError) as info:
-        engine.run_mini_batch(0, spec)
+        steps.run_mini_batch(0, spec)
     message = str(info.value)
     assert message.startswith("mb-000000 was run (succeeded), but publishing its results")
     assert "not of the entry script" in message and "FileExistsError" in message

@@ -1,6 +1,6 @@
-"""Tests for ``engine.run_mini_batch``: tries, counting, published parts and statuses, remote storage.
+"""Tests for ``steps.run_mini_batch``: tries, counting, published parts and statuses, remote storage.
 
-Each test partitions a small input folder with ``engine.partition`` and runs a real worker
+Each test partitions a small input folder with ``steps.partition`` and runs a real worker
 process on one of its mini-batches. Scripts that count their calls write to files in
 ``tmp_path``, since each try may run in a new process.
 """
@@ -17,11 +17,11 @@ from pathlib import Path
 import fsspec
 import pytest
 
-from airflow_parallelrun.core import engine
+from airflow_parallelrun.core import steps
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import FileDataset
-from airflow_parallelrun.core.engine import RunSpec
-from airflow_parallelrun.core.status import BatchStatus
+from airflow_parallelrun.core.inputs.datasets import FileDataset
+from airflow_parallelrun.core.outputs.status import BatchStatus
+from airflow_parallelrun.core.spec import RunSpec
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 
@@ -66,7 +66,7 @@ def make_run(tmp_path: Path, script: Path, *, arguments: tuple[str, ...] = (), *
         entry_script=str(script),
         arguments=arguments,
     )
-    descriptors = engine.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    descriptors = steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
     assert [d["id"] for d in descriptors] == ["mb-000000", "mb-000001"]
     return spec
 
@@ -104,7 +104,7 @@ def flaky(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def test_failed_tries_are_retried_until_one_succeeds(tmp_path, flaky):
     script, env = flaky
     spec = make_run(tmp_path, script, run_max_try=3, environment_variables={**env, "FAILURES": "2"})
-    status = engine.run_mini_batch(0, spec)
+    status = steps.run_mini_batch(0, spec)
     assert status.succeeded, status
     assert status.tries == 3
     assert lines(tmp_path / "calls.txt") == ["call"] * 3
@@ -117,7 +117,7 @@ def test_failed_tries_are_retried_until_one_succeeds(tmp_path, flaky):
 def test_a_mini_batch_failing_every_try_fails_after_run_max_try(tmp_path, flaky):
     script, env = flaky
     spec = make_run(tmp_path, script, run_max_try=2, environment_variables={**env, "FAILURES": "99"})
-    status = engine.run_mini_batch(0, spec)
+    status = steps.run_mini_batch(0, spec)
     assert status.status == "failed"
     assert status.tries == 2
     assert lines(tmp_path / "calls.txt") == ["call"] * 2
@@ -147,7 +147,7 @@ def test_a_script_that_cannot_load_fails_at_once_without_using_its_tries(tmp_pat
     """,
     )
     spec = make_run(tmp_path, script, run_max_try=3)
-    status = engine.run_mini_batch(0, spec)
+    status = steps.run_mini_batch(0, spec)
     assert status.status == "failed"
     assert status.tries == 1
     assert lines(imports) == ["imported"]
@@ -182,7 +182,7 @@ def test_a_timed_out_try_is_retried_in_a_fresh_worker(tmp_path):
     # The timeout is ample for the second try's run() on a busy machine; the first try's never returns.
     spec = make_run(tmp_path, script, run_max_try=2, run_invocation_timeout=3)
     started = time.monotonic()
-    status = engine.run_mini_batch(0, spec)
+    status = steps.run_mini_batch(0, spec)
     assert time.monotonic() - started < 3600  # the stuck try was killed, not waited for
     assert status.succeeded, status
     assert status.tries == 2
@@ -196,7 +196,7 @@ def test_a_timed_out_try_is_retried_in_a_fresh_worker(tmp_path):
 def test_part_and_status_are_published_under_the_state_folder(tmp_path):
     inputs = make_input(tmp_path / "in")
     spec = make_run(tmp_path, SCRIPTS / "run_only_script.py")
-    first, second = engine.run_mini_batch(0, spec), engine.run_mini_batch(1, spec)
+    first, second = steps.run_mini_batch(0, spec), steps.run_mini_batch(1, spec)
 
     assert first.part == str(part_file(tmp_path, "mb-000000"))
     assert lines(part_file(tmp_path, "mb-000000")) == ["text 0", "text 1", "text 2"]
@@ -222,7 +222,7 @@ def test_arguments_and_environment_from_the_run_reach_an_azure_style_script(tmp_
         environment_variables={"GREETING": "hi"},
         append_row_format="csv",
     )
-    status = engine.run_mini_batch(1, spec)
+    status = steps.run_mini_batch(1, spec)
     assert status.succeeded, status
     import pandas as pd
 
@@ -240,12 +240,12 @@ def test_arguments_and_environment_from_the_run_reach_an_azure_style_script(tmp_
 def test_a_succeeded_mini_batch_is_not_run_again(tmp_path, flaky):
     script, env = flaky
     spec = make_run(tmp_path, script, environment_variables={**env, "FAILURES": "0"})
-    first = engine.run_mini_batch(0, spec)
+    first = steps.run_mini_batch(0, spec)
     assert first.succeeded
     status_file = state(tmp_path, "status", "mb-000000.json")
     saved = status_file.read_bytes()
 
-    again = engine.run_mini_batch(0, spec)
+    again = steps.run_mini_batch(0, spec)
     assert again == first
     assert lines(tmp_path / "calls.txt") == ["call"], "the script ran a second time"
     assert len(lines(tmp_path / "inits.txt")) == 1
@@ -255,11 +255,11 @@ def test_a_succeeded_mini_batch_is_not_run_again(tmp_path, flaky):
 def test_a_failed_mini_batch_is_run_again_when_called_again(tmp_path, flaky):
     script, env = flaky
     spec = make_run(tmp_path, script, run_max_try=1, environment_variables={**env, "FAILURES": "1"})
-    first = engine.run_mini_batch(0, spec)
+    first = steps.run_mini_batch(0, spec)
     assert first.status == "failed" and first.tries == 1
     assert not part_file(tmp_path, "mb-000000").exists()
 
-    again = engine.run_mini_batch(0, spec)
+    again = steps.run_mini_batch(0, spec)
     assert again.succeeded, again
     assert lines(tmp_path / "calls.txt") == ["call", "call"]
     assert lines(part_file(tmp_path, "mb-000000")) == ["f0.txt", "f1.txt", "f2.txt"]
@@ -279,7 +279,7 @@ def test_too_few_results_count_the_shortfall_as_failed_items(tmp_path):
             return ["only the first"]
     """,
     )
-    status = engine.run_mini_batch(0, make_run(tmp_path, script))
+    status = steps.run_mini_batch(0, make_run(tmp_path, script))
     assert status.status == "succeeded"
     assert item_counts(status) == (3, 1, 2, 1)
     assert status.error_category == "shortfall"
@@ -300,7 +300,7 @@ def test_more_results_than_items_count_every_item_succeeded_and_keep_the_extra_r
             return [f"{os.path.basename(p)} #{k}" for p in mini_batch for k in (1, 2)]
     """,
     )
-    status = engine.run_mini_batch(0, make_run(tmp_path, script))
+    status = steps.run_mini_batch(0, make_run(tmp_path, script))
     assert status.succeeded
     assert item_counts(status) == (3, 3, 0, 6)
     assert status.error_category == ""
@@ -316,7 +316,7 @@ def test_run_output_error_fails_the_mini_batch_with_every_item_failed(tmp_path):
             return {"not": "a list"}
     """,
     )
-    status = engine.run_mini_batch(0, make_run(tmp_path, script, run_max_try=1))
+    status = steps.run_mini_batch(0, make_run(tmp_path, script, run_max_try=1))
     assert status.status == "failed"
     assert status.error_category == "run_output"
     assert "expected a list" in status.error_message
@@ -345,7 +345,7 @@ SUMMARY_ONLY_SCRIPT = """
 def test_summary_only_writes_no_part_and_keeps_the_scripts_own_outputs(tmp_path):
     make_input(tmp_path / "in")
     script = write_script(tmp_path, SUMMARY_ONLY_SCRIPT)
-    status = engine.run_mini_batch(0, make_run(tmp_path, script, output_action="summary_only"))
+    status = steps.run_mini_batch(0, make_run(tmp_path, script, output_action="summary_only"))
     assert status.succeeded, status
     assert status.part is None
     assert not state(tmp_path, "parts").exists()
@@ -375,7 +375,7 @@ def memory_run(tmp_path: Path, memory_root: str, script: Path, **config) -> RunS
         config=ParallelRunConfig(entry_script="x.py", mini_batch_size="3", **config),
         entry_script=str(script),
     )
-    engine.partition(FileDataset(path=f"memory://{memory_root}/in"), spec)
+    steps.partition(FileDataset(path=f"memory://{memory_root}/in"), spec)
     return spec
 
 
@@ -394,7 +394,7 @@ def test_memory_filesystem_input_is_staged_locally_and_outputs_stay_in_memory(tm
     """,
     )
     spec = memory_run(tmp_path, memory_root, script)
-    status = engine.run_mini_batch(1, spec)
+    status = steps.run_mini_batch(1, spec)
     assert status.succeeded, status
     fs = fsspec.filesystem("memory")
     run_key = json.loads(fs.cat_file(f"{memory_root}/out/_parallelrun/manifest.json"))["run_key"]
@@ -408,7 +408,7 @@ def test_memory_filesystem_input_is_staged_locally_and_outputs_stay_in_memory(tm
 
 def test_summary_only_outputs_are_uploaded_to_a_remote_output_path(tmp_path, memory_root):
     script = write_script(tmp_path, SUMMARY_ONLY_SCRIPT)
-    status = engine.run_mini_batch(0, memory_run(tmp_path, memory_root, script, output_action="summary_only"))
+    status = steps.run_mini_batch(0, memory_run(tmp_path, memory_root, script, output_action="summary_only"))
     assert status.succeeded, status
     fs = fsspec.filesystem("memory")
     out = f"{memory_root}/out"
@@ -445,8 +445,8 @@ def test_workers_share_the_cores_unless_told_otherwise(
         """,
     )
     spec = make_run(tmp_path, script, process_count_per_node=processes, environment_variables=environment)
-    engine.run_mini_batch(0, spec)
-    engine.aggregate(spec)
+    steps.run_mini_batch(0, spec)
+    steps.aggregate(spec)
     shared = str(max(1, (os.cpu_count() or 1) // processes))
     omp = expected or shared
     assert set(lines(tmp_path / "out" / "parallel_run_step.txt")) == {f"{omp} {shared}"}
@@ -456,7 +456,7 @@ def test_a_run_task_without_warm_workers_sweeps_scratch_folders_killed_tasks_lef
     import os
     import tempfile
 
-    from airflow_parallelrun.core import run_step
+    from airflow_parallelrun.core.steps import run as run_step
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()
@@ -473,6 +473,6 @@ def test_a_run_task_without_warm_workers_sweeps_scratch_folders_killed_tasks_lef
     make_input(tmp_path / "in")
     script = write_script(tmp_path, "def run(mini_batch):\n    return list(mini_batch)\n")
     spec = make_run(tmp_path, script, warm_workers=False)
-    assert engine.run_mini_batch(0, spec).succeeded
+    assert steps.run_mini_batch(0, spec).succeeded
     assert not left.exists()
     assert young.exists()

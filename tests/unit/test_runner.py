@@ -1,4 +1,5 @@
-"""Tests for the worker process that hosts an entry script (core/runner.py and core/worker.py).
+"""Tests for the worker process that hosts an entry script (core/execution/runner.py and
+core/execution/worker.py).
 
 Every test starts a real worker process; the entry scripts are files under ``scripts/`` or small
 scripts written into ``tmp_path`` next to the test that needs them.
@@ -17,11 +18,11 @@ import pandas as pd
 import pytest
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError
-from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
-ENGINE_FRAMES = "airflow_parallelrun/core/worker.py"
+ENGINE_FRAMES = "airflow_parallelrun/core/execution/worker.py"
 # Timing in these tests bounds a hang, never the expectation: a stuck run() sleeps far longer than
 # any busy machine delays a worker, and a timeout that must not fire is longer than the test's own.
 STUCK = 3600
@@ -501,12 +502,12 @@ def test_the_worker_channel_never_unpickles_and_answers_garbage_as_a_framework_e
     import sys
     from multiprocessing.connection import Connection
 
-    from airflow_parallelrun.core.worker import FRAMEWORK_EXIT, Channel
+    from airflow_parallelrun.core.execution.worker import FRAMEWORK_EXIT, Channel
 
     marker = tmp_path / "code-ran"
     ours, theirs = socket.socketpair()
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_parallelrun.core.worker", str(theirs.fileno())],
+        [sys.executable, "-m", "airflow_parallelrun.core.execution.worker", str(theirs.fileno())],
         pass_fds=[theirs.fileno()],
         stderr=subprocess.PIPE,
         text=True,
@@ -525,7 +526,7 @@ def test_the_worker_channel_never_unpickles_and_answers_garbage_as_a_framework_e
 
 
 def test_a_worker_that_fails_before_the_script_loads_raises_a_framework_error(tmp_path, worker):
-    from airflow_parallelrun.core.runner import WorkerError
+    from airflow_parallelrun.core.execution.runner import WorkerError
 
     script = write_script(tmp_path, "def run(mini_batch):\n    return mini_batch\n")
     # A value that is not a string cannot become an environment variable: the engine fails, not the script.
@@ -542,7 +543,7 @@ def test_a_reply_with_numpy_numbers_crosses_the_channel_as_plain_numbers():
 
     import numpy as np
 
-    from airflow_parallelrun.core.worker import Channel
+    from airflow_parallelrun.core.execution.worker import Channel
 
     a, b = socket.socketpair()
     left, right = Channel(a.detach()), Channel(b.detach())

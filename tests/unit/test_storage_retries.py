@@ -1,4 +1,5 @@
-"""Which storage errors are retried (core/retries.py), for how long, and what is said when they persist.
+"""Which storage errors are retried (core/storage/retries.py), for how long, and what is said when
+they persist.
 
 The errors of the cloud and HTTP libraries are matched by module and class name, so these tests
 build classes that sit where those libraries put theirs (``aiohttp.client_exceptions``,
@@ -13,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from airflow_parallelrun.core import retries
 from airflow_parallelrun.core.errors import StorageError
-from airflow_parallelrun.core.retries import call_with_retries, is_transient, storage_retry_seconds
+from airflow_parallelrun.core.storage import retries
+from airflow_parallelrun.core.storage.retries import call_with_retries, is_transient, storage_retry_seconds
 
 
 def library_error(module: str, name: str, base: type[Exception] = Exception, **attrs: Any) -> type[Exception]:

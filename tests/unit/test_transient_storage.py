@@ -6,7 +6,7 @@ are called on each path, as an object store does when a connection drops. Only t
 operation of a call fails (``get_file`` fails, not the ``open`` it makes inside), and ``exists``
 lets an error through as the cloud filesystems do, instead of answering False.
 
-The retry policy is the engine's own (``core/retries.py``), on a virtual clock whose sleeps pass
+The retry policy is the engine's own (``core/storage/retries.py``), on a virtual clock whose sleeps pass
 at once, so the tests do not sleep through the backoff or the retry budget.
 """
 
@@ -29,13 +29,15 @@ import pyarrow.parquet as pq
 import pytest
 from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_parallelrun.core import engine, retries, worker
+from airflow_parallelrun.core import steps
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
-from airflow_parallelrun.core.engine import RunSpec
 from airflow_parallelrun.core.errors import InputError, StorageError
-from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.reading import count_piece_items, read_table_rows
+from airflow_parallelrun.core.execution import worker
+from airflow_parallelrun.core.inputs.datasets import Dataset, FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.inputs.reading import count_piece_items, read_table_rows
+from airflow_parallelrun.core.spec import RunSpec
+from airflow_parallelrun.core.storage import retries
 
 _nesting = threading.local()
 
@@ -227,9 +229,9 @@ def test_transient_errors_are_retried_and_no_mini_batch_fails(tmp_path, flaky, k
     spec = run_spec(tmp_path, root, FILE_SCRIPT if kind == "files" else TABLE_SCRIPT, size)
     flaky.failures = 2
 
-    descriptors = engine.partition(dataset, spec)
-    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
-    summary = engine.aggregate(spec)
+    descriptors = steps.partition(dataset, spec)
+    statuses = steps.run_mini_batches(range(len(descriptors)), spec)
+    summary = steps.aggregate(spec)
 
     assert len(descriptors) >= 3
     assert [s.status for s in statuses] == ["succeeded"] * len(descriptors)
@@ -250,10 +252,10 @@ def test_a_transient_error_reading_a_part_does_not_fail_the_aggregate(tmp_path, 
     root = f"/run-{uuid.uuid4().hex}"
     dataset, _, size = make_input("files", root)
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
-    engine.run_mini_batches(range(len(engine.partition(dataset, spec))), spec)
+    steps.run_mini_batches(range(len(steps.partition(dataset, spec))), spec)
     flaky.failures = 1
     flaky.always = staticmethod(lambda op, path: None if op != "open:r" else False)
-    assert engine.aggregate(spec)["status"] == "succeeded"
+    assert steps.aggregate(spec)["status"] == "succeeded"
 
 
 @pytest.mark.parametrize("op", ["info", "glob"])
@@ -265,7 +267,7 @@ def test_a_listing_error_that_persists_fails_the_partition_after_the_budget_and_
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
     flaky.always = staticmethod(lambda o, path: o == op and path.startswith(f"{root}/in"))
     with pytest.raises(StorageError) as info:
-        engine.partition(dataset, spec)
+        steps.partition(dataset, spec)
     assert virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS < virtual_clock.time + 10.5
     message = str(info.value)
     assert f"flaky://{root}/in" in message and "kept failing after retries" in message
@@ -281,12 +283,12 @@ def test_an_input_read_error_that_persists_fails_the_task_as_a_storage_error_not
     root = f"/run-{uuid.uuid4().hex}"
     dataset, expected, size = make_input("files", root)
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
-    descriptors = engine.partition(dataset, spec)
+    descriptors = steps.partition(dataset, spec)
     broken = f"{root}/in/f4.txt"
     flaky.always = staticmethod(lambda op, path: op == "get_file" and path == broken)
 
     with pytest.raises(StorageError) as info:
-        engine.run_mini_batches(range(len(descriptors)), spec)
+        steps.run_mini_batches(range(len(descriptors)), spec)
 
     message = str(info.value)
     assert broken in message and "the connection dropped" in message
@@ -304,8 +306,8 @@ def test_an_input_read_error_that_persists_fails_the_task_as_a_storage_error_not
 
     # Once the storage is back, clearing the task runs what is left, and nothing failed.
     flaky.always = staticmethod(lambda op, path: False)
-    statuses = engine.run_mini_batches(range(len(descriptors)), spec)
-    summary = engine.aggregate(spec)
+    statuses = steps.run_mini_batches(range(len(descriptors)), spec)
+    summary = steps.aggregate(spec)
     assert [s.status for s in statuses] == ["succeeded"] * 3
     assert (summary["failed_mini_batches"], summary["failed_items"]) == (0, 0)
     assert stored(root, "out", "parallel_run_step.txt").splitlines() == expected
@@ -317,13 +319,13 @@ def test_an_output_write_error_that_persists_fails_the_run_step_naming_the_path(
     root = f"/run-{uuid.uuid4().hex}"
     dataset, _, size = make_input("files", root)
     spec = run_spec(tmp_path, root, FILE_SCRIPT, size)
-    engine.partition(dataset, spec)
+    steps.partition(dataset, spec)
     status_path = f"{root}/out/_parallelrun/status/mb-000000.json"
     flaky.always = staticmethod(lambda op, path: op == "pipe_file" and path == status_path)
     with pytest.raises(
         StorageError, match=r"kept failing after \d+ tries over .*the connection dropped"
     ) as info:
-        engine.run_mini_batch(0, spec)
+        steps.run_mini_batch(0, spec)
     assert f"write_bytes {status_path!r} kept failing" in str(info.value)
     assert retries.DEFAULT_RETRY_SECONDS - 10 <= virtual_clock.time <= retries.DEFAULT_RETRY_SECONDS
     # The policy's tries once, not tries nested in tries or in mini-batch tries.

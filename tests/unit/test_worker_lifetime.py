@@ -31,8 +31,8 @@ def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path
     )
     parent_code = textwrap.dedent(
         f"""
-        from airflow_parallelrun.core.minibatch import MiniBatch
-        from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings
+        from airflow_parallelrun.core.inputs.minibatch import MiniBatch
+        from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings
         worker = WorkerProcess(WorkerSettings(entry_script={str(script)!r}, working_dir={str(tmp_path)!r}))
         worker.start()
         print(worker.process.pid, flush=True)
@@ -60,7 +60,7 @@ def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path
 
 def test_kill_live_workers_takes_down_the_workers_of_this_process(tmp_path: Path) -> None:
     """What the run task's on_kill calls when Airflow stops the task with SIGTERM."""
-    from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings, kill_live_workers
+    from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings, kill_live_workers
 
     script = tmp_path / "score.py"
     script.write_text("def run(mini_batch):\n    return mini_batch\n")
@@ -78,8 +78,8 @@ def test_a_kill_during_run_ends_the_try_as_worker_died_not_an_exception(tmp_path
     """on_kill runs kill_live_workers while run() waits for its reply; the try must end cleanly."""
     import threading
 
-    from airflow_parallelrun.core.minibatch import MiniBatch
-    from airflow_parallelrun.core.runner import WorkerProcess, WorkerSettings, kill_live_workers
+    from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings, kill_live_workers
+    from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
     script = tmp_path / "score.py"
     in_run = tmp_path / "in-run"

@@ -17,7 +17,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_parallelrun.core.failpoints import failpoint
-from airflow_parallelrun.core.retries import (  # noqa: F401 (the storage API)
+from airflow_parallelrun.core.storage.retries import (  # noqa: F401 (the storage API)
     TRANSIENT_ERRORS,
     call_with_retries,
     is_transient,

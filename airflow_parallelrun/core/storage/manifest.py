@@ -14,8 +14,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from airflow_parallelrun.core.errors import ParallelRunError, RunSuperseded
-from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.storage import Location
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
+from airflow_parallelrun.core.storage.location import Location
 
 STATE_DIR = "_parallelrun"
 SHARD_SIZE = 1000

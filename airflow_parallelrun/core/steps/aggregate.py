@@ -14,19 +14,24 @@ from airflow_parallelrun.core.errors import (
     RunSuperseded,
     ThresholdExceeded,
 )
-from airflow_parallelrun.core.manifest import RunLayout, accepted_keys, check_run_key, iter_mini_batches
-from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.output import merge_parts
-from airflow_parallelrun.core.pool import stop_pools
-from airflow_parallelrun.core.reading import count_piece_items
-from airflow_parallelrun.core.report import failure_message, render_report
-from airflow_parallelrun.core.run_step import abort_reason
-from airflow_parallelrun.core.status import FAILED, NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
-from airflow_parallelrun.core.thresholds import RunCounts, exceeded, thresholds_of
+from airflow_parallelrun.core.execution.pool import stop_pools
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
+from airflow_parallelrun.core.inputs.reading import count_piece_items
+from airflow_parallelrun.core.outputs.parts import merge_parts
+from airflow_parallelrun.core.outputs.report import failure_message, render_report
+from airflow_parallelrun.core.outputs.status import FAILED, NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.outputs.thresholds import RunCounts, exceeded, thresholds_of
+from airflow_parallelrun.core.steps.run import abort_reason
+from airflow_parallelrun.core.storage.manifest import (
+    RunLayout,
+    accepted_keys,
+    check_run_key,
+    iter_mini_batches,
+)
 
 if TYPE_CHECKING:
     from airflow_parallelrun.core.config import ParallelRunConfig
-    from airflow_parallelrun.core.engine import RunSpec
+    from airflow_parallelrun.core.spec import RunSpec
 
 log = logging.getLogger(__name__)
 

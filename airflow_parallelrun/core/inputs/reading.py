@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_parallelrun.core.errors import InputError, InputReadError, StorageError, TableReadError
-from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.storage import call_with_retries, open_url, url_to_fs
-from airflow_parallelrun.core.text_table import (
+from airflow_parallelrun.core.inputs.byte_ranges import (
     TableRows,
     count_lines,
     parse_text_rows,
     read_line_range,
 )
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.storage.location import call_with_retries, open_url, url_to_fs
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.paths import has_parent_segment
+from airflow_parallelrun.core.inputs.paths import has_parent_segment
 
 TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 

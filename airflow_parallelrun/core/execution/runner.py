@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import Any
 
-from airflow_parallelrun.core import entry_script as es
 from airflow_parallelrun.core.errors import EntryScriptLoadError, ParallelRunError
-from airflow_parallelrun.core.minibatch import MiniBatch
-from airflow_parallelrun.core.worker import Channel
+from airflow_parallelrun.core.execution import entry_script as es
+from airflow_parallelrun.core.execution.worker import Channel
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class WorkerProcess:
             }
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_parallelrun.core.worker", str(theirs.fileno())],
+            [sys.executable, "-m", "airflow_parallelrun.core.execution.worker", str(theirs.fileno())],
             pass_fds=[theirs.fileno()],
             env=env,
             cwd=self.settings.working_dir or None,

@@ -1,42 +1,22 @@
-"""The three steps of a parallel run, called by the Airflow tasks: partition, run, aggregate.
-
-``partition`` is here; the run step is in :mod:`run_step`, the aggregate step in :mod:`aggregate`.
-"""
+"""The partition step: list and split the input, store the manifest, pack descriptors for the run tasks."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from airflow_parallelrun.core.aggregate import aggregate
-from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.datasets import Dataset
 from airflow_parallelrun.core.errors import OutputPathInUse
-from airflow_parallelrun.core.manifest import RunLayout, describe_owner, new_run_key, write_manifest
-from airflow_parallelrun.core.minibatch import LABEL_LIMIT, MiniBatch
-from airflow_parallelrun.core.run_step import run_mini_batch, run_mini_batches, start_warm_workers
-from airflow_parallelrun.core.storage import Location
+from airflow_parallelrun.core.inputs.datasets import Dataset
+from airflow_parallelrun.core.inputs.minibatch import LABEL_LIMIT, MiniBatch
+from airflow_parallelrun.core.storage.manifest import RunLayout, describe_owner, new_run_key, write_manifest
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.spec import RunSpec
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything a step needs besides the mini-batch: where, what script, which settings."""
-
-    output_path: str
-    config: ParallelRunConfig
-    entry_script: str
-    arguments: tuple[str, ...] = ()
-    # None: the options registered for the output path (from a Connection), if any.
-    storage_options: dict[str, Any] | None = None
-
-    def layout(self) -> RunLayout:
-        return RunLayout(Location(self.output_path, self.storage_options))
 
 
 def partition(
@@ -61,7 +41,7 @@ def partition(
     an earlier run at the path has not finished and ``is_active(its owner)`` says it still runs,
     this raises ``OutputPathInUse`` and changes nothing: two runs never share one path's state.
     """
-    from airflow_parallelrun.core.partition import partition_dataset
+    from airflow_parallelrun.core.inputs.splitting import partition_dataset
 
     layout = spec.layout()
     run_key = run_key or new_run_key()
@@ -189,7 +169,7 @@ def pack(batches: list[MiniBatch], tasks: int | None = None) -> list[dict[str, A
 
     The packs differ in size by one at most, larger first, so the processes finish together.
 
-    >>> from airflow_parallelrun.core.minibatch import MiniBatch
+    >>> from airflow_parallelrun.core.inputs.minibatch import MiniBatch
     >>> mbs = [MiniBatch(index=i, kind="files", files=(f"f{i}",)) for i in range(5)]
     >>> [(d["index"], d["count"]) for d in pack(mbs, 2)]
     [(0, 3), (3, 2)]
@@ -219,13 +199,4 @@ def pack(batches: list[MiniBatch], tasks: int | None = None) -> list[dict[str, A
     return descriptors
 
 
-__all__ = [
-    "RunSpec",
-    "aggregate",
-    "new_run_key",
-    "pack",
-    "partition",
-    "run_mini_batch",
-    "run_mini_batches",
-    "start_warm_workers",
-]
+__all__ = ["new_run_key", "pack", "partition"]

@@ -1,6 +1,6 @@
 """The process that hosts an entry script: ``init()`` once, ``run()`` per mini-batch, ``shutdown()``.
 
-It runs as ``python -m airflow_parallelrun.core.worker FD`` and talks to its parent over the
+It runs as ``python -m airflow_parallelrun.core.execution.worker FD`` and talks to its parent over the
 socket ``FD`` in JSON messages (a :class:`Channel`), so the script's own prints and logs stay on
 stdout and stderr. It reads only local files; the parent stages remote inputs and publishes
 the parts. Killing it is how a ``run()`` stuck in C code is stopped.
@@ -23,9 +23,9 @@ from multiprocessing.connection import Connection
 from types import ModuleType
 from typing import Any
 
-from airflow_parallelrun.core.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
 from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, StorageError
-from airflow_parallelrun.core.minibatch import MiniBatch
+from airflow_parallelrun.core.execution.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
 _OWN_FILES = (__file__, importlib.util.__file__ or "")
 
@@ -101,7 +101,7 @@ def read_input(mb: MiniBatch) -> tuple[Any, dict[str, Any]]:
     """
     if mb.piece is None:
         return list(mb.files), {}
-    from airflow_parallelrun.core.reading import read_table_rows
+    from airflow_parallelrun.core.inputs.reading import read_table_rows
 
     rows = read_table_rows(mb.piece)
     if not rows.rejected:
@@ -212,7 +212,7 @@ def _load_and_init(conn: Connection, setup: dict[str, Any]) -> ModuleType | None
 def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> dict[str, Any]:
     """Read a mini-batch, call ``run()``, check and write what it returned."""
     from airflow_parallelrun.core.errors import RunOutputError
-    from airflow_parallelrun.core.output import count_results, write_part
+    from airflow_parallelrun.core.outputs.parts import count_results, write_part
 
     mb = MiniBatch.from_dict(request["mini_batch"])
     try:

@@ -7,7 +7,7 @@ import io
 from collections.abc import Iterable
 from typing import Any
 
-from airflow_parallelrun.core.status import BatchStatus
+from airflow_parallelrun.core.outputs.status import BatchStatus
 
 REPORT_COLUMNS = (
     "id",

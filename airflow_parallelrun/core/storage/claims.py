@@ -41,8 +41,8 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.paths import has_parent_segment
-from airflow_parallelrun.core.storage import Location, call_with_retries, write_local_file
+from airflow_parallelrun.core.inputs.paths import has_parent_segment
+from airflow_parallelrun.core.storage.location import Location, call_with_retries, write_local_file
 
 CLAIMS_FOLDER = "_parallelrun_claims"
 #: How many files one trigger event or one sensor's XCom carries unless told otherwise.

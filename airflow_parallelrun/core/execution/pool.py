@@ -20,7 +20,7 @@ for its mini-batch, with its own tries, timeout, part and status.
   so imports and ``init()`` run while Airflow schedules the run tasks (what they print is kept
   and shown in the log of the first task that leases each one); on other nodes by the first
   task instance that finds no pool. Under a file lock so two tasks never start two, as a
-  process of its own session (``python -m airflow_parallelrun.core.pool``) that outlives the
+  process of its own session (``python -m airflow_parallelrun.core.execution.pool``) that outlives the
   task. It starts further workers on demand.
 - **Limited** to ``process_count_per_node`` workers; a lease waits for a free one.
 - **Leased**: the task sends its stdout and stderr and receives the worker's socket (SCM_RIGHTS)
@@ -66,10 +66,10 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
-from airflow_parallelrun.core.entry_script import TASK_PID_ENV
 from airflow_parallelrun.core.errors import EntryScriptLoadError
-from airflow_parallelrun.core.runner import _LIVE, WorkerProcess, WorkerSettings
-from airflow_parallelrun.core.worker import Channel
+from airflow_parallelrun.core.execution.entry_script import TASK_PID_ENV
+from airflow_parallelrun.core.execution.runner import _LIVE, WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.execution.worker import Channel
 
 log = logging.getLogger(__name__)
 
@@ -436,7 +436,7 @@ def _start(path: str, spec: PoolSpec) -> socket.socket:
     try:
         # The spec holds the run's environment variables: it goes on stdin, never into a file.
         process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_parallelrun.core.pool", path],
+            [sys.executable, "-m", "airflow_parallelrun.core.execution.pool", path],
             stdin=subprocess.PIPE,
             stdout=log_fd,
             stderr=log_fd,

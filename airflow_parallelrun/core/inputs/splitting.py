@@ -9,12 +9,12 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from airflow_parallelrun.core.datasets import Dataset, FileDataset, TabularDataset
 from airflow_parallelrun.core.errors import InputError, StorageError
-from airflow_parallelrun.core.minibatch import MiniBatch, TabularPiece
-from airflow_parallelrun.core.paths import check_path, is_within, local_escape
+from airflow_parallelrun.core.inputs.datasets import Dataset, FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.inputs.paths import check_path, is_within, local_escape
 from airflow_parallelrun.core.sizes import MiniBatchSize
-from airflow_parallelrun.core.storage import (
+from airflow_parallelrun.core.storage.location import (
     Location,
     call_with_retries,
     open_url,

@@ -1,0 +1,1 @@
+"""The input side: datasets, listing and splitting, mini-batches, reading and staging inputs."""

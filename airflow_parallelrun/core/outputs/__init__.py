@@ -1,0 +1,1 @@
+"""The output side: statuses, failure thresholds, parts and their merge, the report."""

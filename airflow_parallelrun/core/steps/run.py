@@ -1,0 +1,176 @@
+"""The run step: run a task's mini-batches through one worker process, publish what each gave.
+
+For each mini-batch: stage its inputs locally, try it up to ``run_max_try`` times (a killed or
+dead worker is replaced by a fresh one), then publish its part, its dead letter (when items
+failed) and last its status, each in one atomic write. A status that says succeeded therefore
+always has its part, and a retried mini-batch replaces its part instead of adding a copy.
+
+A failure that makes the run hopeless (the entry script cannot load, or a threshold is already
+exceeded) writes an abort marker; mini-batches not yet started then end as skipped.
+
+Every record carries the run's key. A task checks that the manifest is still its run's before
+it starts and again before it publishes each mini-batch: once another run has partitioned the
+same output path, it publishes nothing more and raises ``RunSuperseded``. A record of a run
+the manifest does not accept (a straggler that published between those checks) is ignored by
+the reuse, the abort and threshold counting here and by the aggregate step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Collection, Iterator, Sequence
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from airflow_parallelrun.core.execution.batch_runner import BatchRunner
+from airflow_parallelrun.core.execution.pool import sweep_leftovers
+from airflow_parallelrun.core.outputs.status import SKIPPED, SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.outputs.thresholds import RunCounts, any_bound, exceeded, thresholds_of
+from airflow_parallelrun.core.storage.manifest import (
+    RunLayout,
+    accepted_keys,
+    check_run_key,
+    read_manifest_header,
+    read_mini_batches,
+)
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.spec import RunSpec
+
+log = logging.getLogger(__name__)
+
+
+#: Whether this process has swept old leftovers once already.
+_swept = False
+
+
+@contextlib.contextmanager
+def _scratch() -> Iterator[str]:
+    global _swept
+    if not _swept:
+        # A killed task leaves its scratch folder behind; without warm workers no pool sweeps it.
+        _swept = True
+        if removed := sweep_leftovers():
+            log.info("removed %d leftovers of killed tasks older than a day: %s", len(removed), removed[:5])
+    root = tempfile.mkdtemp(prefix="parallelrun-")
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def abort_reason(layout: RunLayout, accepted: Collection[str | None] | None = None) -> str | None:
+    """Return why the run was aborted, or None if it was not (or another run wrote the marker)."""
+    if not layout.output.exists(layout.abort):
+        return None
+    record = layout.output.read_json(layout.abort)
+    if accepted is not None and record.get("run_key") not in accepted:
+        return None
+    return str(record.get("reason", "aborted"))
+
+
+def run_mini_batches(
+    indexes: Sequence[int],
+    spec: RunSpec,
+    *,
+    run_id: str | None = None,
+    run_key: str | None = None,
+    honour_abort: bool = True,
+) -> list[BatchStatus]:
+    """Run the mini-batches at ``indexes`` in order; return a status for each.
+
+    A mini-batch whose status already says it succeeded, in this run or in one it resumed, is
+    not run again. With ``honour_abort``, a mini-batch not yet started when the run was aborted
+    is skipped: its returned status says so and nothing is written for it. ``run_key`` is the
+    key the partition step minted (None: the manifest's own); raises ``RunSuperseded`` when the
+    manifest belongs to another run by now.
+    """
+    layout = spec.layout()
+    header = check_run_key(layout, run_key)
+    run_key, accepted = header.get("run_key"), accepted_keys(header)
+    statuses: list[BatchStatus] = []
+    with _scratch() as scratch, BatchRunner(spec, scratch, run_key) as runner:
+        for mb in read_mini_batches(layout, indexes):
+            previous = _previous_status(layout, mb.id)
+            if previous is not None and previous.succeeded and previous.run_key in accepted:
+                log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
+                statuses.append(previous)
+                continue
+            reason = abort_reason(layout, accepted) if honour_abort else None
+            if reason is not None:
+                log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
+                statuses.append(
+                    BatchStatus(
+                        id=mb.id,
+                        index=mb.index,
+                        status=SKIPPED,
+                        inputs=mb.inputs,
+                        error_category="aborted",
+                        error_message=reason,
+                    )
+                )
+                continue
+            status = runner.run(mb, run_id)
+            statuses.append(status)
+            if status.items_failed or not status.succeeded:
+                _abort_if_hopeless(layout, spec, status, accepted)
+    return statuses
+
+
+def run_mini_batch(index: int, spec: RunSpec, **kwargs: Any) -> BatchStatus:
+    """Run one mini-batch; see :func:`run_mini_batches`."""
+    return run_mini_batches([index], spec, **kwargs)[0]
+
+
+def _previous_status(layout: RunLayout, mb_id: str) -> BatchStatus | None:
+    path = layout.status(mb_id)
+    if not layout.output.exists(path):
+        return None
+    return BatchStatus.from_dict(layout.output.read_json(path))
+
+
+def _abort_if_hopeless(
+    layout: RunLayout, spec: RunSpec, status: BatchStatus, accepted: Collection[str | None]
+) -> None:
+    """Write the abort marker when the run cannot succeed any more."""
+    if status.error_category == "entry_script_load":
+        _write_abort(
+            layout, f"the entry script cannot load: {status.error_message}", status.id, status.run_key
+        )
+        return
+    if not any_bound(spec.config):
+        return
+    records = [
+        record
+        for record in (
+            layout.output.read_json(p) for p in layout.output.listdir(layout.errors) if p.endswith(".json")
+        )
+        # Only this run's dead letters count (a straggler of another run may have left one).
+        if record.get("run_key") in accepted
+    ]
+    header = read_manifest_header(layout)
+    counts = RunCounts(
+        total_mini_batches=int(header["total_mini_batches"]),
+        failed_mini_batches=sum(r.get("status") != SUCCEEDED for r in records),
+        total_items=0,
+        failed_items=sum(int(r.get("items_failed") or 0) for r in records),
+    )
+    reasons = exceeded(thresholds_of(spec.config), counts)
+    if reasons:
+        _write_abort(layout, "; ".join(reasons), status.id, status.run_key)
+
+
+def _write_abort(layout: RunLayout, reason: str, by: str, run_key: str | None) -> None:
+    if abort_reason(layout, {run_key}) is not None:
+        return
+    log.error("aborting the run: %s; mini-batches not yet started will be skipped", reason)
+    layout.output.write_json(
+        layout.abort,
+        {"reason": reason, "by": by, "at": datetime.now(timezone.utc).isoformat(), "run_key": run_key},
+    )
+
+
+__all__ = ["abort_reason", "run_mini_batch", "run_mini_batches"]

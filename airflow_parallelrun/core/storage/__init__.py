@@ -1,0 +1,1 @@
+"""Storage: locations (fsspec), retries of transient errors, the run manifest and layout, claims."""
