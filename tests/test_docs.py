@@ -231,7 +231,14 @@ def test_the_entry_script_snippet_scores_a_mini_batch_with_the_readme_dags_argum
 
 
 def test_the_release_snippet_returns_a_claimed_file_to_the_pool(tmp_path: Path) -> None:
-    from airflow_parallelrun.core.claims import ClaimLedger, FileStat
+    import airflow_parallelrun
+
+    # TODO(r5): import ClaimLedger from airflow_parallelrun alone once it is exported there.
+    if "ClaimLedger" in airflow_parallelrun.__all__:
+        ClaimLedger = airflow_parallelrun.ClaimLedger
+    else:
+        from airflow_parallelrun.core.claims import ClaimLedger
+    FileStat = importlib.import_module(ClaimLedger.__module__).FileStat
 
     data = tmp_path / "data"
     (data / "incoming").mkdir(parents=True)
