@@ -267,3 +267,14 @@ def test_every_make_target_the_pages_name_exists_and_test_fast_leaves_out_only_s
     assert named - targets == set(), "the docs name make targets the Makefile does not have"
     recipe = re.search(r"^test-fast:.*\n((?:\t.*\n)+)", makefile, re.M)
     assert recipe is not None and recipe[1].strip().endswith('pytest -m "not slow"')
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_every_module_a_page_names_exists(page: Path) -> None:
+    # Pages name few internal modules (python -m ...); a module that moves must take its page along.
+    for name in set(re.findall(r"\bairflow_parallelrun(?:\.\w+)+", page.read_text())):
+        try:
+            found = importlib.util.find_spec(name) is not None
+        except ModuleNotFoundError:  # a parent package is missing
+            found = False
+        assert found, f"{page.name} names the module {name}, which does not exist: update the page"
