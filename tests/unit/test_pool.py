@@ -1,4 +1,4 @@
-"""Warm worker pools (core/execution/pool.py): found, started, limited, leased, timed out, recovered, stopped.
+"""Warm worker pools (core/execution/pool/): found, started, limited, leased, timed out, recovered, stopped.
 
 Every test starts a real pool process and real workers in a pool folder of its own, and kills
 whatever is left of them by process id when it ends.

@@ -1,8 +1,8 @@
 """The process that hosts an entry script: ``init()`` once, ``run()`` per mini-batch, ``shutdown()``.
 
 It runs as ``python -m airflow_parallelrun.core.execution.worker FD`` and talks to its parent over the
-socket ``FD`` in JSON messages (a :class:`Channel`), so the script's own prints and logs stay on
-stdout and stderr. It reads only local files; the parent stages remote inputs and publishes
+socket ``FD`` in JSON messages (a :class:`~.channel.Channel`), so the script's own prints and logs
+stay on stdout and stderr. It reads only local files; the parent stages remote inputs and publishes
 the parts. Killing it is how a ``run()`` stuck in C code is stopped.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
-import numbers
 import os
 import socket
 import sys
@@ -24,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, StorageError
+from airflow_parallelrun.core.execution.channel import Channel
 from airflow_parallelrun.core.execution.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
@@ -31,28 +30,6 @@ _OWN_FILES = (__file__, importlib.util.__file__ or "")
 
 #: The exit code of a worker that stopped on an error of the framework's, not of the entry script's.
 FRAMEWORK_EXIT = 70
-
-
-class Channel(Connection):
-    """A connection whose messages are JSON objects: unlike pickle, nothing received can run code."""
-
-    def send(self, obj: Any) -> None:
-        self.send_bytes(json.dumps(obj, default=_plain).encode())
-
-    def recv(self) -> Any:
-        return json.loads(self.recv_bytes())
-
-
-def _plain(value: Any) -> Any:
-    """Convert a number of another type (numpy's, say) for JSON; refuse anything else."""
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    raise TypeError(
-        f"a {type(value).__module__}.{type(value).__name__} cannot cross the worker channel, which "
-        "carries JSON only; convert it to a str, number, list or dict first"
-    )
 
 
 def user_traceback(exc: BaseException) -> str:
