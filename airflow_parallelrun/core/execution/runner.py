@@ -243,7 +243,7 @@ class WorkerProcess:
         return TryResult.from_reply(reply)
 
     def _died(self, mb: MiniBatch, items: int | None = None, elapsed: float = 0.0) -> TryResult:
-        code = self._exit_code()
+        code = self.exit_code()
         self.kill()
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return TryResult(
@@ -255,7 +255,7 @@ class WorkerProcess:
             "it may have run out of memory or called os._exit",
         )
 
-    def _exit_code(self) -> int | None:
+    def exit_code(self) -> int | None:
         """Return how the process exited; its connection is closed, so give the OS a moment."""
         if self.process is None:
             return None

@@ -66,7 +66,7 @@ class LeasedWorker(WorkerProcess):
     def alive(self) -> bool:
         return not self._dead
 
-    def _exit_code(self) -> int | None:
+    def exit_code(self) -> int | None:
         """Ask the pool, which reaps the worker, how it exited."""
         if self.lease is None:
             return None

@@ -86,6 +86,20 @@ def peer_uid(sock: socket.socket) -> int:
     return int(_PEER_CREDENTIALS.unpack(data)[1])
 
 
+def peer_closed(sock: socket.socket) -> bool:
+    """Return True if the peer closed ``sock`` (it sends nothing while it waits for a lease)."""
+    try:
+        sock.setblocking(False)
+        try:
+            return sock.recv(1, socket.MSG_PEEK) == b""
+        except BlockingIOError:
+            return False
+        finally:
+            sock.setblocking(True)
+    except OSError:
+        return True
+
+
 def short_hash(value: Any) -> str:
     """Return 12 hex digits of the SHA-256 of ``value`` as JSON: one half of a pool's key."""
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -14,7 +14,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 import time
@@ -28,6 +27,7 @@ from airflow_parallelrun.core.execution.pool.leftovers import sweep_leftovers
 from airflow_parallelrun.core.execution.pool.protocol import (
     PoolSpec,
     PoolUnavailable,
+    peer_closed,
     peer_uid,
     receive_message,
     send_message,
@@ -202,25 +202,13 @@ class Pool:
         healthy = False
         try:
             assert worker.conn is not None
-            # A worker warmed ahead of any task counts as fresh for the first task it serves.
-            fresh = fresh or worker in self.warmed
-            init_output = self.warmed.pop(worker, None)
-            reply = {
-                "ok": True,
-                "pid": worker.pid,
-                "init_seconds": worker.init_seconds if fresh else 0.0,
-                "fresh": fresh,
-                "init_output": init_output,
-                "output_dir": worker.settings.output_dir,
-                "log_dir": worker.settings.log_dir,
-            }
-            send_message(client, reply, fds=(worker.conn.fileno(),))
+            send_message(client, self._lease_reply(worker, fresh), fds=(worker.conn.fileno(),))
             while True:
                 request, _ = receive_message(client)
                 if request is None:
                     break
                 if request.get("cmd") == "exit_code":
-                    send_message(client, {"code": _wait(worker)})
+                    send_message(client, {"code": worker.exit_code()})
                 elif request.get("cmd") == "release":
                     healthy = bool(request.get("healthy")) and worker.alive()
                     send_message(client, {"ok": True})
@@ -228,20 +216,46 @@ class Pool:
         finally:
             self._give_back(worker, healthy)
 
+    def _lease_reply(self, worker: WorkerProcess, fresh: bool) -> dict[str, Any]:
+        """Return what a task is told of the worker it leases (its socket goes along)."""
+        # A worker warmed ahead of any task counts as fresh for the first task it serves.
+        fresh = fresh or worker in self.warmed
+        init_output = self.warmed.pop(worker, None)
+        return {
+            "ok": True,
+            "pid": worker.pid,
+            "init_seconds": worker.init_seconds if fresh else 0.0,
+            "fresh": fresh,
+            "init_output": init_output,
+            "output_dir": worker.settings.output_dir,
+            "log_dir": worker.settings.log_dir,
+        }
+
     def _acquire(
         self, client: socket.socket, message: dict[str, Any], fds: list[int]
     ) -> tuple[WorkerProcess | None, bool]:
+        """Return a worker for the task at ``client`` and whether it was started for it (None: closing)."""
+        worker, number = self._reserve(client)
+        if worker is not None or not number:
+            return worker, False
+        return self._start_for(client, message, fds, number), True
+
+    def _reserve(self, client: socket.socket) -> tuple[WorkerProcess | None, int]:
+        """Wait for a free worker or room for one more; return it, or the number of the one to start.
+
+        Return ``(None, 0)`` when the pool is closing; raise ``_ClientGone`` if the task goes away.
+        """
         with self.cond:
             self.waiting += 1
             try:
                 while True:
                     if self.closing:
-                        return None, False
+                        return None, 0
                     while self.free:
                         worker = self.free.pop()
                         if worker.alive():
                             self.leases += 1
-                            return worker, False
+                            return worker, 0
                         worker.kill()
                         self.workers -= 1
                         self.warmed.pop(worker, None)
@@ -249,14 +263,18 @@ class Pool:
                         self.workers += 1
                         self.leases += 1
                         self.started += 1
-                        number = self.started
-                        break
+                        return None, self.started
                     self.cond.wait(0.5)
-                    if _closed(client):
+                    if peer_closed(client):
                         raise _ClientGone
             finally:
                 self.waiting -= 1
                 self.last_used = time.monotonic()
+
+    def _start_for(
+        self, client: socket.socket, message: dict[str, Any], fds: list[int], number: int
+    ) -> WorkerProcess:
+        """Start worker ``number`` for the task at ``client``, its prints going to the task's output."""
         worker = WorkerProcess(self._settings(number))
         try:
             worker.launch(
@@ -278,7 +296,7 @@ class Pool:
             worker.pid,
             worker.init_seconds,
         )
-        return worker, True
+        return worker
 
     def _warm(self, count: int) -> int:
         """Start up to ``count`` workers (never more than the pool's size) in the background."""
@@ -370,28 +388,6 @@ class Pool:
             self.leases -= 1
             self.last_used = time.monotonic()
             self.cond.notify_all()
-
-
-def _wait(worker: WorkerProcess) -> int | None:
-    if worker.process is None:
-        return None
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        return worker.process.wait(timeout=5)
-    return None
-
-
-def _closed(sock: socket.socket) -> bool:
-    """Return True if the peer closed ``sock`` (it sends nothing while it waits for a lease)."""
-    try:
-        sock.setblocking(False)
-        try:
-            return sock.recv(1, socket.MSG_PEEK) == b""
-        except BlockingIOError:
-            return False
-        finally:
-            sock.setblocking(True)
-    except OSError:
-        return True
 
 
 class _WarningSeen(logging.Handler):
