@@ -1,4 +1,4 @@
-"""Warm worker pools (core/execution/pool.py): found, started, limited, leased, timed out, recovered, stopped.
+"""Warm worker pools (core/execution/pool/): found, started, limited, leased, timed out, recovered, stopped.
 
 Every test starts a real pool process and real workers in a pool folder of its own, and kills
 whatever is left of them by process id when it ends.
@@ -229,6 +229,13 @@ def test_a_timeout_kills_the_leased_worker_and_the_next_lease_starts_a_fresh_one
     assert again.run(batch(tmp_path, "a.txt"), None, "text", timeout=30).ok
     again.shutdown()
     assert len(init_pids(tmp_path)) == 2
+
+
+def test_the_pool_process_runs_as_the_pool_package(make_spec, pool_dir):
+    """What ``ps`` shows of a pool, and what the README and the Celery test look for."""
+    lease_worker(make_spec()).shutdown()
+    cmdline = Path(f"/proc/{pool_pid(pool_dir)}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[1:3] == [b"-m", b"airflow_parallelrun.core.execution.pool"], cmdline
 
 
 def test_a_worker_that_dies_is_reported_with_its_exit_code(tmp_path, make_spec):

@@ -502,7 +502,8 @@ def test_the_worker_channel_never_unpickles_and_answers_garbage_as_a_framework_e
     import sys
     from multiprocessing.connection import Connection
 
-    from airflow_parallelrun.core.execution.worker import FRAMEWORK_EXIT, Channel
+    from airflow_parallelrun.core.execution.channel import Channel
+    from airflow_parallelrun.core.execution.worker import FRAMEWORK_EXIT
 
     marker = tmp_path / "code-ran"
     ours, theirs = socket.socketpair()
@@ -543,7 +544,7 @@ def test_a_reply_with_numpy_numbers_crosses_the_channel_as_plain_numbers():
 
     import numpy as np
 
-    from airflow_parallelrun.core.execution.worker import Channel
+    from airflow_parallelrun.core.execution.channel import Channel
 
     a, b = socket.socketpair()
     left, right = Channel(a.detach()), Channel(b.detach())

@@ -159,29 +159,7 @@ class BatchRunner:
         part_local = (
             os.path.join(self.scratch, f"{mb.id}.{ext}") if config.output_action == "append_row" else None
         )
-        staged = self._folder("input", mb.id)
-        try:
-            try:
-                local_mb = stage_mini_batch(mb, staged)
-            except StorageError:
-                # The storage kept failing, not the input: fail the task, to be retried or cleared.
-                raise
-            except Exception as exc:
-                log.warning("cannot fetch the inputs of %s", mb.id, exc_info=True)
-                result, tries = (
-                    TryResult(
-                        ok=False,
-                        items=mb.items,
-                        category="input",
-                        message=f"cannot fetch the inputs of {mb.id}: {type(exc).__name__}: {exc}",
-                        traceback=traceback.format_exc(),
-                    ),
-                    1,
-                )
-            else:
-                result, tries = self._tries(local_mb, part_local)
-        finally:
-            shutil.rmtree(staged, ignore_errors=True)
+        result, tries = self._stage_and_try(mb, part_local)
         status = _status_of(mb, result, tries, run_id)
         status.run_key = self.run_key
         if self.run_key is not None:
@@ -203,6 +181,31 @@ class BatchRunner:
                 "clear the task (the mini-batch runs again)"
             ) from exc
         return status
+
+    def _stage_and_try(self, mb: MiniBatch, part_local: str | None) -> tuple[TryResult, int]:
+        """Fetch the mini-batch's inputs to a local folder and try it; return the last try and the count."""
+        staged = self._folder("input", mb.id)
+        try:
+            try:
+                local_mb = stage_mini_batch(mb, staged)
+            except StorageError:
+                # The storage kept failing, not the input: fail the task, to be retried or cleared.
+                raise
+            except Exception as exc:
+                log.warning("cannot fetch the inputs of %s", mb.id, exc_info=True)
+                return (
+                    TryResult(
+                        ok=False,
+                        items=mb.items,
+                        category="input",
+                        message=f"cannot fetch the inputs of {mb.id}: {type(exc).__name__}: {exc}",
+                        traceback=traceback.format_exc(),
+                    ),
+                    1,
+                )
+            return self._tries(local_mb, part_local)
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
 
     def _publish(self, mb: MiniBatch, status: BatchStatus, part_local: str | None, ext: str) -> None:
         """Publish a mini-batch's part, its ``summary_only`` files and its dead letter (not its status)."""

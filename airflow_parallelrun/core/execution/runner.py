@@ -17,7 +17,7 @@ from typing import Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, ParallelRunError
 from airflow_parallelrun.core.execution import entry_script as es
-from airflow_parallelrun.core.execution.worker import Channel
+from airflow_parallelrun.core.execution.channel import Channel
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,11 @@ class WorkerError(ParallelRunError):
 
 # Workers of this process, so that a task being killed can take them down with it.
 _LIVE: weakref.WeakSet[WorkerProcess] = weakref.WeakSet()
+
+
+def track_worker(worker: WorkerProcess) -> None:
+    """Count ``worker`` among this process's live workers, which ``kill_live_workers`` kills."""
+    _LIVE.add(worker)
 
 
 def kill_live_workers() -> int:
@@ -133,7 +138,7 @@ class WorkerProcess:
             cwd=self.settings.working_dir or None,
             start_new_session=True,
         )
-        _LIVE.add(self)
+        track_worker(self)
         theirs.close()
         self.conn = Channel(ours.detach())
         self.conn.send(
@@ -238,7 +243,7 @@ class WorkerProcess:
         return TryResult.from_reply(reply)
 
     def _died(self, mb: MiniBatch, items: int | None = None, elapsed: float = 0.0) -> TryResult:
-        code = self._exit_code()
+        code = self.exit_code()
         self.kill()
         how = f"signal {-code}" if code is not None and code < 0 else f"exit code {code}"
         return TryResult(
@@ -250,7 +255,7 @@ class WorkerProcess:
             "it may have run out of memory or called os._exit",
         )
 
-    def _exit_code(self) -> int | None:
+    def exit_code(self) -> int | None:
         """Return how the process exited; its connection is closed, so give the OS a moment."""
         if self.process is None:
             return None

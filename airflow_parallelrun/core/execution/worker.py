@@ -1,8 +1,8 @@
 """The process that hosts an entry script: ``init()`` once, ``run()`` per mini-batch, ``shutdown()``.
 
 It runs as ``python -m airflow_parallelrun.core.execution.worker FD`` and talks to its parent over the
-socket ``FD`` in JSON messages (a :class:`Channel`), so the script's own prints and logs stay on
-stdout and stderr. It reads only local files; the parent stages remote inputs and publishes
+socket ``FD`` in JSON messages (a :class:`~.channel.Channel`), so the script's own prints and logs
+stay on stdout and stderr. It reads only local files; the parent stages remote inputs and publishes
 the parts. Killing it is how a ``run()`` stuck in C code is stopped.
 """
 
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import json
-import numbers
 import os
 import socket
 import sys
@@ -24,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, StorageError
+from airflow_parallelrun.core.execution.channel import Channel
 from airflow_parallelrun.core.execution.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
@@ -31,28 +30,6 @@ _OWN_FILES = (__file__, importlib.util.__file__ or "")
 
 #: The exit code of a worker that stopped on an error of the framework's, not of the entry script's.
 FRAMEWORK_EXIT = 70
-
-
-class Channel(Connection):
-    """A connection whose messages are JSON objects: unlike pickle, nothing received can run code."""
-
-    def send(self, obj: Any) -> None:
-        self.send_bytes(json.dumps(obj, default=_plain).encode())
-
-    def recv(self) -> Any:
-        return json.loads(self.recv_bytes())
-
-
-def _plain(value: Any) -> Any:
-    """Convert a number of another type (numpy's, say) for JSON; refuse anything else."""
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        return float(value)
-    raise TypeError(
-        f"a {type(value).__module__}.{type(value).__name__} cannot cross the worker channel, which "
-        "carries JSON only; convert it to a str, number, list or dict first"
-    )
 
 
 def user_traceback(exc: BaseException) -> str:
@@ -211,24 +188,13 @@ def _load_and_init(conn: Connection, setup: dict[str, Any]) -> ModuleType | None
 
 def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> dict[str, Any]:
     """Read a mini-batch, call ``run()``, check and write what it returned."""
-    from airflow_parallelrun.core.errors import RunOutputError
-    from airflow_parallelrun.core.outputs.parts import count_results, write_part
+    from airflow_parallelrun.core.outputs.parts import write_part
 
     mb = MiniBatch.from_dict(request["mini_batch"])
     try:
         data, rejected = read_input(mb)
-    except InputError as exc:
-        return _error("input", exc, items=getattr(exc, "items", None))
     except Exception as exc:
-        # Not the input's fault: the storage kept failing, or the engine has a bug. Say which,
-        # with the engine's whole traceback; the mini-batch's tries go on.
-        category = "storage" if isinstance(exc, StorageError) else "framework"
-        return _error(
-            category,
-            exc,
-            message=f"reading {mb.id} failed, a {category} error: {type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
-        )
+        return _read_error(mb, exc)
     # Rows rejected while reading are items of the mini-batch that run() never sees.
     items = len(data) + rejected.get("rejected", 0)
     conn.send({"ok": True, "event": "started", "items": items})
@@ -254,13 +220,54 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
         os.environ.pop(MINI_BATCH_ENV, None)
     run_seconds = time.perf_counter() - started
     conn.send({"ok": True, "event": "returned"})
+    return _write_results(mb, request, result, items=items, run_seconds=run_seconds, rejected=rejected)
+
+
+def _read_error(mb: MiniBatch, exc: Exception) -> dict[str, Any]:
+    """Reply to a mini-batch whose input could not be read; call it while handling ``exc``."""
+    if isinstance(exc, InputError):
+        return _error("input", exc, items=getattr(exc, "items", None))
+    # Not the input's fault: the storage kept failing, or the engine has a bug. Say which,
+    # with the engine's whole traceback; the mini-batch's tries go on.
+    category = "storage" if isinstance(exc, StorageError) else "framework"
+    return _error(
+        category,
+        exc,
+        message=f"reading {mb.id} failed, a {category} error: {type(exc).__name__}: {exc}",
+        traceback=traceback.format_exc(),
+    )
+
+
+def _write_results(
+    mb: MiniBatch,
+    request: dict[str, Any],
+    result: Any,
+    *,
+    items: int,
+    run_seconds: float,
+    rejected: dict[str, Any],
+) -> dict[str, Any]:
+    """Count what ``run()`` returned and write it as the mini-batch's part; return the reply."""
+    from airflow_parallelrun.core.outputs.parts import count_results, write_part
+
     try:
         returned = count_results(result)
         if request.get("part_path"):
             write_part(result, request["format"], request["part_path"])
-    except RunOutputError as exc:
+    except Exception as exc:
+        return _write_error(mb, request, exc, items=items, run_seconds=run_seconds)
+    return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds, **rejected}
+
+
+def _write_error(
+    mb: MiniBatch, request: dict[str, Any], exc: Exception, *, items: int, run_seconds: float
+) -> dict[str, Any]:
+    """Reply to a part that could not be written, saying whose fault; call it while handling ``exc``."""
+    from airflow_parallelrun.core.errors import RunOutputError
+
+    if isinstance(exc, RunOutputError):
         return _error(exc.category, exc, items=items, run_seconds=run_seconds, traceback="")
-    except OSError as exc:
+    if isinstance(exc, OSError):
         # The worker's own disk (full, read-only, gone): not what run() returned.
         return _error(
             "storage",
@@ -271,28 +278,26 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
             f"{type(exc).__name__}: {exc}; free space under {os.path.dirname(request['part_path'])}",
             traceback=traceback.format_exc(),
         )
-    except Exception as exc:
-        # pyarrow and pandas refuse values they cannot store: that is what run() returned.
-        if type(exc).__module__.split(".")[0] in ("pyarrow", "pandas") or isinstance(
-            exc, (TypeError, ValueError)
-        ):
-            return _error(
-                "run_output",
-                exc,
-                items=items,
-                run_seconds=run_seconds,
-                message=f"cannot write what run() returned: {type(exc).__name__}: {exc}",
-            )
+    # pyarrow and pandas refuse values they cannot store: that is what run() returned.
+    if type(exc).__module__.split(".")[0] in ("pyarrow", "pandas") or isinstance(
+        exc, (TypeError, ValueError)
+    ):
         return _error(
-            "framework",
+            "run_output",
             exc,
             items=items,
             run_seconds=run_seconds,
-            message=f"writing the part of {mb.id} failed, an airflow-parallelrun error: "
-            f"{type(exc).__name__}: {exc}",
-            traceback=traceback.format_exc(),
+            message=f"cannot write what run() returned: {type(exc).__name__}: {exc}",
         )
-    return {"ok": True, "items": items, "returned": returned, "run_seconds": run_seconds, **rejected}
+    return _error(
+        "framework",
+        exc,
+        items=items,
+        run_seconds=run_seconds,
+        message=f"writing the part of {mb.id} failed, an airflow-parallelrun error: "
+        f"{type(exc).__name__}: {exc}",
+        traceback=traceback.format_exc(),
+    )
 
 
 def _exit_with_parent(parent_pid: int, interval: float = 1.0) -> None:
