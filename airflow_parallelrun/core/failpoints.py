@@ -1,13 +1,15 @@
 """Named points where a test can make a real process stop, so it can be killed exactly there.
 
 Off unless ``PARALLELRUN_FAILPOINTS`` names a JSON file mapping point names to marker paths.
-A process reaching a listed point whose marker does not exist yet writes its process id into
+A listed name may hold ``*`` wildcards (``replace:mb-000001.*.txt`` matches a part whatever its
+run key). A process reaching a listed point whose marker does not exist yet writes its process id into
 the marker and sleeps, waiting to be killed; once the marker exists the point is passed, so the
 retry after the kill goes through. Each call costs one environment lookup when off.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import time
@@ -21,7 +23,9 @@ def failpoint(name: str) -> None:
     if not spec or not os.path.exists(spec):
         return
     with open(spec) as f:
-        marker = json.load(f).get(name)
+        armed = json.load(f)
+    wildcards = (path for pattern, path in armed.items() if fnmatch.fnmatchcase(name, pattern))
+    marker = armed.get(name) or next(wildcards, None)
     if not marker:
         return
     try:

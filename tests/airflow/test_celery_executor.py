@@ -17,6 +17,7 @@ import contextlib
 import csv
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -309,7 +310,14 @@ def test_mini_batches_run_on_two_celery_workers_with_warm_pools(
     # The aggregate task stopped the run's pool on its node; a pool on the other node stays warm
     # until worker_idle_timeout (60 s) unless that node also ran the aggregate (README: "the
     # aggregate task stops the run's pools on its node"). stop() finds both kinds.
-    stopped = wait_for_pool_log(pool_dirs, "stopping (asked to)", timeout=120)
+    # A pool that stopped cleanly removes its files, log included: the aggregate's log says it
+    # stopped one, and that node's pool folder is left with no socket.
+    logs = airflow.logs.glob(f"dag_id={dag_id}/**/task_id=score.aggregate/*")
+    aggregate_logs = "".join(log.read_text(errors="replace") for log in logs)
+    assert re.search(r"stopped [1-9]\d* warm-worker pool\(s\) of this run on this node", aggregate_logs), (
+        aggregate_logs[-3000:]
+    )
+    stopped = wait_for_stopped_pool(pool_dirs, timeout=120)
     assert stopped, "no node's pool was stopped by the aggregate task"
     alive_pools = {node: pool_processes(pool_dirs[node]) for node in NODES}
     for node, processes in alive_pools.items():
@@ -322,15 +330,11 @@ def test_mini_batches_run_on_two_celery_workers_with_warm_pools(
     )
 
 
-def wait_for_pool_log(pool_dirs: dict[str, Path], text: str, timeout: float) -> list[str]:
-    """Wait until some node's pool log says ``text``; return those nodes."""
+def wait_for_stopped_pool(pool_dirs: dict[str, Path], timeout: float) -> list[str]:
+    """Wait until some node's pool folder holds no pool socket (its pool stopped); return those nodes."""
     deadline = time.monotonic() + timeout
     while True:
-        nodes = [
-            node
-            for node in NODES
-            if any(text in log.read_text(errors="replace") for log in pool_dirs[node].glob("*.log"))
-        ]
+        nodes = [node for node in NODES if not list(pool_dirs[node].glob("*.sock"))]
         if nodes or time.monotonic() > deadline:
             return nodes
         time.sleep(0.2)

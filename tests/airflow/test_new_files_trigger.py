@@ -52,7 +52,7 @@ class Listings:
 def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
     from airflow_parallelrun.core.storage import claims
 
-    counter, real = Listings(), claims.list_files
+    counter, real = Listings(), claims.find_files
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -60,7 +60,7 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
         finally:
             counter.count += 1
 
-    monkeypatch.setattr(claims, "list_files", counted)
+    monkeypatch.setattr(claims, "find_files", counted)
     return counter
 
 

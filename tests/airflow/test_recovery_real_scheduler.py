@@ -101,7 +101,7 @@ def test_tasks_sigkilled_at_every_point_leave_every_row_exactly_once(
     points = {
         "script_init": "in init()",
         "script_run": "in run()",
-        "replace:mb-000001.txt": "while the part is written",
+        "replace:mb-000001.*.txt": "while the part is written",  # parts are named with the run key
         "part_published:mb-000002": "between the part and the status",
         "replace:mb-000003.json": "while the status is written",
     }

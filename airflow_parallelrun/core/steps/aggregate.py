@@ -49,9 +49,9 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None =
     layout = spec.layout()
     out = layout.output
     config = spec.config
-    if config.warm_workers:
-        # Every run task is done: free this node's warm workers now rather than when they idle out.
-        stop_pools(layout.output.url)
+    # Every run task is done: free this node's warm workers now rather than when they idle out.
+    if config.warm_workers and (stopped := stop_pools(layout.output.url)):
+        log.info("stopped %d warm-worker pool(s) of this run on this node", stopped)
     header = check_run_key(layout, run_key)
     run_key = header.get("run_key")
     try:

@@ -178,10 +178,11 @@ def list_files(
     candidate: it could lead out of the folder.
     """
     loc = Location(path, storage_options)
-    return _select(loc, _find(loc), pattern, exclude, storage_options)
+    return _select(loc, find_files(loc), pattern, exclude, storage_options)
 
 
-def _find(loc: Location) -> dict[str, dict[str, Any]]:
+def find_files(loc: Location) -> dict[str, dict[str, Any]]:
+    """List every file under a location with details, in one call; a missing folder is empty."""
     try:
         return dict(call_with_retries(loc.fs.find, loc.path, withdirs=False, detail=True))
     except FileNotFoundError:
@@ -531,7 +532,7 @@ class NewFiles:
         could settle and list again (a poll that remembers nothing still takes a file).
         """
         for attempt in range(2):
-            found = _find(self.loc)
+            found = find_files(self.loc)
             listing = _select(self.loc, found, self.pattern, self.state_path, self.storage_options)
             if self._ledger_in_listing:
                 entries = claim_entries(self.ledger.files_folder, found)
