@@ -7,12 +7,12 @@ import logging
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.sizes import MiniBatchSize, parse_mini_batch_size
+from airflow_parallelrun.core.sizes import MiniBatchSize, fits, is_mini_batch_size, parse_mini_batch_size
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 APPEND_ROW_FORMATS = ("text", "csv", "parquet")
@@ -138,7 +138,9 @@ class ParallelRunConfig:
     ``allowed_failed_count`` and ``allowed_failed_percent`` bound failed mini-batches (None
     ignores). ``append_row_format`` picks the merged file's format: Azure's plain text, csv with a
     header, or parquet. ``append_row_file_name`` defaults to ``parallel_run_step.<txt|csv|parquet>``.
-    ``process_count_per_node`` defaults to the number of CPUs where the DAG is parsed.
+    ``process_count_per_node`` None (the default) means the CPU count of each worker node where
+    the run's pool of entry-script processes starts; Airflow's bound on the run tasks in flight
+    (``concurrency``) then takes the CPU count of the machine that parses the DAG.
     ``mini_batch_size``, the three bounds, ``run_invocation_timeout`` and ``run_max_try`` may be
     Jinja templates, e.g. ``"{{ params.error_threshold }}"``, so a UI form sets them per run; the
     partition task renders and checks them, and every task of the run uses what it rendered.
@@ -159,7 +161,7 @@ class ParallelRunConfig:
     """
 
     entry_script: str
-    mini_batch_size: str | int | None = None
+    mini_batch_size: str | int | MiniBatchSize | None = None
     error_threshold: int = 10
     allowed_failed_count: int | None = None
     allowed_failed_percent: float | None = None
@@ -176,134 +178,40 @@ class ParallelRunConfig:
     worker_idle_timeout: float = 60
     mini_batches_per_task: int | str = "auto"
 
+    if TYPE_CHECKING:
+        # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
+        # ("{{ params.x }}"), which the partition task renders and checks; the tasks and the core
+        # only ever see the rendered numbers, as the fields' own types say.
+        def __init__(
+            self,
+            entry_script: str,
+            mini_batch_size: str | int | MiniBatchSize | None = None,
+            error_threshold: int | str = 10,
+            allowed_failed_count: int | str | None = None,
+            allowed_failed_percent: float | str | None = None,
+            output_action: str = "append_row",
+            append_row_file_name: str | None = None,
+            append_row_format: str = "text",
+            run_invocation_timeout: float | str = 60,
+            run_max_try: int | str = 3,
+            node_count: int = 1,
+            process_count_per_node: int | None = None,
+            environment_variables: Mapping[str, str] = ...,
+            logging_level: str = "INFO",
+            warm_workers: bool = True,
+            worker_idle_timeout: float = 60,
+            mini_batches_per_task: int | str = "auto",
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         templates = self.templates
         if templates:
             # Check every other field now; the templated ones are checked once rendered.
             defaults: dict[str, Any] = {f.name: f.default for f in fields(self) if f.name in templates}
-            parsed = replace(self, **defaults)
-            object.__setattr__(self, "process_count_per_node", parsed.process_count_per_node)
+            replace(self, **defaults)
             return
-        if not isinstance(self.entry_script, str) or not self.entry_script.endswith(".py"):
-            raise ConfigError(
-                f"entry_script={self.entry_script!r} must be the path of a Python file, "
-                "e.g. entry_script='scripts/score.py' (relative to the DAG file's folder, or absolute)"
-            )
-        if self.mini_batch_size is not None:
-            # The dataset picks the unit when the operator is built; here either spelling will do.
-            try:
-                parse_mini_batch_size(self.mini_batch_size, tabular=True)
-            except ConfigError:
-                try:
-                    parse_mini_batch_size(self.mini_batch_size, tabular=False)
-                except ConfigError:
-                    raise ConfigError(
-                        f"mini_batch_size={self.mini_batch_size!r} is not a size: for a FileDataset give a "
-                        'count of files, e.g. "10"; for a TabularDataset give bytes, e.g. "1MB" or "500KB" '
-                        '(KB/MB/GB = x1024), or rows, e.g. "5000 rows"'
-                    ) from None
-        _require_int(
-            "error_threshold",
-            self.error_threshold,
-            -1,
-            "give a number of failed items to tolerate, or -1 to ignore item failures",
-        )
-        if self.allowed_failed_count is not None:
-            _require_int(
-                "allowed_failed_count",
-                self.allowed_failed_count,
-                -1,
-                "give a number of failed mini-batches to tolerate, -1 or None to ignore",
-            )
-        pct = self.allowed_failed_percent
-        if pct is not None and (
-            isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (pct == -1 or 0 <= pct <= 100)
-        ):
-            raise ConfigError(
-                f"allowed_failed_percent={pct!r} is invalid: expected a percentage from 0 to 100, "
-                "or -1 or None to ignore"
-            )
-        if self.output_action not in OUTPUT_ACTIONS:
-            raise ConfigError(
-                f"output_action={self.output_action!r} is invalid: use 'append_row' (merge what run() "
-                "returns into one file) or 'summary_only' (the script writes its own outputs)"
-            )
-        if self.append_row_format not in APPEND_ROW_FORMATS:
-            raise ConfigError(
-                f"append_row_format={self.append_row_format!r} is invalid: use one of "
-                f"{', '.join(APPEND_ROW_FORMATS)}"
-            )
-        name = self.append_row_file_name
-        if name is not None and (
-            not isinstance(name, str)
-            or not name
-            or "/" in name
-            or "\\" in name
-            or name in (".", "..")
-            or name.startswith("_parallelrun")
-        ):
-            raise ConfigError(
-                f"append_row_file_name={name!r} is invalid: give a plain file name without a folder, "
-                "e.g. 'parallel_run_step.txt'"
-            )
-        timeout = self.run_invocation_timeout
-        # NaN and infinity get past "<= 0" but crash the wait for run() (Connection.poll): refuse them.
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigError(
-                f"run_invocation_timeout={timeout!r} is invalid: expected a finite number of seconds > 0 "
-                "for one run() call, e.g. 60"
-            )
-        _require_int("run_max_try", self.run_max_try, 1, "give the number of tries in all, e.g. 3")
-        _require_int("node_count", self.node_count, 1, "give the number of nodes, e.g. 1")
-        if self.process_count_per_node is None:
-            object.__setattr__(self, "process_count_per_node", os.cpu_count() or 1)
-        _require_int(
-            "process_count_per_node",
-            self.process_count_per_node,
-            1,
-            "give the number of processes per node, e.g. 2",
-        )
-        if not isinstance(self.warm_workers, bool):
-            raise ConfigError(
-                f"warm_workers={self.warm_workers!r} is invalid: expected True (keep entry-script "
-                "processes warm across mini-batches) or False (a new process per task instance)"
-            )
-        idle = self.worker_idle_timeout
-        if (
-            isinstance(idle, bool)
-            or not isinstance(idle, (int, float))
-            or not math.isfinite(idle)
-            or idle <= 0
-        ):
-            raise ConfigError(
-                f"worker_idle_timeout={idle!r} is invalid: expected a finite number of seconds > 0 a warm "
-                "worker waits for its next mini-batch, e.g. 60"
-            )
-        per_task = self.mini_batches_per_task
-        if per_task != "auto":
-            _require_int(
-                "mini_batches_per_task",
-                per_task,
-                1,
-                "give 'auto', or how many consecutive mini-batches one run task instance runs, e.g. 1",
-            )
-        level = self.logging_level
-        if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
-            logging.DEBUG,
-            logging.INFO,
-            logging.WARNING,
-            logging.ERROR,
-            logging.CRITICAL,
-        ):
-            raise ConfigError(
-                f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
-            )
-        _check_environment(self.environment_variables)
+        for check in _CHECKS:
+            check(self)
 
     def __repr__(self) -> str:
         # Environment values may be secrets (rendered from a Connection): show names only, as
@@ -353,8 +261,11 @@ class ParallelRunConfig:
 
     @property
     def concurrency(self) -> int:
-        """How many mini-batches of one run may execute at once."""
-        return self.node_count * int(self.process_count_per_node or 1)
+        """How many mini-batches of one run may execute at once.
+
+        With ``process_count_per_node`` None, this machine's CPU count stands for each node's.
+        """
+        return self.node_count * int(self.process_count_per_node or os.cpu_count() or 1)
 
     @property
     def output_file_name(self) -> str:
@@ -381,8 +292,56 @@ class ParallelRunConfig:
         return min(tasks, max_tasks) if max_tasks else tasks
 
     def batch_size(self, *, tabular: bool) -> MiniBatchSize:
-        """Return the mini-batch size in the unit the dataset uses."""
-        return parse_mini_batch_size(self.mini_batch_size, tabular=tabular)
+        """Return the mini-batch size in the unit the dataset uses (parsed already by ``for_dataset``)."""
+        size = self.mini_batch_size
+        if not isinstance(size, MiniBatchSize):
+            return parse_mini_batch_size(size, tabular=tabular)
+        if not fits(size, tabular=tabular):
+            kind = "a TabularDataset (bytes or rows)" if tabular else "a FileDataset (a count of files)"
+            raise ConfigError(
+                f"mini_batch_size={size.value} {size.unit} does not fit {kind}; give the size in that unit"
+            )
+        return size
+
+    def for_dataset(self, *, tabular: bool) -> ParallelRunConfig:
+        """Return this config with ``mini_batch_size`` parsed in the dataset's unit, checked once.
+
+        Raise ``ConfigError`` when the size is not in a unit of that kind of dataset.
+        """
+        if isinstance(self.mini_batch_size, MiniBatchSize):
+            self.batch_size(tabular=tabular)
+            return self
+        config = copy.copy(self)
+        object.__setattr__(config, "mini_batch_size", self.batch_size(tabular=tabular))
+        return config
+
+    def to_header(self) -> dict[str, Any]:
+        """Return this resolved config as the run's manifest header stores it (JSON).
+
+        Environment variables go by name only: their values may be secrets, rendered per task.
+        """
+        if self.templates:
+            raise ConfigError(
+                f"the configuration still holds templates {sorted(self.templates)}; render it first"
+            )
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "environment_variables"}
+        size = self.mini_batch_size
+        if isinstance(size, MiniBatchSize):
+            data["mini_batch_size"] = {"unit": size.unit, "value": size.value}
+        data["environment_variable_names"] = sorted(self.environment_variables)
+        return data
+
+    @classmethod
+    def from_header(
+        cls, data: Mapping[str, Any], environment_variables: Mapping[str, str] | None = None
+    ) -> ParallelRunConfig:
+        """Return the config ``to_header`` stored, with the task's own ``environment_variables``."""
+        names = {f.name for f in fields(cls)} - {"environment_variables"}
+        values = {name: value for name, value in data.items() if name in names}
+        size = values.get("mini_batch_size")
+        if isinstance(size, Mapping):
+            values["mini_batch_size"] = MiniBatchSize(size["unit"], int(size["value"]))
+        return cls(**values, environment_variables=dict(environment_variables or {}))
 
     def thresholds(self) -> dict[str, float | int | None]:
         return {
@@ -390,3 +349,147 @@ class ParallelRunConfig:
             "allowed_failed_count": self.allowed_failed_count,
             "allowed_failed_percent": self.allowed_failed_percent,
         }
+
+
+def _check_entry_script(config: ParallelRunConfig) -> None:
+    if not isinstance(config.entry_script, str) or not config.entry_script.endswith(".py"):
+        raise ConfigError(
+            f"entry_script={config.entry_script!r} must be the path of a Python file, "
+            "e.g. entry_script='scripts/score.py' (relative to the DAG file's folder, or absolute)"
+        )
+
+
+def _check_mini_batch_size(config: ParallelRunConfig) -> None:
+    size = config.mini_batch_size
+    if size is None or isinstance(size, MiniBatchSize):
+        return
+    # The dataset picks the unit when the operator is built; here either spelling will do.
+    if not is_mini_batch_size(size):
+        raise ConfigError(
+            f"mini_batch_size={size!r} is not a size: for a FileDataset give a "
+            'count of files, e.g. "10"; for a TabularDataset give bytes, e.g. "1MB" or "500KB" '
+            '(KB/MB/GB = x1024), or rows, e.g. "5000 rows"'
+        )
+
+
+def _check_thresholds(config: ParallelRunConfig) -> None:
+    _require_int(
+        "error_threshold",
+        config.error_threshold,
+        -1,
+        "give a number of failed items to tolerate, or -1 to ignore item failures",
+    )
+    if config.allowed_failed_count is not None:
+        _require_int(
+            "allowed_failed_count",
+            config.allowed_failed_count,
+            -1,
+            "give a number of failed mini-batches to tolerate, -1 or None to ignore",
+        )
+    pct = config.allowed_failed_percent
+    if pct is not None and (
+        isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (pct == -1 or 0 <= pct <= 100)
+    ):
+        raise ConfigError(
+            f"allowed_failed_percent={pct!r} is invalid: expected a percentage from 0 to 100, "
+            "or -1 or None to ignore"
+        )
+
+
+def _check_output(config: ParallelRunConfig) -> None:
+    if config.output_action not in OUTPUT_ACTIONS:
+        raise ConfigError(
+            f"output_action={config.output_action!r} is invalid: use 'append_row' (merge what run() "
+            "returns into one file) or 'summary_only' (the script writes its own outputs)"
+        )
+    if config.append_row_format not in APPEND_ROW_FORMATS:
+        raise ConfigError(
+            f"append_row_format={config.append_row_format!r} is invalid: use one of "
+            f"{', '.join(APPEND_ROW_FORMATS)}"
+        )
+    name = config.append_row_file_name
+    if name is not None and (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        or name.startswith("_parallelrun")
+    ):
+        raise ConfigError(
+            f"append_row_file_name={name!r} is invalid: give a plain file name without a folder, "
+            "e.g. 'parallel_run_step.txt'"
+        )
+
+
+def _is_seconds(value: object) -> bool:
+    # NaN and infinity get past "<= 0" but crash the wait for run() (Connection.poll): refuse them.
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    )
+
+
+def _check_tries_and_timeout(config: ParallelRunConfig) -> None:
+    if not _is_seconds(config.run_invocation_timeout):
+        raise ConfigError(
+            f"run_invocation_timeout={config.run_invocation_timeout!r} is invalid: expected a finite "
+            "number of seconds > 0 for one run() call, e.g. 60"
+        )
+    _require_int("run_max_try", config.run_max_try, 1, "give the number of tries in all, e.g. 3")
+
+
+def _check_processes(config: ParallelRunConfig) -> None:
+    _require_int("node_count", config.node_count, 1, "give the number of nodes, e.g. 1")
+    if config.process_count_per_node is not None:
+        _require_int(
+            "process_count_per_node",
+            config.process_count_per_node,
+            1,
+            "give the number of processes per node, e.g. 2, or None for the node's CPU count",
+        )
+
+
+def _check_workers(config: ParallelRunConfig) -> None:
+    if not isinstance(config.warm_workers, bool):
+        raise ConfigError(
+            f"warm_workers={config.warm_workers!r} is invalid: expected True (keep entry-script "
+            "processes warm across mini-batches) or False (a new process per task instance)"
+        )
+    if not _is_seconds(config.worker_idle_timeout):
+        raise ConfigError(
+            f"worker_idle_timeout={config.worker_idle_timeout!r} is invalid: expected a finite number of "
+            "seconds > 0 a warm worker waits for its next mini-batch, e.g. 60"
+        )
+    if config.mini_batches_per_task != "auto":
+        _require_int(
+            "mini_batches_per_task",
+            config.mini_batches_per_task,
+            1,
+            "give 'auto', or how many consecutive mini-batches one run task instance runs, e.g. 1",
+        )
+
+
+def _check_logging_level(config: ParallelRunConfig) -> None:
+    level = config.logging_level
+    if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
+        logging.DEBUG,
+        logging.INFO,
+        logging.WARNING,
+        logging.ERROR,
+        logging.CRITICAL,
+    ):
+        raise ConfigError(f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+
+#: One check per concern, in the order a DAG author reads the fields.
+_CHECKS: tuple[Callable[[ParallelRunConfig], None], ...] = (
+    _check_entry_script,
+    _check_mini_batch_size,
+    _check_thresholds,
+    _check_output,
+    _check_tries_and_timeout,
+    _check_processes,
+    _check_workers,
+    _check_logging_level,
+    lambda config: _check_environment(config.environment_variables),
+)
