@@ -75,7 +75,7 @@ def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
     return dict(run_task_args)
 
 
-def _check_arguments(inputs: Any, config: Any, arguments: Any) -> None:
+def _check_group_arguments(inputs: Any, config: Any, arguments: Any) -> None:
     """Refuse, at parse time, an input that is not a dataset, a config of another type, bad arguments."""
     if not isinstance(inputs, (FileDataset, TabularDataset)):
         raise ConfigError(
@@ -137,7 +137,7 @@ class ParallelRunOperator(TaskGroup):
         dag: Any = None,
         **operator_kwargs: Any,
     ) -> None:
-        _check_arguments(inputs, config, arguments)
+        _check_group_arguments(inputs, config, arguments)
         run_kwargs = {**operator_kwargs, **_check_run_task_args(run_task_args)}
         if "mini_batch_size" not in config.templates:
             # A size in the wrong unit fails at parse time; the tasks get it parsed.
