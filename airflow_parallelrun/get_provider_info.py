@@ -24,6 +24,10 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [
             {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.sensors.new_files"]}
         ],
+        # No "connection-types": the hook reads any Connection type's login, password and extra.
+        "hooks": [
+            {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.hooks.storage"]}
+        ],
         "triggers": [
             {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.triggers.new_files"]}
         ],

@@ -39,6 +39,7 @@ with DAG(
         """Make the model, if it is not there yet."""
         from parallelrun_examples.data import prepare_examples
 
+        assert params is not None, "Airflow passes the DAG's params to a task that asks for them"
         return prepare_examples(params["data_dir"])
 
     wait_for_images = NewFilesSensor(

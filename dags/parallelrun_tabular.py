@@ -34,6 +34,7 @@ with DAG(
         """Make the table and the model, if they are not there yet."""
         from parallelrun_examples.data import prepare_examples
 
+        assert params is not None, "Airflow passes the DAG's params to a task that asks for them"
         return prepare_examples(params["data_dir"])
 
     score = ParallelRunOperator(

@@ -3,19 +3,35 @@
 from __future__ import annotations
 
 import copy
-import logging
 import math
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from airflow_parallelrun.core.config_checks import (
+    APPEND_ROW_FORMATS,
+    CHECKS,
+    OUTPUT_ACTIONS,
+    SECRET_NAME_WORDS,
+    check_environment,
+    is_template,
+    looks_secret,
+)
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.sizes import MiniBatchSize, parse_mini_batch_size
+from airflow_parallelrun.core.sizes import MiniBatchSize, fits, parse_mini_batch_size
 
-OUTPUT_ACTIONS = ("append_row", "summary_only")
-APPEND_ROW_FORMATS = ("text", "csv", "parquet")
+__all__ = [
+    "APPEND_ROW_FORMATS",
+    "AUTO_TASKS_PER_PROCESS",
+    "OUTPUT_ACTIONS",
+    "SECRET_NAME_WORDS",
+    "TEMPLATED_FIELDS",
+    "ParallelRunConfig",
+    "is_template",
+    "looks_secret",
+]
+
 _DEFAULT_FILE_NAMES = {
     "text": "parallel_run_step.txt",
     "csv": "parallel_run_step.csv",
@@ -39,41 +55,6 @@ TEMPLATED_FIELDS = (
 )
 
 
-#: Words that make an environment variable's name look like it holds a secret; its value must
-#: then come from a template (a Connection or a Variable), never be written in the DAG file.
-SECRET_NAME_WORDS = frozenset(
-    [
-        "KEY",
-        "KEYS",
-        "APIKEY",
-        "SECRET",
-        "SECRETS",
-        "TOKEN",
-        "TOKENS",
-        "PASSWORD",
-        "PASSWD",
-        "PWD",
-        "CREDENTIAL",
-        "CREDENTIALS",
-    ]
-)
-
-
-def looks_secret(name: str) -> bool:
-    """Tell whether an environment variable's name says it holds a secret.
-
-    >>> [looks_secret(n) for n in ("API_KEY", "DB_PASSWORD", "GithubToken", "GREETING", "MONKEY")]
-    [True, True, True, False, False]
-    """
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
-    return any(word in SECRET_NAME_WORDS for word in re.split(r"[^A-Za-z0-9]+", spaced.upper()))
-
-
-def is_template(value: object) -> bool:
-    """Tell whether ``value`` is a Jinja template rather than a literal."""
-    return isinstance(value, str) and ("{{" in value or "{%" in value)
-
-
 def _from_text(name: str, value: Any) -> Any:
     """Turn a rendered template into the value it stands for; leave anything else as it is."""
     if not isinstance(value, str):
@@ -91,44 +72,6 @@ def _from_text(name: str, value: Any) -> Any:
     return value
 
 
-def _require_int(name: str, value: object, minimum: int, fix: str, *, allow: tuple = ()) -> None:
-    if value in allow and value is not True and value is not False:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name}={value!r} is invalid: expected a whole number >= {minimum}; {fix}")
-
-
-def _check_environment(env: object, *, literal_secrets: bool = False) -> None:
-    """Refuse anything but names to text values; and a secret written in the DAG file.
-
-    Errors name the variable, never its value: that may be a secret.
-    """
-    if not isinstance(env, Mapping):
-        raise ConfigError(
-            f"environment_variables is of type {type(env).__name__}, not a mapping; give a dict of names to "
-            "string values, e.g. {'MODEL_NAME': 'iris'}"
-        )
-    for name, value in env.items():
-        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
-            raise ConfigError(
-                f"environment_variables has an invalid name {name!r}: give non-empty strings without "
-                "'=', e.g. 'MODEL_NAME'"
-            )
-        if not isinstance(value, str):
-            raise ConfigError(
-                f"environment_variables[{name!r}] is of type {type(value).__name__}, not a string; "
-                "expected a mapping of names to string values: quote it, e.g. '1'"
-            )
-        if not literal_secrets and looks_secret(name) and value and not is_template(value):
-            raise ConfigError(
-                f"environment_variables[{name!r}] is written in the DAG file, but its name says it holds a "
-                "secret, and a DAG file's values reach Airflow's metadata database. Take it from a "
-                f"Connection or a Variable instead, e.g. {{{name!r}: '{{{{ conn.my_api.password }}}}'}} "
-                "or '{{ var.value.my_api_key }}'; if it is not a secret, write it as a template, "
-                "e.g. \"{{ 'value' }}\""
-            )
-
-
 @dataclass(frozen=True)
 class ParallelRunConfig:
     """How to run the entry script over the mini-batches, and when the run counts as failed.
@@ -138,7 +81,9 @@ class ParallelRunConfig:
     ``allowed_failed_count`` and ``allowed_failed_percent`` bound failed mini-batches (None
     ignores). ``append_row_format`` picks the merged file's format: Azure's plain text, csv with a
     header, or parquet. ``append_row_file_name`` defaults to ``parallel_run_step.<txt|csv|parquet>``.
-    ``process_count_per_node`` defaults to the number of CPUs where the DAG is parsed.
+    ``process_count_per_node`` None (the default) means the CPU count of each worker node where
+    the run's pool of entry-script processes starts; Airflow's bound on the run tasks in flight
+    (``concurrency``) then takes the CPU count of the machine that parses the DAG.
     ``mini_batch_size``, the three bounds, ``run_invocation_timeout`` and ``run_max_try`` may be
     Jinja templates, e.g. ``"{{ params.error_threshold }}"``, so a UI form sets them per run; the
     partition task renders and checks them, and every task of the run uses what it rendered.
@@ -159,7 +104,7 @@ class ParallelRunConfig:
     """
 
     entry_script: str
-    mini_batch_size: str | int | None = None
+    mini_batch_size: str | int | MiniBatchSize | None = None
     error_threshold: int = 10
     allowed_failed_count: int | None = None
     allowed_failed_percent: float | None = None
@@ -176,134 +121,40 @@ class ParallelRunConfig:
     worker_idle_timeout: float = 60
     mini_batches_per_task: int | str = "auto"
 
+    if TYPE_CHECKING:
+        # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
+        # ("{{ params.x }}"), which the partition task renders and checks; the tasks and the core
+        # only ever see the rendered numbers, as the fields' own types say.
+        def __init__(
+            self,
+            entry_script: str,
+            mini_batch_size: str | int | MiniBatchSize | None = None,
+            error_threshold: int | str = 10,
+            allowed_failed_count: int | str | None = None,
+            allowed_failed_percent: float | str | None = None,
+            output_action: str = "append_row",
+            append_row_file_name: str | None = None,
+            append_row_format: str = "text",
+            run_invocation_timeout: float | str = 60,
+            run_max_try: int | str = 3,
+            node_count: int = 1,
+            process_count_per_node: int | None = None,
+            environment_variables: Mapping[str, str] = ...,
+            logging_level: str = "INFO",
+            warm_workers: bool = True,
+            worker_idle_timeout: float = 60,
+            mini_batches_per_task: int | str = "auto",
+        ) -> None: ...
+
     def __post_init__(self) -> None:
         templates = self.templates
         if templates:
             # Check every other field now; the templated ones are checked once rendered.
             defaults: dict[str, Any] = {f.name: f.default for f in fields(self) if f.name in templates}
-            parsed = replace(self, **defaults)
-            object.__setattr__(self, "process_count_per_node", parsed.process_count_per_node)
+            replace(self, **defaults)
             return
-        if not isinstance(self.entry_script, str) or not self.entry_script.endswith(".py"):
-            raise ConfigError(
-                f"entry_script={self.entry_script!r} must be the path of a Python file, "
-                "e.g. entry_script='scripts/score.py' (relative to the DAG file's folder, or absolute)"
-            )
-        if self.mini_batch_size is not None:
-            # The dataset picks the unit when the operator is built; here either spelling will do.
-            try:
-                parse_mini_batch_size(self.mini_batch_size, tabular=True)
-            except ConfigError:
-                try:
-                    parse_mini_batch_size(self.mini_batch_size, tabular=False)
-                except ConfigError:
-                    raise ConfigError(
-                        f"mini_batch_size={self.mini_batch_size!r} is not a size: for a FileDataset give a "
-                        'count of files, e.g. "10"; for a TabularDataset give bytes, e.g. "1MB" or "500KB" '
-                        '(KB/MB/GB = x1024), or rows, e.g. "5000 rows"'
-                    ) from None
-        _require_int(
-            "error_threshold",
-            self.error_threshold,
-            -1,
-            "give a number of failed items to tolerate, or -1 to ignore item failures",
-        )
-        if self.allowed_failed_count is not None:
-            _require_int(
-                "allowed_failed_count",
-                self.allowed_failed_count,
-                -1,
-                "give a number of failed mini-batches to tolerate, -1 or None to ignore",
-            )
-        pct = self.allowed_failed_percent
-        if pct is not None and (
-            isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (pct == -1 or 0 <= pct <= 100)
-        ):
-            raise ConfigError(
-                f"allowed_failed_percent={pct!r} is invalid: expected a percentage from 0 to 100, "
-                "or -1 or None to ignore"
-            )
-        if self.output_action not in OUTPUT_ACTIONS:
-            raise ConfigError(
-                f"output_action={self.output_action!r} is invalid: use 'append_row' (merge what run() "
-                "returns into one file) or 'summary_only' (the script writes its own outputs)"
-            )
-        if self.append_row_format not in APPEND_ROW_FORMATS:
-            raise ConfigError(
-                f"append_row_format={self.append_row_format!r} is invalid: use one of "
-                f"{', '.join(APPEND_ROW_FORMATS)}"
-            )
-        name = self.append_row_file_name
-        if name is not None and (
-            not isinstance(name, str)
-            or not name
-            or "/" in name
-            or "\\" in name
-            or name in (".", "..")
-            or name.startswith("_parallelrun")
-        ):
-            raise ConfigError(
-                f"append_row_file_name={name!r} is invalid: give a plain file name without a folder, "
-                "e.g. 'parallel_run_step.txt'"
-            )
-        timeout = self.run_invocation_timeout
-        # NaN and infinity get past "<= 0" but crash the wait for run() (Connection.poll): refuse them.
-        if (
-            isinstance(timeout, bool)
-            or not isinstance(timeout, (int, float))
-            or not math.isfinite(timeout)
-            or timeout <= 0
-        ):
-            raise ConfigError(
-                f"run_invocation_timeout={timeout!r} is invalid: expected a finite number of seconds > 0 "
-                "for one run() call, e.g. 60"
-            )
-        _require_int("run_max_try", self.run_max_try, 1, "give the number of tries in all, e.g. 3")
-        _require_int("node_count", self.node_count, 1, "give the number of nodes, e.g. 1")
-        if self.process_count_per_node is None:
-            object.__setattr__(self, "process_count_per_node", os.cpu_count() or 1)
-        _require_int(
-            "process_count_per_node",
-            self.process_count_per_node,
-            1,
-            "give the number of processes per node, e.g. 2",
-        )
-        if not isinstance(self.warm_workers, bool):
-            raise ConfigError(
-                f"warm_workers={self.warm_workers!r} is invalid: expected True (keep entry-script "
-                "processes warm across mini-batches) or False (a new process per task instance)"
-            )
-        idle = self.worker_idle_timeout
-        if (
-            isinstance(idle, bool)
-            or not isinstance(idle, (int, float))
-            or not math.isfinite(idle)
-            or idle <= 0
-        ):
-            raise ConfigError(
-                f"worker_idle_timeout={idle!r} is invalid: expected a finite number of seconds > 0 a warm "
-                "worker waits for its next mini-batch, e.g. 60"
-            )
-        per_task = self.mini_batches_per_task
-        if per_task != "auto":
-            _require_int(
-                "mini_batches_per_task",
-                per_task,
-                1,
-                "give 'auto', or how many consecutive mini-batches one run task instance runs, e.g. 1",
-            )
-        level = self.logging_level
-        if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
-            logging.DEBUG,
-            logging.INFO,
-            logging.WARNING,
-            logging.ERROR,
-            logging.CRITICAL,
-        ):
-            raise ConfigError(
-                f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL"
-            )
-        _check_environment(self.environment_variables)
+        for check in CHECKS:
+            check(self)
 
     def __repr__(self) -> str:
         # Environment values may be secrets (rendered from a Connection): show names only, as
@@ -329,7 +180,7 @@ class ParallelRunConfig:
         The check that a secret-looking name has a templated value applies to what a DAG file
         gives, not to what a task rendered, so it is not run again here.
         """
-        _check_environment(values, literal_secrets=True)
+        check_environment(values, literal_secrets=True)
         config = copy.copy(self)
         object.__setattr__(config, "environment_variables", {**self.environment_variables, **values})
         return config
@@ -353,8 +204,11 @@ class ParallelRunConfig:
 
     @property
     def concurrency(self) -> int:
-        """How many mini-batches of one run may execute at once."""
-        return self.node_count * int(self.process_count_per_node or 1)
+        """How many mini-batches of one run may execute at once.
+
+        With ``process_count_per_node`` None, this machine's CPU count stands for each node's.
+        """
+        return self.node_count * int(self.process_count_per_node or os.cpu_count() or 1)
 
     @property
     def output_file_name(self) -> str:
@@ -381,8 +235,56 @@ class ParallelRunConfig:
         return min(tasks, max_tasks) if max_tasks else tasks
 
     def batch_size(self, *, tabular: bool) -> MiniBatchSize:
-        """Return the mini-batch size in the unit the dataset uses."""
-        return parse_mini_batch_size(self.mini_batch_size, tabular=tabular)
+        """Return the mini-batch size in the unit the dataset uses (parsed already by ``for_dataset``)."""
+        size = self.mini_batch_size
+        if not isinstance(size, MiniBatchSize):
+            return parse_mini_batch_size(size, tabular=tabular)
+        if not fits(size, tabular=tabular):
+            kind = "a TabularDataset (bytes or rows)" if tabular else "a FileDataset (a count of files)"
+            raise ConfigError(
+                f"mini_batch_size={size.value} {size.unit} does not fit {kind}; give the size in that unit"
+            )
+        return size
+
+    def for_dataset(self, *, tabular: bool) -> ParallelRunConfig:
+        """Return this config with ``mini_batch_size`` parsed in the dataset's unit, checked once.
+
+        Raise ``ConfigError`` when the size is not in a unit of that kind of dataset.
+        """
+        if isinstance(self.mini_batch_size, MiniBatchSize):
+            self.batch_size(tabular=tabular)
+            return self
+        config = copy.copy(self)
+        object.__setattr__(config, "mini_batch_size", self.batch_size(tabular=tabular))
+        return config
+
+    def to_header(self) -> dict[str, Any]:
+        """Return this resolved config as the run's manifest header stores it (JSON).
+
+        Environment variables go by name only: their values may be secrets, rendered per task.
+        """
+        if self.templates:
+            raise ConfigError(
+                f"the configuration still holds templates {sorted(self.templates)}; render it first"
+            )
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "environment_variables"}
+        size = self.mini_batch_size
+        if isinstance(size, MiniBatchSize):
+            data["mini_batch_size"] = {"unit": size.unit, "value": size.value}
+        data["environment_variable_names"] = sorted(self.environment_variables)
+        return data
+
+    @classmethod
+    def from_header(
+        cls, data: Mapping[str, Any], environment_variables: Mapping[str, str] | None = None
+    ) -> ParallelRunConfig:
+        """Return the config ``to_header`` stored, with the task's own ``environment_variables``."""
+        names = {f.name for f in fields(cls)} - {"environment_variables"}
+        values = {name: value for name, value in data.items() if name in names}
+        size = values.get("mini_batch_size")
+        if isinstance(size, Mapping):
+            values["mini_batch_size"] = MiniBatchSize(size["unit"], int(size["value"]))
+        return cls(**values, environment_variables=dict(environment_variables or {}))
 
     def thresholds(self) -> dict[str, float | int | None]:
         return {

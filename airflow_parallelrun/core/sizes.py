@@ -24,6 +24,7 @@ from airflow_parallelrun.core.errors import ConfigError
 
 _UNITS = {"": 1, "B": 1, "KB": 1024, "MB": 1024**2, "GB": 1024**3}
 _PATTERN = re.compile(r"^\s*(\d+)\s*([A-Za-z]*)\s*$")
+_ANY_SUFFIX = frozenset({*_UNITS, "ROWS", "ROW", "FILES", "FILE"})
 
 DEFAULT_FILES = 10
 DEFAULT_BYTES = 1024**2
@@ -71,3 +72,18 @@ def parse_mini_batch_size(size: str | int | None, *, tabular: bool) -> MiniBatch
         what = "a positive number of files" if unit == "files" else f"a positive number of {unit}"
         raise ConfigError(f"mini_batch_size={text!r} must be at least 1; give {what}, e.g. {example}")
     return MiniBatchSize(unit, value)
+
+
+def is_mini_batch_size(size: str | int) -> bool:
+    """Tell whether ``size`` reads as a mini-batch size for some kind of dataset, files or tabular.
+
+    >>> [is_mini_batch_size(s) for s in ("10", "1MB", "5000 rows", 3, "0", "10XB", "ten")]
+    [True, True, True, True, False, False, False]
+    """
+    match = _PATTERN.match(str(size))
+    return match is not None and int(match.group(1)) >= 1 and match.group(2).upper() in _ANY_SUFFIX
+
+
+def fits(size: MiniBatchSize, *, tabular: bool) -> bool:
+    """Tell whether a parsed size is in a unit the dataset kind takes (files, or bytes and rows)."""
+    return (size.unit != "files") == tabular

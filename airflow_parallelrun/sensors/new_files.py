@@ -86,12 +86,12 @@ class NewFilesSensor(BaseSensorOperator):
         if self._watch is None:
             from airflow_parallelrun.core.inputs.paths import check_path
             from airflow_parallelrun.core.storage.claims import NewFiles
-            from airflow_parallelrun.operators.parallel_run import storage_options_from_connection
+            from airflow_parallelrun.hooks.storage import ParallelRunStorageHook
 
             check_path("path", str(self.path), self._templates["path"])
             if self.state_path is not None:
                 check_path("state_path", str(self.state_path), self._templates["state_path"])
-            options = storage_options_from_connection(self.conn_id) if self.conn_id else None
+            options = ParallelRunStorageHook(self.conn_id).storage_options() if self.conn_id else None
             self._watch = NewFiles(
                 self.path,
                 self.pattern,

@@ -102,11 +102,9 @@ class NewFilesTrigger(BaseEventTrigger):
     async def _storage_options(self) -> dict[str, Any] | None:
         if not self.conn_id:
             return None
-        from airflow.sdk import BaseHook
+        from airflow_parallelrun.hooks.storage import ParallelRunStorageHook
 
-        from airflow_parallelrun.operators.parallel_run import connection_storage_options
-
-        return connection_storage_options(await BaseHook.aget_connection(self.conn_id))
+        return await ParallelRunStorageHook(self.conn_id).astorage_options()
 
     def _payload(self, files: list[str], batch: str | None = None) -> dict[str, Any]:
         payload = {

@@ -9,6 +9,7 @@ Run with ``--model_path <model.joblib>`` (see ``parallelrun_examples.data.train_
 
 import argparse
 import os
+from typing import Any
 
 import joblib
 import numpy as np
@@ -16,7 +17,7 @@ from PIL import Image
 
 from airflow_parallelrun import EntryScript
 
-model = None
+model: Any = None  # loaded by init()
 
 
 def init():

@@ -8,6 +8,7 @@ Run with ``--model_path <model.joblib> --model_version <version>``
 
 import argparse
 import os
+from typing import Any
 
 import joblib
 import numpy as np
@@ -15,7 +16,7 @@ from PIL import Image
 
 from airflow_parallelrun import EntryScript
 
-model = None
+model: Any = None  # loaded by init()
 model_version = None
 
 

@@ -6,13 +6,14 @@ Run with ``--model_path <model.joblib>`` (see ``parallelrun_examples.data.train_
 """
 
 import argparse
+from typing import Any
 
 import joblib
 import pandas as pd
 
 FEATURES = ["f0", "f1", "f2", "f3"]
 
-model = None
+model: Any = None  # loaded by init()
 
 
 def init():

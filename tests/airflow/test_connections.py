@@ -110,3 +110,49 @@ def test_without_the_connection_the_store_refuses_and_the_run_says_why(
     dag_run = dag.test()
     assert dag_run.state == "failed"
     assert task_instances(dag_run)[("score.partition", -1)][0] == "failed"
+
+
+def test_the_hook_turns_a_connection_into_storage_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from airflow_parallelrun.hooks.storage import ParallelRunStorageHook
+
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_S3_LIKE",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "scorer",
+                "password": SECRET,
+                "extra": {"storage_options": {"endpoint_url": "http://minio:9000"}, "password_option": "pw"},
+            }
+        ),
+    )
+    hook = ParallelRunStorageHook("s3_like")
+    assert hook.storage_options() == {"endpoint_url": "http://minio:9000", "key": "scorer", "pw": SECRET}
+    assert hook.get_conn() == hook.storage_options()
+
+
+def test_operators_sensor_and_trigger_take_connections_from_the_hook_not_from_each_other() -> None:
+    import ast
+    import importlib.util
+
+    roles = ("operators", "sensors", "triggers")
+    for role in roles:
+        spec = importlib.util.find_spec(f"airflow_parallelrun.{role}")
+        assert spec is not None and spec.submodule_search_locations
+        for path in Path(next(iter(spec.submodule_search_locations))).glob("*.py"):
+            imported = {
+                node.module or ""
+                for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.ImportFrom)
+            }
+            others = {f"airflow_parallelrun.{other}" for other in roles if other != role}
+            crossing = {m for m in imported if any(m.startswith(o) for o in others)}
+            # The sensor defers to its own trigger; nothing else crosses between the roles.
+            if role == "sensors":
+                crossing.discard("airflow_parallelrun.triggers.new_files")
+            assert not crossing, (path, crossing)
+    sources = "".join(
+        Path(importlib.util.find_spec(f"airflow_parallelrun.{m}").origin).read_text()  # type: ignore[union-attr,arg-type]
+        for m in ("sensors.new_files", "triggers.new_files", "operators.partition")
+    )
+    assert sources.count("airflow_parallelrun.hooks.storage import") == 3

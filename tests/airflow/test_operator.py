@@ -142,6 +142,43 @@ def test_extra_keyword_arguments_reach_the_three_tasks(script: Path) -> None:
     assert dag.task_dict["score.run"].partial_kwargs["pool"] == "scoring"
 
 
+def test_run_task_args_reach_only_the_run_tasks_of_the_serialized_dag(script: Path) -> None:
+    from airflow.sdk.configuration import conf
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    with DAG("per_task_args", schedule=None) as dag:
+        _operator(script, retries=1, run_task_args={"queue": "gpu", "pool": "scoring", "retries": 0})
+    # What the scheduler and the workers get: the DAG as serialized, read back.
+    loaded = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    run = loaded.task_dict["score.run"]
+    assert (run.partial_kwargs["queue"], run.partial_kwargs["pool"]) == ("gpu", "scoring")
+    assert run.retries == 0
+    default_queue = conf.get("operators", "default_queue")
+    for task_id in ("score.partition", "score.aggregate"):
+        task = loaded.task_dict[task_id]
+        assert task.queue == default_queue != "gpu", task_id
+        assert task.pool != "scoring" and task.retries == 1, task_id
+
+
+def test_run_task_args_that_are_not_a_mapping_or_name_the_groups_own_arguments_are_refused(
+    script: Path,
+) -> None:
+    with pytest.raises(ConfigError, match=r"run_task_args=\['gpu'\] is not a mapping.*\{'queue': 'gpu'"):
+        _operator(script, run_task_args=["gpu"])
+    with pytest.raises(ConfigError, match="run_task_args names config, task_id, which the task group sets"):
+        _operator(script, run_task_args={"task_id": "x", "config": None})
+
+
+def test_without_process_count_per_node_the_bound_takes_this_machines_cpu_count(script: Path) -> None:
+    import os
+
+    config = ParallelRunConfig(entry_script=str(script), node_count=2, warm_workers=False)
+    with DAG("cpu_bound", schedule=None) as dag:
+        group = _operator(script, config=config)
+    assert group.config.process_count_per_node is None  # each node's pool takes its own CPU count
+    assert dag.task_dict["score.run"].partial_kwargs["max_active_tis_per_dagrun"] == 2 * (os.cpu_count() or 1)
+
+
 def test_a_param_cannot_move_the_input_out_of_its_templated_folder(write_dag, tmp_path: Path) -> None:
     root = tmp_path / "data" / "in"
     (root / "ok").mkdir(parents=True)
@@ -220,7 +257,7 @@ def test_a_deleted_dag_run_reads_as_not_found_both_under_a_supervisor_and_in_dag
     from airflow.sdk.exceptions import AirflowRuntimeError, ErrorType
     from airflow.sdk.execution_time.comms import ErrorResponse
 
-    from airflow_parallelrun.operators.parallel_run import _http_status
+    from airflow_parallelrun.operators.task_sdk import http_status as _http_status
 
     under_supervisor = AirflowRuntimeError(
         ErrorResponse(

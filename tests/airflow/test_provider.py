@@ -43,6 +43,7 @@ def test_provider_info_names_modules_that_hold_the_operator_sensor_and_trigger()
         "operators": "ParallelRunOperator",
         "sensors": "NewFilesSensor",
         "triggers": "NewFilesTrigger",
+        "hooks": "ParallelRunStorageHook",
     }
     for kind, cls in expected.items():
         (entry,) = info[kind]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -68,6 +69,27 @@ def test_mini_batch_size_and_error_threshold_come_from_the_runs_params(form_dag)
     assert sorted(k[1] for k in states if k[0] == "score.run") == [0, 1, 2]
     assert states[("score.aggregate", -1)] == "success"
     assert str(dag_run.state) == "success"
+    # The partition resolved the configuration once, into the manifest header the run and
+    # aggregate tasks read; no XCom carries it any more.
+    (manifest,) = form_dag_output(form_dag).glob("*/_parallelrun/manifest.json")
+    stored = json.loads(manifest.read_text())["config"]
+    assert stored["mini_batch_size"] == {"unit": "files", "value": 2}
+    assert stored["error_threshold"] == -1
+    assert "config" not in _xcom_keys(dag_run) and "output_path" in _xcom_keys(dag_run)
+
+
+def form_dag_output(dag) -> Path:
+    partition = dag.task_dict["score.partition"]
+    return Path(partition.output_path.split("/{{")[0])
+
+
+def _xcom_keys(dag_run) -> set[str]:
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        rows = session.query(XComModel.key).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
+        return {key for (key,) in rows}
 
 
 def test_the_same_dag_with_other_params_partitions_and_counts_otherwise(form_dag) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+
 import pytest
 
 from airflow_parallelrun.core.config import ParallelRunConfig
@@ -117,8 +120,10 @@ def test_defaults_equal_azure_ml():
     assert config.node_count == 1
     assert config.allowed_failed_count is None
     assert config.allowed_failed_percent is None
-    assert config.process_count_per_node >= 1
-    assert config.concurrency == config.process_count_per_node
+    # None: the CPU count of each worker node where the pool starts; Airflow's bound on the run
+    # tasks in flight takes the CPU count of the machine that parses the DAG.
+    assert config.process_count_per_node is None
+    assert config.concurrency == (os.cpu_count() or 1) >= 1
 
 
 @pytest.mark.parametrize(
@@ -337,3 +342,56 @@ def test_with_environment_sets_rendered_values_and_keeps_literals():
     assert config.environment_variables["API_TOKEN"] == "{{ var.value.token }}"
     with pytest.raises(ConfigError, match=r"environment_variables\['API_TOKEN'\] is of type int"):
         config.with_environment({"API_TOKEN": 5})  # type: ignore[dict-item]
+
+
+# --- ParallelRunConfig: resolved once, stored in the manifest header --------------------------------
+
+
+def test_for_dataset_parses_the_size_once_and_keeps_it_on_the_config():
+    config = ParallelRunConfig(entry_script="s.py", mini_batch_size="2 rows")
+    resolved = config.for_dataset(tabular=True)
+    assert resolved.mini_batch_size == MiniBatchSize("rows", 2)
+    assert resolved.batch_size(tabular=True) is resolved.mini_batch_size
+    assert resolved.for_dataset(tabular=True) is resolved
+    with pytest.raises(ConfigError, match="mini_batch_size=2 rows does not fit a FileDataset"):
+        resolved.batch_size(tabular=False)
+    with pytest.raises(ConfigError, match="mini_batch_size='2 rows' has an unknown unit"):
+        config.for_dataset(tabular=False)
+
+
+def test_the_header_holds_the_resolved_config_and_environment_names_only():
+    config = ParallelRunConfig(
+        entry_script="s.py",
+        mini_batch_size="64KB",
+        error_threshold=-1,
+        run_max_try=2,
+        environment_variables={"API_TOKEN": "{{ conn.api.password }}", "MODEL": "iris"},
+    ).for_dataset(tabular=True)
+    header = config.to_header()
+    text = json.dumps(header)  # JSON, as the manifest stores it
+    assert "iris" not in text and "conn.api" not in text
+    assert header["environment_variable_names"] == ["API_TOKEN", "MODEL"]
+    assert header["mini_batch_size"] == {"unit": "bytes", "value": 65536}
+    assert header["process_count_per_node"] is None  # each node decides: its own CPU count
+    own = {"API_TOKEN": "{{ conn.api.password }}"}
+    back = ParallelRunConfig.from_header(json.loads(text), environment_variables=own)
+    assert back.mini_batch_size == MiniBatchSize("bytes", 65536)
+    assert (back.error_threshold, back.run_max_try, back.process_count_per_node) == (-1, 2, None)
+    assert back.environment_variables == own
+
+
+def test_a_config_with_templates_left_is_not_stored():
+    config = ParallelRunConfig(entry_script="s.py", run_max_try="{{ params.tries }}")
+    with pytest.raises(ConfigError, match=r"still holds templates \['run_max_try'\]; render it first"):
+        config.to_header()
+
+
+def test_without_process_count_per_node_the_pool_takes_the_nodes_cpu_count(tmp_path):
+    from airflow_parallelrun.core.execution.batch_runner import pool_spec_of
+    from airflow_parallelrun.core.spec import RunSpec
+
+    spec = RunSpec(
+        output_path=str(tmp_path), config=ParallelRunConfig(entry_script="s.py"), entry_script="s.py"
+    )
+    pool = pool_spec_of(spec)
+    assert pool is not None and pool.size == (os.cpu_count() or 1)

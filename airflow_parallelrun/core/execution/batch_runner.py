@@ -57,7 +57,9 @@ def thread_limits(processes: int) -> dict[str, str]:
 
 def worker_environment(config: Any) -> dict[str, str]:
     """Return the variables a worker of this run starts with: thread limits, then the config's."""
-    return thread_limits(int(config.process_count_per_node or 1)) | dict(config.environment_variables)
+    return thread_limits(int(config.process_count_per_node or os.cpu_count() or 1)) | dict(
+        config.environment_variables
+    )
 
 
 def worker_settings(spec: RunSpec) -> WorkerSettings:
@@ -88,7 +90,7 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
             output_dir=out.path if shared else "",
             log_dir=out.join("_parallelrun", "logs", "user") if shared else "",
         ),
-        size=int(config.process_count_per_node or 1),
+        size=int(config.process_count_per_node or os.cpu_count() or 1),
         idle_timeout=float(config.worker_idle_timeout),
         output_location=out.url,
     )

@@ -77,7 +77,9 @@ def partition(
     for name in stale:
         layout.output.remove(layout.state(name))
     adopted = list((earlier or {}).get("accepted_keys") or []) if header["resumed"] else []
-    header.update(run_key=run_key, owner=owner, accepted_keys=[run_key, *adopted])
+    header.update(
+        run_key=run_key, owner=owner, accepted_keys=[run_key, *adopted], config=spec.config.to_header()
+    )
     write_manifest(layout, batches, header)
     descriptors = pack(batches, spec.config.run_task_count(len(batches), max_tasks))
     log.info(

@@ -1,0 +1,238 @@
+"""Check a ParallelRunConfig: one small check per concern, each error naming the field, the value and the fix.
+
+Also what a DAG file's environment variables may hold: a value whose name looks secret must come
+from a template (a Connection or a Variable), never be written in the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.sizes import MiniBatchSize, is_mini_batch_size
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.config import ParallelRunConfig
+
+OUTPUT_ACTIONS = ("append_row", "summary_only")
+APPEND_ROW_FORMATS = ("text", "csv", "parquet")
+
+#: Words that make an environment variable's name look like it holds a secret; its value must
+#: then come from a template (a Connection or a Variable), never be written in the DAG file.
+SECRET_NAME_WORDS = frozenset(
+    [
+        "KEY",
+        "KEYS",
+        "APIKEY",
+        "SECRET",
+        "SECRETS",
+        "TOKEN",
+        "TOKENS",
+        "PASSWORD",
+        "PASSWD",
+        "PWD",
+        "CREDENTIAL",
+        "CREDENTIALS",
+    ]
+)
+
+
+def looks_secret(name: str) -> bool:
+    """Tell whether an environment variable's name says it holds a secret.
+
+    >>> [looks_secret(n) for n in ("API_KEY", "DB_PASSWORD", "GithubToken", "GREETING", "MONKEY")]
+    [True, True, True, False, False]
+    """
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name)
+    return any(word in SECRET_NAME_WORDS for word in re.split(r"[^A-Za-z0-9]+", spaced.upper()))
+
+
+def is_template(value: object) -> bool:
+    """Tell whether ``value`` is a Jinja template rather than a literal."""
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def _require_int(name: str, value: object, minimum: int, fix: str, *, allow: tuple = ()) -> None:
+    if value in allow and value is not True and value is not False:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{name}={value!r} is invalid: expected a whole number >= {minimum}; {fix}")
+
+
+def check_environment(env: object, *, literal_secrets: bool = False) -> None:
+    """Refuse anything but names to text values; and a secret written in the DAG file.
+
+    Errors name the variable, never its value: that may be a secret.
+    """
+    if not isinstance(env, Mapping):
+        raise ConfigError(
+            f"environment_variables is of type {type(env).__name__}, not a mapping; give a dict of names to "
+            "string values, e.g. {'MODEL_NAME': 'iris'}"
+        )
+    for name, value in env.items():
+        if not isinstance(name, str) or not name or "=" in name or "\0" in name:
+            raise ConfigError(
+                f"environment_variables has an invalid name {name!r}: give non-empty strings without "
+                "'=', e.g. 'MODEL_NAME'"
+            )
+        if not isinstance(value, str):
+            raise ConfigError(
+                f"environment_variables[{name!r}] is of type {type(value).__name__}, not a string; "
+                "expected a mapping of names to string values: quote it, e.g. '1'"
+            )
+        if not literal_secrets and looks_secret(name) and value and not is_template(value):
+            raise ConfigError(
+                f"environment_variables[{name!r}] is written in the DAG file, but its name says it holds a "
+                "secret, and a DAG file's values reach Airflow's metadata database. Take it from a "
+                f"Connection or a Variable instead, e.g. {{{name!r}: '{{{{ conn.my_api.password }}}}'}} "
+                "or '{{ var.value.my_api_key }}'; if it is not a secret, write it as a template, "
+                "e.g. \"{{ 'value' }}\""
+            )
+
+
+def _check_entry_script(config: ParallelRunConfig) -> None:
+    if not isinstance(config.entry_script, str) or not config.entry_script.endswith(".py"):
+        raise ConfigError(
+            f"entry_script={config.entry_script!r} must be the path of a Python file, "
+            "e.g. entry_script='scripts/score.py' (relative to the DAG file's folder, or absolute)"
+        )
+
+
+def _check_mini_batch_size(config: ParallelRunConfig) -> None:
+    size = config.mini_batch_size
+    if size is None or isinstance(size, MiniBatchSize):
+        return
+    # The dataset picks the unit when the operator is built; here either spelling will do.
+    if not is_mini_batch_size(size):
+        raise ConfigError(
+            f"mini_batch_size={size!r} is not a size: for a FileDataset give a "
+            'count of files, e.g. "10"; for a TabularDataset give bytes, e.g. "1MB" or "500KB" '
+            '(KB/MB/GB = x1024), or rows, e.g. "5000 rows"'
+        )
+
+
+def _check_thresholds(config: ParallelRunConfig) -> None:
+    _require_int(
+        "error_threshold",
+        config.error_threshold,
+        -1,
+        "give a number of failed items to tolerate, or -1 to ignore item failures",
+    )
+    if config.allowed_failed_count is not None:
+        _require_int(
+            "allowed_failed_count",
+            config.allowed_failed_count,
+            -1,
+            "give a number of failed mini-batches to tolerate, -1 or None to ignore",
+        )
+    pct = config.allowed_failed_percent
+    if pct is not None and (
+        isinstance(pct, bool) or not isinstance(pct, (int, float)) or not (pct == -1 or 0 <= pct <= 100)
+    ):
+        raise ConfigError(
+            f"allowed_failed_percent={pct!r} is invalid: expected a percentage from 0 to 100, "
+            "or -1 or None to ignore"
+        )
+
+
+def _check_output(config: ParallelRunConfig) -> None:
+    if config.output_action not in OUTPUT_ACTIONS:
+        raise ConfigError(
+            f"output_action={config.output_action!r} is invalid: use 'append_row' (merge what run() "
+            "returns into one file) or 'summary_only' (the script writes its own outputs)"
+        )
+    if config.append_row_format not in APPEND_ROW_FORMATS:
+        raise ConfigError(
+            f"append_row_format={config.append_row_format!r} is invalid: use one of "
+            f"{', '.join(APPEND_ROW_FORMATS)}"
+        )
+    name = config.append_row_file_name
+    if name is not None and (
+        not isinstance(name, str)
+        or not name
+        or "/" in name
+        or "\\" in name
+        or name in (".", "..")
+        or name.startswith("_parallelrun")
+    ):
+        raise ConfigError(
+            f"append_row_file_name={name!r} is invalid: give a plain file name without a folder, "
+            "e.g. 'parallel_run_step.txt'"
+        )
+
+
+def _is_seconds(value: object) -> bool:
+    # NaN and infinity get past "<= 0" but crash the wait for run() (Connection.poll): refuse them.
+    return (
+        not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value) and value > 0
+    )
+
+
+def _check_tries_and_timeout(config: ParallelRunConfig) -> None:
+    if not _is_seconds(config.run_invocation_timeout):
+        raise ConfigError(
+            f"run_invocation_timeout={config.run_invocation_timeout!r} is invalid: expected a finite "
+            "number of seconds > 0 for one run() call, e.g. 60"
+        )
+    _require_int("run_max_try", config.run_max_try, 1, "give the number of tries in all, e.g. 3")
+
+
+def _check_processes(config: ParallelRunConfig) -> None:
+    _require_int("node_count", config.node_count, 1, "give the number of nodes, e.g. 1")
+    if config.process_count_per_node is not None:
+        _require_int(
+            "process_count_per_node",
+            config.process_count_per_node,
+            1,
+            "give the number of processes per node, e.g. 2, or None for the node's CPU count",
+        )
+
+
+def _check_workers(config: ParallelRunConfig) -> None:
+    if not isinstance(config.warm_workers, bool):
+        raise ConfigError(
+            f"warm_workers={config.warm_workers!r} is invalid: expected True (keep entry-script "
+            "processes warm across mini-batches) or False (a new process per task instance)"
+        )
+    if not _is_seconds(config.worker_idle_timeout):
+        raise ConfigError(
+            f"worker_idle_timeout={config.worker_idle_timeout!r} is invalid: expected a finite number of "
+            "seconds > 0 a warm worker waits for its next mini-batch, e.g. 60"
+        )
+    if config.mini_batches_per_task != "auto":
+        _require_int(
+            "mini_batches_per_task",
+            config.mini_batches_per_task,
+            1,
+            "give 'auto', or how many consecutive mini-batches one run task instance runs, e.g. 1",
+        )
+
+
+def _check_logging_level(config: ParallelRunConfig) -> None:
+    level = config.logging_level
+    if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
+        logging.DEBUG,
+        logging.INFO,
+        logging.WARNING,
+        logging.ERROR,
+        logging.CRITICAL,
+    ):
+        raise ConfigError(f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+
+#: One check per concern, in the order a DAG author reads the fields.
+CHECKS: tuple[Callable[[ParallelRunConfig], None], ...] = (
+    _check_entry_script,
+    _check_mini_batch_size,
+    _check_thresholds,
+    _check_output,
+    _check_tries_and_timeout,
+    _check_processes,
+    _check_workers,
+    _check_logging_level,
+    lambda config: check_environment(config.environment_variables),
+)

@@ -1,0 +1,78 @@
+"""What the run and aggregate tasks take from their partition task: XCom keys, output path, run key, config.
+
+The partition task resolves the run's configuration once (rendered templates, parsed sizes) and
+stores it in the manifest header; the run and aggregate tasks read it from there. Environment
+values never go there: each task renders its own (see ``rendering.render_environment``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from airflow_parallelrun.hooks.storage import use_connections
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.spec import RunSpec
+
+OUTPUT_PATH_KEY = "output_path"
+INPUT_ROOT_KEY = "input_root"
+RUN_KEY_KEY = "run_key"
+
+
+def run_spec(
+    output_path: str, config: ParallelRunConfig, entry_script: str, arguments: Sequence[str]
+) -> RunSpec:
+    """Return the core's description of this run."""
+    from airflow_parallelrun.core.spec import RunSpec
+
+    return RunSpec(
+        output_path=output_path,
+        config=config,
+        entry_script=entry_script,
+        arguments=tuple(str(a) for a in arguments),
+    )
+
+
+def pull_output_path(
+    context: Context, partition_task_id: str, input_conn_id: str | None, output_conn_id: str | None
+) -> str | None:
+    """Return the output path the partition task rendered, with the run's Connections in use."""
+    ti = context["ti"]
+    output_path = ti.xcom_pull(task_ids=partition_task_id, key=OUTPUT_PATH_KEY)
+    root = ti.xcom_pull(task_ids=partition_task_id, key=INPUT_ROOT_KEY)
+    use_connections(root, input_conn_id, output_path, output_conn_id)
+    return output_path
+
+
+def pull_run_key(context: Context, partition_task_id: str) -> str | None:
+    """Return the run key the partition task minted (None from a partition of an older version)."""
+    return context["ti"].xcom_pull(task_ids=partition_task_id, key=RUN_KEY_KEY)
+
+
+def resolved_config(output_path: str, config: ParallelRunConfig) -> ParallelRunConfig:
+    """Return the configuration the partition task resolved for this run, from the manifest header.
+
+    ``config`` is the task's own (from the DAG file): its environment variables, unrendered, go
+    with the resolved configuration. A manifest written before the header held the configuration
+    gives ``config`` itself, when it has no template to render.
+    """
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.errors import ConfigError
+    from airflow_parallelrun.core.storage.location import Location
+    from airflow_parallelrun.core.storage.manifest import RunLayout
+
+    layout = RunLayout(Location(output_path))
+    header = layout.output.read_json(layout.manifest)
+    stored = header.get("config") if isinstance(header, dict) else None
+    if stored is None:
+        if config.templates:
+            raise ConfigError(
+                f"the manifest at {layout.output.url_of(layout.manifest)} holds no resolved configuration "
+                "(a partition of an older version wrote it); clear the partition task to partition again"
+            )
+        return config
+    return ParallelRunConfig.from_header(stored, environment_variables=config.environment_variables)
