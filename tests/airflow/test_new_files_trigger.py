@@ -50,9 +50,9 @@ class Listings:
 
 @pytest.fixture
 def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
-    from airflow_parallelrun.core.storage import claims
+    from airflow_parallelrun.core.storage import new_files
 
-    counter, real = Listings(), claims.list_files
+    counter, real = Listings(), new_files.list_files
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -60,7 +60,7 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
         finally:
             counter.count += 1
 
-    monkeypatch.setattr(claims, "list_files", counted)
+    monkeypatch.setattr(new_files, "list_files", counted)
     return counter
 
 
