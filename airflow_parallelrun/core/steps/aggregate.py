@@ -146,6 +146,11 @@ def _status_of(
             return status
         if status.run_key not in accepted:
             log.warning("%s: ignoring a status of another run (run key %s)", mb.id, status.run_key)
+    return _never_ran(mb, run_key, aborted)
+
+
+def _never_ran(mb: MiniBatch, run_key: str | None, aborted: str | None) -> BatchStatus:
+    """Return the status of a mini-batch that did not run in this run: skipped or not run, counted."""
     counted = count_piece_items(mb)
     items, unknown = counted or 0, counted is None
     if aborted:
