@@ -52,7 +52,8 @@ class Listings:
 def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
     from airflow_parallelrun.core.storage import new_files
 
-    counter, real = Listings(), new_files.list_files
+    # Every listing of the watched folder, by NewFiles or list_files, is one call of _find.
+    counter, real = Listings(), new_files._find
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -60,7 +61,7 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
         finally:
             counter.count += 1
 
-    monkeypatch.setattr(new_files, "list_files", counted)
+    monkeypatch.setattr(new_files, "_find", counted)
     return counter
 
 
