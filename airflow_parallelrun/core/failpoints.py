@@ -34,7 +34,8 @@ def failpoint(name: str) -> None:
     except FileExistsError:
         return
     os.close(fd)
-    with open(marker + ".tmp", "w") as f:
-        f.write(str(os.getpid()))
-    os.replace(marker + ".tmp", marker)
+    # Imported here, where a point is armed: the atomic write itself passes a failpoint.
+    from airflow_parallelrun.core.storage.atomic import write_local_file
+
+    write_local_file(marker, str(os.getpid()).encode())
     time.sleep(3600)

@@ -12,7 +12,7 @@ from airflow.sdk.bases.sensor import PokeReturnValue
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_parallelrun.core.storage.claims import NewFiles
+    from airflow_parallelrun.core.storage.new_files import NewFiles
 
 
 class NewFilesSensor(BaseSensorOperator):
@@ -59,7 +59,7 @@ class NewFilesSensor(BaseSensorOperator):
         **kwargs: Any,
     ) -> None:
         super().__init__(poke_interval=poke_interval, **kwargs)
-        from airflow_parallelrun.core.storage.claims import check_watch, retention_seconds
+        from airflow_parallelrun.core.storage.new_files import check_watch, retention_seconds
 
         # The pattern may be a template: it is checked in execute(), once rendered, with the rest.
         check_watch(path, "*", settle_seconds, max_files)
@@ -85,7 +85,7 @@ class NewFilesSensor(BaseSensorOperator):
         """Return the watch of this task's folder, built once (a poking sensor keeps what it saw)."""
         if self._watch is None:
             from airflow_parallelrun.core.inputs.paths import check_path
-            from airflow_parallelrun.core.storage.claims import NewFiles
+            from airflow_parallelrun.core.storage.new_files import NewFiles
             from airflow_parallelrun.hooks.storage import ParallelRunStorageHook
 
             check_path("path", str(self.path), self._templates["path"])
@@ -147,7 +147,7 @@ class NewFilesSensor(BaseSensorOperator):
         """Claim the files the trigger reported that are still unchanged; defer again if none is left."""
         from airflow.sdk.exceptions import AirflowException
 
-        from airflow_parallelrun.core.storage.claims import list_files
+        from airflow_parallelrun.core.storage.new_files import list_files
 
         if not isinstance(event, dict) or event.get("status") != "success":
             message = event.get("message") if isinstance(event, dict) else event

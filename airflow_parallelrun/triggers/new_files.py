@@ -10,7 +10,7 @@ from typing import Any
 from airflow.triggers.base import BaseEventTrigger, TriggerEvent
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.storage.claims import DEFAULT_CLAIM_RETENTION, DEFAULT_MAX_FILES
+from airflow_parallelrun.core.storage.new_files import DEFAULT_CLAIM_RETENTION, DEFAULT_MAX_FILES
 
 #: The Jinja expression that renders the files of a run's triggering NewFilesTrigger events as a
 #: JSON list, for ``FileDataset(files=TRIGGERING_FILES)``.
@@ -62,7 +62,7 @@ class NewFilesTrigger(BaseEventTrigger):
         claim_retention: timedelta | float | None = DEFAULT_CLAIM_RETENTION,
     ) -> None:
         super().__init__()
-        from airflow_parallelrun.core.storage.claims import check_watch, retention_seconds
+        from airflow_parallelrun.core.storage.new_files import check_watch, retention_seconds
 
         check_watch(path, pattern, settle_seconds, max_files)
         if (
@@ -122,7 +122,7 @@ class NewFilesTrigger(BaseEventTrigger):
         return f"path={self.path!r} pattern={self.pattern!r} state_path={self.state_path!r}"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_parallelrun.core.storage.claims import NewFiles
+        from airflow_parallelrun.core.storage.new_files import NewFiles
 
         try:
             options = await self._storage_options()

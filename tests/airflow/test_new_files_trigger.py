@@ -50,9 +50,10 @@ class Listings:
 
 @pytest.fixture
 def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
-    from airflow_parallelrun.core.storage import claims
+    from airflow_parallelrun.core.storage import new_files
 
-    counter, real = Listings(), claims.find_files
+    # Every listing of the watched folder, by NewFiles or list_files, is one call of find_files.
+    counter, real = Listings(), new_files.find_files
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -60,7 +61,7 @@ def listings(monkeypatch: pytest.MonkeyPatch) -> Listings:
         finally:
             counter.count += 1
 
-    monkeypatch.setattr(claims, "find_files", counted)
+    monkeypatch.setattr(new_files, "find_files", counted)
     return counter
 
 

@@ -1,4 +1,4 @@
-"""Every write of the run's storage is atomic and durable (core/storage/location.py).
+"""Every write of the run's storage is atomic and durable (core/storage/atomic.py).
 
 Local disk: the bytes are fsynced before the rename that publishes them, and the folder after
 it, so that after a power loss a status never claims a part that is empty. A filesystem with no
@@ -194,3 +194,15 @@ def test_object_stores_and_memory_publish_in_one_put_without_a_temporary_name(tm
         HalfWriteFileSystem(path=str(tmp_path), fs=LocalFileSystem())
     )
     assert {"s3", "gs", "abfs", "az"} <= location.ATOMIC_PUT_PROTOCOLS
+
+
+def test_the_package_holds_one_copy_of_the_write_fsync_rename_sequence():
+    # storage/atomic.py is the one place that fsyncs and renames; every other writer calls it.
+    package = Path(location.__file__).parents[2]
+    found = sorted(
+        f"{path.relative_to(package)}:{number}"
+        for path in package.rglob("*.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if any(call in line for call in ("os.replace(", "os.rename(", "os.fsync(", "os.link("))
+    )
+    assert found and all(entry.startswith("core/storage/atomic.py:") for entry in found), found

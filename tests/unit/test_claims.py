@@ -14,14 +14,8 @@ from fsspec.implementations.memory import MemoryFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.storage.claims import (
-    ClaimLedger,
-    FileStat,
-    NewFiles,
-    claim_key,
-    default_state_path,
-    list_files,
-)
+from airflow_parallelrun.core.storage.claims import ClaimLedger, FileStat, claim_key, default_state_path
+from airflow_parallelrun.core.storage.new_files import NewFiles, list_files
 
 
 def _write(folder: Path, names: list[str], data: bytes = b"x") -> list[str]:

@@ -20,20 +20,20 @@ from pandas.testing import assert_frame_equal
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import RunOutputError, ThresholdExceeded
 from airflow_parallelrun.core.inputs.datasets import FileDataset
+from airflow_parallelrun.core.outputs.counting import RunCounts, count_items
+from airflow_parallelrun.core.outputs.merge import merge_parts
 from airflow_parallelrun.core.outputs.parts import (
     PART_EXTENSIONS,
     count_results,
     format_text,
-    merge_parts,
     write_part,
 )
 from airflow_parallelrun.core.outputs.report import REPORT_COLUMNS
-from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus, count_items
+from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus
 from airflow_parallelrun.core.outputs.thresholds import (
     AllowedFailedCount,
     AllowedFailedPercent,
     ErrorThreshold,
-    RunCounts,
     exceeded,
 )
 from airflow_parallelrun.core.spec import RunSpec

@@ -22,8 +22,9 @@ from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, 
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.reading import count_piece_items, stage_mini_batch
+from airflow_parallelrun.core.outputs.counting import count_items
 from airflow_parallelrun.core.outputs.parts import PART_EXTENSIONS
-from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus, count_items
+from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus
 from airflow_parallelrun.core.storage.location import Location
 from airflow_parallelrun.core.storage.manifest import check_run_key
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_parallelrun.core.errors import InputError
+from airflow_parallelrun.core.inputs.formats import table_format
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,13 +105,14 @@ def parse_text_rows(
 
     _check_text(head, 0, fmt)
     _check_text(body, offset, fmt)
-    if fmt == "jsonl":
+    separator = table_format(fmt).separator
+    if separator is None:
         if not body.strip():
             return TableRows(pd.DataFrame())
         return TableRows(_decoded(pd.read_json, io.BytesIO(body), head, body, offset, lines=True))
     if not head.strip():
         raise InputError("the file is empty: a csv or tsv file needs a header line")
-    sep = "\t" if fmt == "tsv" else ","
+    sep = separator
     # The fast path: pandas alone. It raises on a long row, but pads a short row with NaN and
     # (with index_col=False) drops the extra fields of a long first row with a warning: when
     # any of these could have happened, look at every row.

@@ -9,9 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.inputs.formats import FORMATS
 from airflow_parallelrun.core.inputs.paths import has_parent_segment
-
-TABULAR_FORMATS = ("csv", "tsv", "parquet", "jsonl")
 
 
 def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
@@ -110,10 +109,9 @@ class TabularDataset:
 
     def __post_init__(self) -> None:
         _check_source("TabularDataset", self.path, self.files, self.pattern)
-        if self.format not in TABULAR_FORMATS:
+        if self.format not in FORMATS:
             raise ConfigError(
-                f"TabularDataset format={self.format!r} is not supported; use one of "
-                f"{', '.join(TABULAR_FORMATS)}"
+                f"TabularDataset format={self.format!r} is not supported; use one of {', '.join(FORMATS)}"
             )
         if self.pattern is None:
             object.__setattr__(self, "pattern", f"**/*.{self.format}")

@@ -25,6 +25,7 @@ from airflow_parallelrun.core.inputs.byte_ranges import (
     parse_text_rows,
     read_line_range,
 )
+from airflow_parallelrun.core.inputs.formats import table_format
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
 from airflow_parallelrun.core.storage.location import call_with_retries, open_url, url_to_fs
 
@@ -97,7 +98,7 @@ def read_table_rows(piece: TabularPiece) -> TableRows:
     """
     name = piece.path
     try:
-        if piece.format == "parquet":
+        if not table_format(piece.format).lines:
             return TableRows(call_with_retries(_read_parquet, piece).to_pandas())
         head, body, offset = call_with_retries(_read_text, piece)
     except FileNotFoundError as exc:
@@ -150,7 +151,7 @@ def _read_text(piece: TabularPiece) -> tuple[bytes, bytes, int]:
             start, end = 0, f.seek(0, os.SEEK_END)
         else:
             start, end = piece.start, piece.end
-        head, body = read_line_range(f, start, end, header=piece.format in ("csv", "tsv"))
+        head, body = read_line_range(f, start, end, header=table_format(piece.format).header)
         return head, body, f.tell() - len(body)
 
 
@@ -202,7 +203,7 @@ def count_piece_items(mb: MiniBatch) -> int | None:
     piece = mb.piece
 
     def count() -> int:
-        if piece.format != "parquet":
+        if table_format(piece.format).lines:
             return count_lines(_read_text(piece)[1])
         import pyarrow.parquet as pq
 
@@ -240,7 +241,7 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
         # Named as the piece is named (``t.csv[bytes=0:65536]``), so that a message naming the
         # copy names the input, and says that its line numbers count from the piece's header.
         local = os.path.join(scratch, posixpath.basename(mb.inputs[0].rstrip("/")) or mb.id)
-        if piece.format == "parquet":
+        if not table_format(piece.format).lines:
             import pyarrow.parquet as pq
 
             def fetch() -> None:

@@ -66,22 +66,3 @@ class BatchStatus:
     def from_dict(cls, data: dict[str, Any]) -> BatchStatus:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
-
-
-def count_items(total: int | None, returned: int) -> tuple[int, int, int]:
-    """Return ``(total, succeeded, failed)`` items under Azure's rule: the shortfall failed.
-
-    ``run()`` returning more items than it was given counts every input as succeeded; the extra
-    rows are kept in the output.
-
-    >>> count_items(10, 7)
-    (10, 7, 3)
-    >>> count_items(10, 12)
-    (10, 10, 0)
-    >>> count_items(None, 4)
-    (4, 4, 0)
-    """
-    if total is None:
-        return returned, returned, 0
-    succeeded = min(total, returned)
-    return total, succeeded, total - succeeded

@@ -9,24 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from airflow_parallelrun.core.outputs.counting import RunCounts
+
 if TYPE_CHECKING:
     from airflow_parallelrun.core.config import ParallelRunConfig
-
-
-@dataclass(frozen=True)
-class RunCounts:
-    """What the thresholds are checked against."""
-
-    total_mini_batches: int
-    failed_mini_batches: int
-    total_items: int
-    failed_items: int
-
-    @property
-    def failed_percent(self) -> float:
-        if not self.total_mini_batches:
-            return 0.0
-        return 100.0 * self.failed_mini_batches / self.total_mini_batches
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,13 @@
-"""The aggregate step: count every mini-batch, apply the bounds, merge, write summary and report."""
+"""The aggregate step: count every mini-batch, apply the bounds, merge, write summary and report.
+
+The counting rules are in ``outputs/counting.py``, the summary's fields in ``outputs/summary.py``.
+"""
 
 from __future__ import annotations
 
 import io
 import logging
 from collections.abc import Collection, Iterator
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_parallelrun.core.errors import (
@@ -17,10 +19,12 @@ from airflow_parallelrun.core.errors import (
 from airflow_parallelrun.core.execution.pool import stop_pools
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.reading import count_piece_items
-from airflow_parallelrun.core.outputs.parts import merge_parts
+from airflow_parallelrun.core.outputs.counting import count_run
+from airflow_parallelrun.core.outputs.merge import merge_parts
 from airflow_parallelrun.core.outputs.report import failure_message, render_report
-from airflow_parallelrun.core.outputs.status import FAILED, NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
-from airflow_parallelrun.core.outputs.thresholds import RunCounts, exceeded, thresholds_of
+from airflow_parallelrun.core.outputs.status import NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.outputs.summary import build_summary, failed_summary, first_errors
+from airflow_parallelrun.core.outputs.thresholds import exceeded, thresholds_of
 from airflow_parallelrun.core.steps.run import abort_reason
 from airflow_parallelrun.core.storage.manifest import (
     RunLayout,
@@ -35,8 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FIRST_ERRORS = 5
-
 
 def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None = None) -> dict[str, Any]:
     """Count every mini-batch, merge the parts in order, write dead letters, summary and report.
@@ -47,10 +49,8 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None =
     ``AggregateError`` for any other failure, after writing a summary that says failed and why.
     """
     layout = spec.layout()
-    out = layout.output
-    config = spec.config
     # Every run task is done: free this node's warm workers now rather than when they idle out.
-    if config.warm_workers and (stopped := stop_pools(layout.output.url)):
+    if spec.config.warm_workers and (stopped := stop_pools(layout.output.url)):
         log.info("stopped %d warm-worker pool(s) of this run on this node", stopped)
     header = check_run_key(layout, run_key)
     run_key = header.get("run_key")
@@ -60,112 +60,65 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None =
         raise
     except Exception as exc:
         log.exception("the aggregate step failed")
-        error = f"{type(exc).__name__}: {exc}"
-        try:
-            check_run_key(layout, run_key)
-            out.write_json(
-                layout.summary,
-                {
-                    "status": "failed",
-                    "run_id": run_id,
-                    "run_key": run_key,
-                    "owner": header.get("owner"),
-                    "step": "aggregate",
-                    "error": error,
-                    "finished_at": datetime.now(timezone.utc).isoformat(),
-                    "summary": out.url_of(layout.summary),
-                },
-            )
-            where = f"the summary at {out.url_of(layout.summary)} says failed"
-        except Exception as write_error:
-            log.exception("cannot write the failed summary either")
-            where = f"the summary could not be written either ({type(write_error).__name__}: {write_error})"
-        whose = (
-            "the entry script's results cannot be merged"
-            if isinstance(exc, EntryScriptError)
-            else "a framework error, not one of the entry script's"
-        )
-        raise AggregateError(
-            f"the aggregate step failed ({whose}): {error}; "
-            f"{where}. Every mini-batch's status and part are kept: fix the cause and clear the "
-            "aggregate task"
-        ) from exc
+        raise _failed(layout, header, (run_id, run_key), exc) from exc
+
+
+def _failed(
+    layout: RunLayout, header: dict[str, Any], run: tuple[str | None, str | None], exc: Exception
+) -> AggregateError:
+    """Write a summary that says the step failed and why; return the error to raise."""
+    error = f"{type(exc).__name__}: {exc}"
+    try:
+        check_run_key(layout, run[1])
+        layout.output.write_json(layout.summary, failed_summary(layout, header, run, error))
+        where = f"the summary at {layout.output.url_of(layout.summary)} says failed"
+    except Exception as write_error:
+        log.exception("cannot write the failed summary either")
+        where = f"the summary could not be written either ({type(write_error).__name__}: {write_error})"
+    whose = (
+        "the entry script's results cannot be merged"
+        if isinstance(exc, EntryScriptError)
+        else "a framework error, not one of the entry script's"
+    )
+    return AggregateError(
+        f"the aggregate step failed ({whose}): {error}; "
+        f"{where}. Every mini-batch's status and part are kept: fix the cause and clear the "
+        "aggregate task"
+    )
 
 
 def _aggregate(
     spec: RunSpec, header: dict[str, Any], run_id: str | None, run_key: str | None
 ) -> dict[str, Any]:
     layout = spec.layout()
-    out = layout.output
     config = spec.config
     accepted = accepted_keys(header)
     aborted = abort_reason(layout, accepted)
     statuses = [
         _status_of(layout, mb, run_id, aborted, accepted, run_key) for mb in iter_mini_batches(layout, header)
     ]
-    skipped = [s for s in statuses if s.status == SKIPPED]
-    failed = [s for s in statuses if s.status in (FAILED, NOT_RUN)]
-    counts = RunCounts(
-        total_mini_batches=len(statuses),
-        failed_mini_batches=len(failed),
-        total_items=sum(s.items_total for s in statuses),
-        failed_items=sum(s.items_failed for s in statuses),
-    )
-    reasons = exceeded(thresholds_of(config), counts)
+    skipped = sum(s.status == SKIPPED for s in statuses)
+    reasons = exceeded(thresholds_of(config), count_run(statuses))
     if aborted and skipped and not reasons:
         # Inputs were left unprocessed on purpose: whatever the bounds say, the run did not succeed.
-        reasons.append(f"the run was aborted ({aborted}); {len(skipped)} mini-batches were skipped")
+        reasons.append(f"the run was aborted ({aborted}); {skipped} mini-batches were skipped")
     merged_url = _merge(layout, statuses, config) if config.output_action == "append_row" else None
     _write_dead_letters(layout, statuses)
-    out.write_bytes(layout.report, render_report(statuses))
-    summary: dict[str, Any] = {
-        "status": "failed" if reasons else "succeeded",
-        "run_id": run_id,
-        "run_key": run_key,
-        "owner": header.get("owner"),
-        "total_mini_batches": counts.total_mini_batches,
-        "succeeded_mini_batches": sum(s.succeeded for s in statuses),
-        "failed_mini_batches": counts.failed_mini_batches,
-        "skipped_mini_batches": len(skipped),
-        # Succeeded in a run this one resumed (in a legacy manifest without keys: in another DAG run).
-        "reused_mini_batches": sum(
-            s.succeeded and (s.run_key != run_key if run_key else run_id is not None and s.run_id != run_id)
-            for s in statuses
-        ),
-        "total_items": counts.total_items,
-        "succeeded_items": sum(s.items_succeeded for s in statuses),
-        "failed_items": counts.failed_items,
-        "skipped_items": sum(s.items_total for s in skipped),
-        "returned_items": sum(s.items_returned for s in statuses),
-        # Failed mini-batches whose input could not be read to count it: their items are unknown,
-        # and in none of the item counts above.
-        "mini_batches_with_unknown_items": sum(s.items_unknown for s in statuses),
-        "output": merged_url,
-        "output_action": config.output_action,
-        "thresholds": config.thresholds(),
-        "thresholds_exceeded": reasons,
-        "aborted": {"reason": aborted} if aborted and skipped else None,
-        "input": header.get("input"),
-        "input_files": header.get("input_files"),
-        "refused_inputs": header.get("refused_inputs", []),
-        "duplicate_inputs_dropped": header.get("duplicate_inputs_dropped", []),
-        "resumed_from_earlier_run": bool(header.get("resumed")),
-        "resume_note": header.get("resume_note", ""),
-        "note": header.get("note", ""),
-        "mini_batch_size": header.get("mini_batch_size"),
-        "run_seconds": round(sum(s.seconds_run for s in statuses), 3),
-        "summary": out.url_of(layout.summary),
-        "report": out.url_of(layout.report),
-        "errors": out.url_of(layout.errors),
-        "first_errors": [
-            {"id": s.id, "inputs": s.inputs, "category": s.error_category, "message": s.error_message}
-            for s in failed[:FIRST_ERRORS]
-        ],
-    }
+    layout.output.write_bytes(layout.report, render_report(statuses))
+    summary = build_summary(
+        statuses,
+        layout=layout,
+        config=config,
+        header=header,
+        run=(run_id, run_key),
+        reasons=reasons,
+        aborted=aborted,
+        merged_url=merged_url,
+    )
     check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
-    out.write_json(layout.summary, summary)
+    layout.output.write_json(layout.summary, summary)
     if reasons:
-        raise ThresholdExceeded(failure_message(reasons, summary, failed[:FIRST_ERRORS]))
+        raise ThresholdExceeded(failure_message(reasons, summary, first_errors(statuses)))
     return summary
 
 
@@ -193,6 +146,11 @@ def _status_of(
             return status
         if status.run_key not in accepted:
             log.warning("%s: ignoring a status of another run (run key %s)", mb.id, status.run_key)
+    return _never_ran(mb, run_key, aborted)
+
+
+def _never_ran(mb: MiniBatch, run_key: str | None, aborted: str | None) -> BatchStatus:
+    """Return the status of a mini-batch that did not run in this run: skipped or not run, counted."""
     counted = count_piece_items(mb)
     items, unknown = counted or 0, counted is None
     if aborted:

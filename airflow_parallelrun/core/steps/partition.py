@@ -48,17 +48,7 @@ def partition(
     size = spec.config.batch_size(tabular=dataset.tabular)
     started = time.perf_counter()
     earlier, finished = _earlier_run(layout, owner, is_active)
-    # No summary of an earlier run survives a new one: it says "running" until the aggregate ends.
-    running = {
-        "status": "running",
-        "run_key": run_key,
-        "owner": owner,
-        "started_at": datetime.now(timezone.utc).isoformat(),
-        # What the next partition needs to know of the run whose state is still at the path.
-        "previous_run_key": (earlier or {}).get("run_key"),
-        "previous_run_finished": finished,
-    }
-    layout.output.write_json(layout.summary, running)
+    running = _mark_running(layout, run_key, owner, earlier, finished)
     try:
         batches, header = partition_dataset(dataset, size)
     except Exception as exc:
@@ -68,14 +58,7 @@ def partition(
     header["resumed"], header["resume_note"] = (
         _resumable(layout, header, len(batches), earlier) if resume else (False, "")
     )
-    # A fresh run must not count an earlier run's statuses; a resumed one keeps those of its mini-batches.
-    stale = (
-        ("errors", "abort.json")
-        if header["resumed"]
-        else ("status", "parts", "manifest", "errors", "abort.json")
-    )
-    for name in stale:
-        layout.output.remove(layout.state(name))
+    _clear_stale_state(layout, resumed=header["resumed"])
     adopted = list((earlier or {}).get("accepted_keys") or []) if header["resumed"] else []
     header.update(
         run_key=run_key, owner=owner, accepted_keys=[run_key, *adopted], config=spec.config.to_header()
@@ -94,6 +77,40 @@ def partition(
         f"; {header['resume_note']}" if header["resume_note"] else "",
     )
     return descriptors
+
+
+def _mark_running(
+    layout: RunLayout,
+    run_key: str,
+    owner: dict[str, Any] | None,
+    earlier: dict[str, Any] | None,
+    finished: bool,
+) -> dict[str, Any]:
+    """Write and return the summary of a run that has started: it says "running" until the aggregate ends.
+
+    No summary of an earlier run survives a new one; what the next partition needs to know of
+    the run whose state is still at the path is kept in it.
+    """
+    running = {
+        "status": "running",
+        "run_key": run_key,
+        "owner": owner,
+        "started_at": datetime.now(timezone.utc).isoformat(),
+        "previous_run_key": (earlier or {}).get("run_key"),
+        "previous_run_finished": finished,
+    }
+    layout.output.write_json(layout.summary, running)
+    return running
+
+
+def _clear_stale_state(layout: RunLayout, *, resumed: bool) -> None:
+    """Remove what a new run must not count of an earlier one's state at the path.
+
+    A fresh run starts from nothing; a resumed one keeps the statuses and parts of its mini-batches.
+    """
+    stale = ("errors", "abort.json") if resumed else ("status", "parts", "manifest", "errors", "abort.json")
+    for name in stale:
+        layout.output.remove(layout.state(name))
 
 
 def _earlier_run(

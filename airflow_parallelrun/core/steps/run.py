@@ -27,8 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.execution.batch_runner import BatchRunner
 from airflow_parallelrun.core.execution.pool import sweep_leftovers
-from airflow_parallelrun.core.outputs.status import SKIPPED, SUCCEEDED, BatchStatus
-from airflow_parallelrun.core.outputs.thresholds import RunCounts, any_bound, exceeded, thresholds_of
+from airflow_parallelrun.core.outputs.counting import count_dead_letters
+from airflow_parallelrun.core.outputs.status import SKIPPED, BatchStatus
+from airflow_parallelrun.core.outputs.thresholds import any_bound, exceeded, thresholds_of
 from airflow_parallelrun.core.storage.manifest import (
     RunLayout,
     accepted_keys,
@@ -152,12 +153,7 @@ def _abort_if_hopeless(
         if record.get("run_key") in accepted
     ]
     header = read_manifest_header(layout)
-    counts = RunCounts(
-        total_mini_batches=int(header["total_mini_batches"]),
-        failed_mini_batches=sum(r.get("status") != SUCCEEDED for r in records),
-        total_items=0,
-        failed_items=sum(int(r.get("items_failed") or 0) for r in records),
-    )
+    counts = count_dead_letters(int(header["total_mini_batches"]), records)
     reasons = exceeded(thresholds_of(spec.config), counts)
     if reasons:
         _write_abort(layout, "; ".join(reasons), status.id, status.run_key)

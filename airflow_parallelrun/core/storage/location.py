@@ -1,22 +1,25 @@
-"""Reach the run's storage through fsspec: join paths, write atomically, retry transient errors."""
+"""Reach the run's storage through fsspec: join paths, read, write (atomically), retry transient errors."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import shutil
 import tempfile
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import Any, BinaryIO
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
-from fsspec.implementations.memory import MemoryFileSystem
 
-from airflow_parallelrun.core.failpoints import failpoint
+from airflow_parallelrun.core.storage.atomic import (  # noqa: F401 (the storage API)
+    ATOMIC_PUT_PROTOCOLS,
+    has_atomic_put,
+    local_writer,
+    write_file,
+    write_local_file,
+)
 from airflow_parallelrun.core.storage.retries import (  # noqa: F401 (the storage API)
     TRANSIENT_ERRORS,
     call_with_retries,
@@ -26,107 +29,6 @@ from airflow_parallelrun.core.storage.retries import (  # noqa: F401 (the storag
 )
 
 log = logging.getLogger(__name__)
-
-# Filesystems whose single put is atomic: a reader sees the old object or the new, never a part.
-ATOMIC_PUT_PROTOCOLS = frozenset({"s3", "s3a", "gs", "gcs", "abfs", "abfss", "az", "oss", "oci", "r2"})
-
-
-def has_atomic_put(fs: Any) -> bool:
-    """Tell whether one put publishes a whole file on ``fs`` (object stores, fsspec's memory)."""
-    if isinstance(fs, MemoryFileSystem):
-        return True
-    protocols = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
-    return any(p in ATOMIC_PUT_PROTOCOLS for p in protocols)
-
-
-def _fsync_folder(folder: str) -> None:
-    """Make a rename in ``folder`` survive a power loss (POSIX; a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        with suppress(OSError):
-            os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_local_file(
-    path: str, data: bytes | None = None, *, source: str | None = None, exclusive: bool = False
-) -> bool:
-    """Write ``data`` (or a copy of the local file ``source``) to the local ``path`` atomically.
-
-    The bytes go to a temporary file in the same folder, are fsynced, and only then get the
-    name, whose folder is fsynced in turn: after a crash or a power loss ``path`` holds the old
-    content or the whole new one, never a part. With ``exclusive`` the name is taken only if it
-    is free (a hard link), and the return value tells whether this call took it.
-    """
-    folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            if source is not None:
-                with open(source, "rb") as src:
-                    shutil.copyfileobj(src, f, 1024 * 1024)
-            else:
-                f.write(data or b"")
-            f.flush()
-            os.fsync(f.fileno())
-        failpoint(f"replace:{os.path.basename(path)}")
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-        else:
-            os.replace(tmp, path)
-        _fsync_folder(folder)
-        return True
-    finally:
-        with suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
-def write_file(fs: Any, path: str, data: bytes | None = None, *, source: str | None = None) -> None:
-    """Write ``data`` (or the local file ``source``) to ``path`` on ``fs`` so no reader sees a part.
-
-    Local disk: see :func:`write_local_file`. Object stores: one put. Any other filesystem (sftp,
-    ftp, webdav, ...): a put to ``<path>.tmp-<uuid>`` and then a move, so a write that breaks
-    off midway leaves at most a temporary file, removed when the filesystem lets us, never a
-    partial file under ``path``.
-    """
-    if isinstance(fs, LocalFileSystem):
-        write_local_file(path, data, source=source)
-        return
-    if has_atomic_put(fs):
-        if source is not None:
-            fs.put_file(source, path)
-        else:
-            fs.pipe_file(path, data)
-        return
-    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-    try:
-        if source is not None:
-            fs.put_file(source, tmp)
-        else:
-            fs.pipe_file(tmp, data)
-        fs.mv(tmp, path)
-    except BaseException:
-        try:
-            if fs.exists(tmp):
-                fs.rm(tmp)
-        except Exception as exc:
-            # The write's own error matters more; a storage still failing may keep the stray file.
-            log.warning(
-                "could not remove the temporary file %s after a failed write: %s: %s",
-                tmp,
-                type(exc).__name__,
-                exc,
-            )
-        raise
-
 
 # Storage options (credentials) per URL prefix, set by the Airflow adapters from Connections.
 # They live only in this process's memory: never in a manifest, a status, a report or XCom.
@@ -252,23 +154,15 @@ class Location:
         nothing is published and the temporary file is removed.
         """
         if self.is_local:
-            folder = os.path.dirname(path) or "."
-            os.makedirs(folder, exist_ok=True)
-            tmp = os.path.join(folder, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-        else:
-            fd, tmp = tempfile.mkstemp(prefix="parallelrun-", suffix=".tmp")
-            os.close(fd)
+            with local_writer(path) as write:
+                yield write.file
+            return
+        fd, tmp = tempfile.mkstemp(prefix="parallelrun-", suffix=".tmp")
+        os.close(fd)
         try:
             with open(tmp, "wb") as f:
                 yield f
-                f.flush()
-                os.fsync(f.fileno())
-            if self.is_local:
-                failpoint(f"replace:{os.path.basename(path)}")
-                os.replace(tmp, path)
-                _fsync_folder(folder)
-            else:
-                self.put_file(tmp, path)
+            self.put_file(tmp, path)
         finally:
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
