@@ -14,7 +14,7 @@ with DAG("score_images", schedule=None) as dag:
             run_invocation_timeout=60,  # seconds per run() call
             run_max_try=3,  # tries per mini-batch, in all
             node_count=1,
-            process_count_per_node=2,  # at most 2 run() calls of this run at once
+            process_count_per_node=2,  # at most 2 run() calls per node; default: the node's CPU count
         ),
         arguments=["--model_path", "/data/model.joblib"],  # templated; the script reads sys.argv
     )

@@ -7,6 +7,7 @@ import contextlib
 import importlib
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ async def _next_event(trigger: NewFilesTrigger, timeout: float) -> Any:
     events = trigger.run()
     try:
         return await asyncio.wait_for(events.__anext__(), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         return None
     finally:
         await events.aclose()
@@ -296,7 +297,7 @@ def test_it_is_accepted_by_an_asset_watcher(tmp_path: Path) -> None:
 def test_triggering_files_renders_the_files_of_every_triggering_event_as_json() -> None:
     """The template a DAG scheduled by the watcher gives to FileDataset(files=...)."""
     import json
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from airflow.sdk.definitions._internal.templater import Templater
     from airflow.sdk.execution_time.comms import AssetEventDagRunReferenceResult
@@ -314,7 +315,7 @@ def test_triggering_files_renders_the_files_of_every_triggering_event_as_json() 
                 "source_run_id": None,
                 "source_map_index": None,
                 "source_aliases": [],
-                "timestamp": datetime.now(timezone.utc),
+                "timestamp": datetime.now(UTC),
             }
         )
 
@@ -393,7 +394,7 @@ def test_25_files_with_max_files_10_fire_3_events_of_10_10_and_5_each_file_once(
         try:
             while True:
                 events.append(await asyncio.wait_for(stream.__anext__(), 2.0))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return events
         finally:
             await stream.aclose()
@@ -462,7 +463,7 @@ def test_an_event_the_triggerer_never_took_fires_again_and_a_taken_one_never(tmp
         event = await asyncio.wait_for(stream.__anext__(), 10)
         try:  # resumed: the triggerer queued the event
             after = await asyncio.wait_for(stream.__anext__(), 1.0)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             after = None
         await stream.aclose()
         return event, after

@@ -28,7 +28,7 @@ from tests.conftest import DAGS
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
-UTC = dt.timezone.utc
+UTC = dt.UTC
 FEATURES = ["f0", "f1", "f2", "f3"]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 import time
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -276,9 +277,9 @@ def _age_claims(ledger: ClaimLedger, urls: list[str], days: float) -> None:
     """Make the claims of ``urls`` as old as ``days``: their record's timestamp and their object's."""
     import json
     import os
-    from datetime import datetime, timedelta, timezone
+    from datetime import datetime, timedelta
 
-    then = datetime.now(timezone.utc) - timedelta(days=days)
+    then = datetime.now(UTC) - timedelta(days=days)
     for url in urls:
         path = ledger._file_claim(url)
         record = json.loads(Path(path).read_text())

@@ -7,7 +7,7 @@ The aggregate step writes it as ``_parallelrun/summary.json`` and returns it (th
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.outputs.counting import failed, tally
@@ -94,6 +94,6 @@ def failed_summary(
         "owner": header.get("owner"),
         "step": "aggregate",
         "error": error,
-        "finished_at": datetime.now(timezone.utc).isoformat(),
+        "finished_at": datetime.now(UTC).isoformat(),
         "summary": layout.output.url_of(layout.summary),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import OutputPathInUse
@@ -95,7 +95,7 @@ def _mark_running(
         "status": "running",
         "run_key": run_key,
         "owner": owner,
-        "started_at": datetime.now(timezone.utc).isoformat(),
+        "started_at": datetime.now(UTC).isoformat(),
         "previous_run_key": (earlier or {}).get("run_key"),
         "previous_run_finished": finished,
     }

@@ -22,7 +22,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Collection, Iterator, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.execution.batch_runner import BatchRunner
@@ -165,7 +165,7 @@ def _write_abort(layout: RunLayout, reason: str, by: str, run_key: str | None) -
     log.error("aborting the run: %s; mini-batches not yet started will be skipped", reason)
     layout.output.write_json(
         layout.abort,
-        {"reason": reason, "by": by, "at": datetime.now(timezone.utc).isoformat(), "run_key": run_key},
+        {"reason": reason, "by": by, "at": datetime.now(UTC).isoformat(), "run_key": run_key},
     )
 
 

@@ -29,7 +29,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -197,7 +197,7 @@ class ClaimLedger:
             "batch": batch,
             "file": stat.url,
             "owner": owner,
-            "claimed_at": datetime.now(timezone.utc).isoformat(),
+            "claimed_at": datetime.now(UTC).isoformat(),
             "size": stat.size,
             "mtime": stat.mtime,
             "host": socket.gethostname(),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterable, Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from airflow_parallelrun.core.errors import ParallelRunError, RunSuperseded
@@ -80,7 +80,7 @@ def write_manifest(layout: RunLayout, mini_batches: list[MiniBatch], header: dic
             **header,
             "total_mini_batches": len(mini_batches),
             "shard_size": SHARD_SIZE,
-            "created_at": datetime.now(timezone.utc).isoformat(),
+            "created_at": datetime.now(UTC).isoformat(),
         },
     )
 
