@@ -10,13 +10,50 @@ import logging
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.sizes import MiniBatchSize, is_mini_batch_size
 
-if TYPE_CHECKING:
-    from airflow_parallelrun.core.config import ParallelRunConfig
+
+class ConfigFields(Protocol):
+    """The fields of a ParallelRunConfig the checks read: a type of their own, so no import circle forms."""
+
+    @property
+    def entry_script(self) -> str: ...
+    @property
+    def mini_batch_size(self) -> Any: ...
+    @property
+    def error_threshold(self) -> int: ...
+    @property
+    def allowed_failed_count(self) -> int | None: ...
+    @property
+    def allowed_failed_percent(self) -> float | None: ...
+    @property
+    def output_action(self) -> str: ...
+    @property
+    def append_row_file_name(self) -> str | None: ...
+    @property
+    def append_row_format(self) -> str: ...
+    @property
+    def run_invocation_timeout(self) -> float: ...
+    @property
+    def run_max_try(self) -> int: ...
+    @property
+    def node_count(self) -> int: ...
+    @property
+    def process_count_per_node(self) -> int | None: ...
+    @property
+    def environment_variables(self) -> Mapping[str, str]: ...
+    @property
+    def logging_level(self) -> str: ...
+    @property
+    def warm_workers(self) -> bool: ...
+    @property
+    def worker_idle_timeout(self) -> float: ...
+    @property
+    def mini_batches_per_task(self) -> int | str: ...
+
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
 APPEND_ROW_FORMATS = ("text", "csv", "parquet")
@@ -94,7 +131,7 @@ def check_environment(env: object, *, literal_secrets: bool = False) -> None:
             )
 
 
-def _check_entry_script(config: ParallelRunConfig) -> None:
+def _check_entry_script(config: ConfigFields) -> None:
     if not isinstance(config.entry_script, str) or not config.entry_script.endswith(".py"):
         raise ConfigError(
             f"entry_script={config.entry_script!r} must be the path of a Python file, "
@@ -102,7 +139,7 @@ def _check_entry_script(config: ParallelRunConfig) -> None:
         )
 
 
-def _check_mini_batch_size(config: ParallelRunConfig) -> None:
+def _check_mini_batch_size(config: ConfigFields) -> None:
     size = config.mini_batch_size
     if size is None or isinstance(size, MiniBatchSize):
         return
@@ -115,7 +152,7 @@ def _check_mini_batch_size(config: ParallelRunConfig) -> None:
         )
 
 
-def _check_thresholds(config: ParallelRunConfig) -> None:
+def _check_thresholds(config: ConfigFields) -> None:
     _require_int(
         "error_threshold",
         config.error_threshold,
@@ -139,7 +176,7 @@ def _check_thresholds(config: ParallelRunConfig) -> None:
         )
 
 
-def _check_output(config: ParallelRunConfig) -> None:
+def _check_output(config: ConfigFields) -> None:
     if config.output_action not in OUTPUT_ACTIONS:
         raise ConfigError(
             f"output_action={config.output_action!r} is invalid: use 'append_row' (merge what run() "
@@ -172,7 +209,7 @@ def _is_seconds(value: object) -> bool:
     )
 
 
-def _check_tries_and_timeout(config: ParallelRunConfig) -> None:
+def _check_tries_and_timeout(config: ConfigFields) -> None:
     if not _is_seconds(config.run_invocation_timeout):
         raise ConfigError(
             f"run_invocation_timeout={config.run_invocation_timeout!r} is invalid: expected a finite "
@@ -181,7 +218,7 @@ def _check_tries_and_timeout(config: ParallelRunConfig) -> None:
     _require_int("run_max_try", config.run_max_try, 1, "give the number of tries in all, e.g. 3")
 
 
-def _check_processes(config: ParallelRunConfig) -> None:
+def _check_processes(config: ConfigFields) -> None:
     _require_int("node_count", config.node_count, 1, "give the number of nodes, e.g. 1")
     if config.process_count_per_node is not None:
         _require_int(
@@ -192,7 +229,7 @@ def _check_processes(config: ParallelRunConfig) -> None:
         )
 
 
-def _check_workers(config: ParallelRunConfig) -> None:
+def _check_workers(config: ConfigFields) -> None:
     if not isinstance(config.warm_workers, bool):
         raise ConfigError(
             f"warm_workers={config.warm_workers!r} is invalid: expected True (keep entry-script "
@@ -212,7 +249,7 @@ def _check_workers(config: ParallelRunConfig) -> None:
         )
 
 
-def _check_logging_level(config: ParallelRunConfig) -> None:
+def _check_logging_level(config: ConfigFields) -> None:
     level = config.logging_level
     if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
         logging.DEBUG,
@@ -225,7 +262,7 @@ def _check_logging_level(config: ParallelRunConfig) -> None:
 
 
 #: One check per concern, in the order a DAG author reads the fields.
-CHECKS: tuple[Callable[[ParallelRunConfig], None], ...] = (
+CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_entry_script,
     _check_mini_batch_size,
     _check_thresholds,
