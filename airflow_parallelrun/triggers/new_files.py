@@ -122,70 +122,28 @@ class NewFilesTrigger(BaseEventTrigger):
         return f"path={self.path!r} pattern={self.pattern!r} state_path={self.state_path!r}"
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from airflow_parallelrun.core.storage.new_files import NewFiles
-
         try:
-            options = await self._storage_options()
-            watch = await asyncio.to_thread(
-                NewFiles,
-                self.path,
-                self.pattern,
-                state_path=self.state_path,
-                settle_seconds=self.settle_seconds,
-                max_files=self.max_files,
-                claim_retention=self.claim_retention,
-                storage_options=options,
-            )
+            watch = await self._start_watch()
         except Exception as exc:
-            step = f"the Connection {self.conn_id!r} or " if self.conn_id else ""
             self.log.exception("NewFilesTrigger could not start watching %s", self._what())
-            message = (
-                f"could not start watching {self._what()}: {type(exc).__name__}: {exc}; check {step}the "
-                "path and the storage (the triggerer's log has the traceback)"
-            )
             if self.claim:
                 raise
-            yield TriggerEvent({"status": "error", "message": message})
+            yield TriggerEvent({"status": "error", "message": self._start_failure(exc)})
             return
         owner = self.owner or f"NewFilesTrigger {self.path} {self.pattern} (trigger {self.trigger_id})"
-        unfired: list[tuple[str, list[str]]] | None = None if self.claim else []
+        # None: not looked for yet. A sensor's trigger claims nothing, so it has no batches.
+        self._unfired: list[tuple[str, list[str]]] | None = None if self.claim else []
         while True:
-            step = "listing the folder and the claims"
+            self._step = "listing the folder and the claims"
             try:
-                if unfired is None:
-                    step = "finding batches an earlier trigger of this watch claimed but never fired"
-                    unfired = await asyncio.to_thread(watch.ledger.unfired_batches, watch.key)
-                while unfired:
-                    # Fire first what a stopped trigger of this watch claimed but never handed over.
-                    batch, files = unfired[0]
-                    if files:
-                        self.log.info("firing %d file(s) of unfired batch %s again", len(files), batch)
-                        yield TriggerEvent(self._payload(files, batch))
-                    step = f"closing the fired batch {batch}"
-                    await asyncio.to_thread(watch.ledger.close_batch, batch)
-                    unfired.pop(0)
-                if self.claim:
-                    step = "listing the folder and claiming settled files"
-                    taken = await asyncio.to_thread(watch.take_batch, owner)
-                    if taken:
-                        batch, files = taken
-                        self.log.info("claimed %d new file(s) under %s", len(files), self.path)
-                        yield TriggerEvent(self._payload(files, batch))
-                        # Resumed: the triggerer has queued the event, so the batch is fired.
-                        step = f"closing the fired batch {batch}"
-                        await asyncio.to_thread(watch.ledger.close_batch, batch)
-                else:
-                    ready = await asyncio.to_thread(watch.settled)
-                    if ready:
-                        ready = ready[: self.max_files] if self.max_files else ready
-                        payload = self._payload([s.url for s in ready])
-                        payload["stats"] = {s.url: [s.size, s.mtime] for s in ready}
-                        yield TriggerEvent(payload)
-                        return
+                async for event in self._poll(watch, owner):
+                    yield event
+                    if not self.claim:
+                        return  # a sensor's trigger fires once
             except Exception as exc:
                 message = (
-                    f"{step} failed for {self._what()}: {type(exc).__name__}: {exc}; check the path, the "
-                    "Connection and the storage (the triggerer's log has the traceback)"
+                    f"{self._step} failed for {self._what()}: {type(exc).__name__}: {exc}; check the path, "
+                    "the Connection and the storage (the triggerer's log has the traceback)"
                 )
                 if self.claim and not isinstance(exc, ConfigError):
                     # A storage hiccup must not end a watcher: the next poll tries again.
@@ -200,3 +158,60 @@ class NewFilesTrigger(BaseEventTrigger):
             await asyncio.sleep(
                 self.poke_interval if pause is None else min(self.poke_interval, pause + 0.01)
             )
+
+    async def _start_watch(self) -> Any:
+        """Build the watch of this trigger's folder, its file-system calls in a thread."""
+        from airflow_parallelrun.core.storage.new_files import NewFiles
+
+        options = await self._storage_options()
+        return await asyncio.to_thread(
+            NewFiles,
+            self.path,
+            self.pattern,
+            state_path=self.state_path,
+            settle_seconds=self.settle_seconds,
+            max_files=self.max_files,
+            claim_retention=self.claim_retention,
+            storage_options=options,
+        )
+
+    def _start_failure(self, exc: Exception) -> str:
+        step = f"the Connection {self.conn_id!r} or " if self.conn_id else ""
+        return (
+            f"could not start watching {self._what()}: {type(exc).__name__}: {exc}; check {step}the "
+            "path and the storage (the triggerer's log has the traceback)"
+        )
+
+    async def _poll(self, watch: Any, owner: str) -> AsyncIterator[TriggerEvent]:
+        """Yield this poll's events: unfired batches first, then newly claimed (or settled) files.
+
+        A batch is closed only once the triggerer has taken its event (the generator is resumed
+        after the yield); a trigger stopped at the yield leaves it open for the next one to fire.
+        """
+        if self._unfired is None:
+            self._step = "finding batches an earlier trigger of this watch claimed but never fired"
+            self._unfired = await asyncio.to_thread(watch.ledger.unfired_batches, watch.key)
+        while self._unfired:
+            batch, files = self._unfired[0]
+            if files:
+                self.log.info("firing %d file(s) of unfired batch %s again", len(files), batch)
+                yield TriggerEvent(self._payload(files, batch))
+            self._step = f"closing the fired batch {batch}"
+            await asyncio.to_thread(watch.ledger.close_batch, batch)
+            self._unfired.pop(0)
+        if self.claim:
+            self._step = "listing the folder and claiming settled files"
+            taken = await asyncio.to_thread(watch.take_batch, owner)
+            if taken:
+                batch, files = taken
+                self.log.info("claimed %d new file(s) under %s", len(files), self.path)
+                yield TriggerEvent(self._payload(files, batch))
+                self._step = f"closing the fired batch {batch}"
+                await asyncio.to_thread(watch.ledger.close_batch, batch)
+            return
+        ready = await asyncio.to_thread(watch.settled)
+        if ready:
+            ready = ready[: self.max_files] if self.max_files else ready
+            payload = self._payload([s.url for s in ready])
+            payload["stats"] = {s.url: [s.size, s.mtime] for s in ready}
+            yield TriggerEvent(payload)
