@@ -65,18 +65,22 @@ def partition(
     )
     write_manifest(layout, batches, header)
     descriptors = pack(batches, spec.config.run_task_count(len(batches), max_tasks))
+    _log_partition(header, len(batches), size, len(descriptors), time.perf_counter() - started)
+    return descriptors
+
+
+def _log_partition(header: dict[str, Any], batches: int, size: Any, tasks: int, seconds: float) -> None:
     log.info(
         "partitioned %d input files into %d mini-batches (%s %s each) for %d tasks in %.2fs (run key %s)%s",
         header["input_files"],
-        len(batches),
+        batches,
         size.value,
         size.unit,
-        len(descriptors),
-        time.perf_counter() - started,
-        run_key,
+        tasks,
+        seconds,
+        header["run_key"],
         f"; {header['resume_note']}" if header["resume_note"] else "",
     )
-    return descriptors
 
 
 def _mark_running(
