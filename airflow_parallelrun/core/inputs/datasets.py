@@ -10,7 +10,7 @@ from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.formats import FORMATS
-from airflow_parallelrun.core.inputs.paths import has_parent_segment
+from airflow_parallelrun.core.inputs.paths import is_relative_glob
 
 
 def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
@@ -21,13 +21,7 @@ def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
         )
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"{kind} path={path!r} must be a string (a local path or an fsspec URL)")
-    if pattern is not None and (
-        not isinstance(pattern, str)
-        or not pattern
-        or pattern.startswith(("/", "\\"))
-        or "://" in pattern
-        or has_parent_segment(pattern)
-    ):
+    if pattern is not None and not is_relative_glob(pattern):
         raise ConfigError(
             f"{kind} pattern={pattern!r} must be a glob relative to path, without '..', "
             "e.g. pattern='**/*.png'"

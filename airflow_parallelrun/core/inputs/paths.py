@@ -63,6 +63,21 @@ def has_parent_segment(path: str) -> bool:
     return ".." in split_protocol(path)[1].replace("\\", "/").split("/")
 
 
+def is_relative_glob(pattern: object) -> bool:
+    """Tell whether ``pattern`` is a glob relative to its folder: not empty, no root, URL or ``..``.
+
+    >>> [is_relative_glob(p) for p in ("**/*.png", "", "/etc/*", "s3://b/*", "../*", None)]
+    [True, False, False, False, False, False]
+    """
+    return (
+        isinstance(pattern, str)
+        and bool(pattern)
+        and not pattern.startswith(("/", "\\"))
+        and "://" not in pattern
+        and not has_parent_segment(pattern)
+    )
+
+
 def check_path(field: str, rendered: str, template: str | None = None) -> str:
     """Return ``rendered`` if it is safe to use; else raise ``ConfigError`` naming the field and value."""
     if _CONTROL.search(rendered):

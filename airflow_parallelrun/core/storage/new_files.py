@@ -17,7 +17,7 @@ from datetime import timedelta
 from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.inputs.paths import has_parent_segment
+from airflow_parallelrun.core.inputs.paths import is_relative_glob
 from airflow_parallelrun.core.storage.claims import (
     ClaimLedger,
     FileStat,
@@ -37,13 +37,7 @@ def check_watch(path: Any, pattern: Any, settle_seconds: Any, max_files: Any) ->
     """Raise a ConfigError naming the argument, its value and the fix when one is invalid."""
     if not isinstance(path, str) or not path.strip():
         raise ConfigError(f"path={path!r} must be a folder: a local path or an fsspec URL, e.g. '/data/in'")
-    if (
-        not isinstance(pattern, str)
-        or not pattern
-        or pattern.startswith(("/", "\\"))
-        or "://" in pattern
-        or has_parent_segment(pattern)
-    ):
+    if not is_relative_glob(pattern):
         raise ConfigError(
             f"pattern={pattern!r} must be a glob relative to path, without '..', e.g. pattern='**/*.png'"
         )
