@@ -34,7 +34,6 @@ from airflow_parallelrun.core.storage.manifest import (
     RunLayout,
     accepted_keys,
     check_run_key,
-    read_manifest_header,
     read_mini_batches,
 )
 
@@ -94,7 +93,7 @@ def run_mini_batches(
     run_key, accepted = header.get("run_key"), accepted_keys(header)
     statuses: list[BatchStatus] = []
     with _scratch() as scratch, BatchRunner(spec, scratch, run_key) as runner:
-        for mb in read_mini_batches(layout, indexes):
+        for mb in read_mini_batches(layout, indexes, header):
             previous = _previous_status(layout, mb.id)
             if previous is not None and previous.succeeded and previous.run_key in accepted:
                 log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
@@ -117,7 +116,7 @@ def run_mini_batches(
             status = runner.run(mb, run_id)
             statuses.append(status)
             if status.items_failed or not status.succeeded:
-                _abort_if_hopeless(layout, spec, status, accepted)
+                _abort_if_hopeless(layout, spec, status, accepted, int(header["total_mini_batches"]))
     return statuses
 
 
@@ -134,7 +133,7 @@ def _previous_status(layout: RunLayout, mb_id: str) -> BatchStatus | None:
 
 
 def _abort_if_hopeless(
-    layout: RunLayout, spec: RunSpec, status: BatchStatus, accepted: Collection[str | None]
+    layout: RunLayout, spec: RunSpec, status: BatchStatus, accepted: Collection[str | None], total: int
 ) -> None:
     """Write the abort marker when the run cannot succeed any more."""
     if status.error_category == "entry_script_load":
@@ -152,8 +151,7 @@ def _abort_if_hopeless(
         # Only this run's dead letters count (a straggler of another run may have left one).
         if record.get("run_key") in accepted
     ]
-    header = read_manifest_header(layout)
-    counts = count_dead_letters(int(header["total_mini_batches"]), records)
+    counts = count_dead_letters(total, records)
     reasons = exceeded(thresholds_of(spec.config), counts)
     if reasons:
         _write_abort(layout, "; ".join(reasons), status.id, status.run_key)

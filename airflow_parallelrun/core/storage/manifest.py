@@ -154,9 +154,11 @@ def read_mini_batch(layout: RunLayout, index: int) -> MiniBatch:
     return mb
 
 
-def read_mini_batches(layout: RunLayout, indexes: Iterable[int]) -> Iterator[MiniBatch]:
-    """Read several mini-batches, each shard and the header once."""
-    header = read_manifest_header(layout)
+def read_mini_batches(
+    layout: RunLayout, indexes: Iterable[int], header: dict[str, Any] | None = None
+) -> Iterator[MiniBatch]:
+    """Read several mini-batches, each shard once, and the header unless the caller has it."""
+    header = header or read_manifest_header(layout)
     size = int(header["shard_size"])
     shard_number, lines = -1, []
     for index in indexes:
