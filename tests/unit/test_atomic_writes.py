@@ -22,6 +22,7 @@ from fsspec.implementations.local import LocalFileSystem
 from airflow_parallelrun.core.errors import StorageError
 from airflow_parallelrun.core.storage import location, retries
 from airflow_parallelrun.core.storage.location import Location, has_atomic_put, write_file, write_local_file
+from tests.unit.virtual_clock import VirtualClock
 
 
 class HalfWriteFileSystem(DirFileSystem):
@@ -47,17 +48,6 @@ class HalfWriteFileSystem(DirFileSystem):
 
 
 fsspec.register_implementation("halfwrite", HalfWriteFileSystem, clobber=True)
-
-
-class VirtualClock(retries.RetryClock):
-    def __init__(self) -> None:
-        self.time = 0.0
-
-    def now(self) -> float:
-        return self.time
-
-    def sleep(self, seconds: float) -> None:
-        self.time += seconds
 
 
 @pytest.fixture

@@ -17,22 +17,12 @@ import pytest
 from airflow_parallelrun.core.errors import StorageError
 from airflow_parallelrun.core.storage import retries
 from airflow_parallelrun.core.storage.retries import call_with_retries, is_transient, storage_retry_seconds
+from tests.unit.virtual_clock import VirtualClock
 
 
 def library_error(module: str, name: str, base: type[Exception] = Exception, **attrs: Any) -> type[Exception]:
     """Return an exception class named and placed as a library's own."""
     return type(name, (base,), {"__module__": module, **attrs})
-
-
-class VirtualClock(retries.RetryClock):
-    def __init__(self) -> None:
-        self.time = 0.0
-
-    def now(self) -> float:
-        return self.time
-
-    def sleep(self, seconds: float) -> None:
-        self.time += seconds
 
 
 @pytest.fixture

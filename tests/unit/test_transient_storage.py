@@ -38,6 +38,7 @@ from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
 from airflow_parallelrun.core.inputs.reading import count_piece_items, read_table_rows
 from airflow_parallelrun.core.spec import RunSpec
 from airflow_parallelrun.core.storage import retries
+from tests.unit.virtual_clock import VirtualClock
 
 _nesting = threading.local()
 
@@ -138,21 +139,6 @@ TABLE_SCRIPT = """
 def run(mini_batch):
     return [f"{row.id} {row.text}" for row in mini_batch.itertuples()]
 """
-
-
-class VirtualClock(retries.RetryClock):
-    """A clock whose sleeps pass at once: the retry budget is spent without waiting it out."""
-
-    def __init__(self) -> None:
-        self.time = 0.0
-        self.sleeps: list[float] = []
-
-    def now(self) -> float:
-        return self.time
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.time += seconds
 
 
 @pytest.fixture(autouse=True)
