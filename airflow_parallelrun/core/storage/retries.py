@@ -151,8 +151,7 @@ def _http_status(exc: BaseException) -> int | None:
 
 
 def _transient_alone(exc: BaseException) -> bool:
-    if isinstance(exc, _PERMANENT_ERRORS):
-        return False
+    """Tell whether ``exc`` itself, not its causes, is transient; the caller rules out permanent errors."""
     if isinstance(exc, TRANSIENT_ERRORS):
         return True
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
