@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from airflow.sdk import DAG, Param, task
-from parallelrun_examples.settings import data_dir_pattern, examples_dir
+from airflow.sdk import DAG, task
+from parallelrun_examples.settings import data_dir_param
 
 from airflow_parallelrun import FileDataset, NewFilesSensor, ParallelRunConfig, ParallelRunOperator
 
@@ -22,15 +22,7 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["parallelrun", "example"],
-    params={
-        "data_dir": Param(
-            examples_dir(),
-            type="string",
-            title="Folder of the example data and models",
-            description=f"{examples_dir()} or a folder under it.",
-            pattern=data_dir_pattern(),
-        )
-    },
+    params={"data_dir": data_dir_param()},
     doc_md=__doc__,
 ) as dag:
 

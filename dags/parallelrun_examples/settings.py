@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from typing import Any
 
 
 def examples_dir() -> str:
@@ -25,3 +26,16 @@ def data_dir_pattern() -> str:
     escaped = "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in root)
     # The look-ahead refuses any line break: Python's "$" also matches before a final newline.
     return r"^(?![\s\S]*[\n\r])" + escaped + r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$"
+
+
+def data_dir_param() -> Any:
+    """Return the ``data_dir`` Param of the examples: the examples folder or a folder under it."""
+    from airflow.sdk import Param
+
+    return Param(
+        examples_dir(),
+        type="string",
+        title="Folder of the example data and models",
+        description=f"{examples_dir()} or a folder under it.",
+        pattern=data_dir_pattern(),
+    )
