@@ -24,9 +24,12 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [
             {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.sensors.new_files"]}
         ],
-        # No "connection-types": the hook reads any Connection type's login, password and extra.
+        # No "connection-types": the hooks read any Connection type's fields and extra.
         "hooks": [
-            {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.hooks.storage"]}
+            {
+                "integration-name": "Parallel Run",
+                "python-modules": ["airflow_parallelrun.hooks.storage", "airflow_parallelrun.hooks.sql"],
+            }
         ],
         "triggers": [
             {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.triggers.new_files"]}

@@ -66,3 +66,7 @@ def pytest_sessionfinish(session, exitstatus):
     stop_worker_pools(os.environ["PARALLELRUN_POOL_DIR"])
     shutil.rmtree(os.environ["PARALLELRUN_POOL_DIR"], ignore_errors=True)
     shutil.rmtree(_HOME, ignore_errors=True)
+
+
+# The SQL tests' real databases (SQLite, PostgreSQL, MariaDB): see tests/databases.py.
+from tests.databases import sql_database  # noqa: E402, F401

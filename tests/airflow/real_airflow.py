@@ -751,13 +751,6 @@ def real_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirfl
     yield from running_airflow(tmp_path_factory.mktemp("real-airflow"))
 
 
-def skip_or_fail(message: str) -> None:
-    """Skip the test, or fail it under ``CI=true``, where every service must be there."""
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def service_unavailable(postgres: str = POSTGRES_SERVER, redis_url: str = REDIS_URL) -> str | None:
     """Return why a CeleryExecutor deployment cannot run here (a module or a service missing), or None."""
     for module, package in (
