@@ -36,8 +36,8 @@ from tests.airflow.real_airflow import (
     postgres_database,
     running_airflow,
     service_unavailable,
-    skip_or_fail,
 )
+from tests.databases import skip_or_fail
 
 pytestmark = [pytest.mark.slow, pytest.mark.airflow, pytest.mark.timeout(1200)]
 

@@ -40,12 +40,14 @@ def test_provider_info_names_modules_that_hold_the_operator_sensor_and_trigger()
 
     info = get_provider_info()
     expected = {
-        "operators": "ParallelRunOperator",
-        "sensors": "NewFilesSensor",
-        "triggers": "NewFilesTrigger",
-        "hooks": "ParallelRunStorageHook",
+        "operators": ["ParallelRunOperator"],
+        "sensors": ["NewFilesSensor"],
+        "triggers": ["NewFilesTrigger"],
+        "hooks": ["ParallelRunStorageHook", "ParallelRunSqlHook"],
     }
-    for kind, cls in expected.items():
+    for kind, classes in expected.items():
         (entry,) = info[kind]
-        (module,) = entry["python-modules"]
-        assert hasattr(importlib.import_module(module), cls), (kind, module)
+        modules = entry["python-modules"]
+        assert len(modules) == len(classes), (kind, modules)
+        for module, cls in zip(modules, classes, strict=True):
+            assert hasattr(importlib.import_module(module), cls), (kind, module)
