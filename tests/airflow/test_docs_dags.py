@@ -84,7 +84,7 @@ def test_every_dag_snippet_parses_as_the_dag_processor_parses_it(
     if "CronTriggerTimetable" in source and not sdk_has_timetables():
         pytest.skip(
             f"{name} imports CronTriggerTimetable from airflow.sdk, which has it from Airflow 3.2 on "
-            "(docs/triggers.md says where Airflow 3.1 has it)"
+            "(docs/install.md says where Airflow 3.1 has it)"
         )
     path = _write(snippet_folder, name, tmp_path / "data")
     bag = dag_bag(dag_folder=str(path))
