@@ -207,6 +207,7 @@ def airflow_env(home: Path, folder: Path) -> dict[str, str]:
 
 DAGBAG_CHECK = """
 import json, sys
+sys.path.insert(0, sys.argv[1])  # as the dag-processor does: parallelrun_examples is importable
 try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:  # Airflow 3.1
