@@ -212,7 +212,7 @@ try:
     from airflow.dag_processing.dagbag import DagBag
 except ImportError:  # Airflow 3.1
     from airflow.models.dagbag import DagBag
-bag = DagBag(dag_folder=sys.argv[1], include_examples=False)
+bag = DagBag(dag_folder=sys.argv[1])  # AIRFLOW__CORE__LOAD_EXAMPLES=False: no examples
 print(json.dumps({"dag_ids": sorted(bag.dag_ids), "import_errors": bag.import_errors}))
 """
 
