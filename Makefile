@@ -3,7 +3,8 @@
 #   make demo   - create .venv, install, initialise an embedded Airflow (SQLite), make the example
 #                 data and model, run the digits example DAG with `airflow dags test`, show its outputs
 #   make test   - create .venv, install, run ruff, mypy and the whole test suite
-#   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy)
+#   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy;
+#   make test-compat: the built wheel in fresh venvs, Airflow 3.1.8 on Python 3.11 and 3.3.2 on 3.12 and 3.13)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +16,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
 
-.PHONY: install demo test test-fast test-under-load lint clean
+.PHONY: install demo test test-fast test-under-load test-compat lint clean
 
 install: $(VENV)/.installed
 
@@ -43,6 +44,12 @@ test: lint
 # A quick check: the tests not marked slow. `make test` (and CI) run the whole suite.
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
+
+# The supported range, from the built wheel: fresh venvs for Airflow 3.1.8 on Python 3.11 and Airflow
+# 3.3.2 on Python 3.12 and 3.13, each running the fast tests, the example DAGs' import and one example
+# DAG run (tools/compat.py; it needs only a Python with pip, not the project's venv).
+test-compat:
+	$(PYTHON) tools/compat.py
 
 # The whole suite twice in a row with one CPU core kept busy by a burner process.
 test-under-load: install

@@ -11,9 +11,10 @@ when they are missing; ``score`` splits the table into mini-batches of 1,000 row
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, AssetOrTimeSchedule, CronTriggerTimetable, task
+from airflow.sdk import DAG, task
 from parallelrun_examples.scoring_assets import SCORES, TABULAR_MODEL
 from parallelrun_examples.settings import examples_dir
+from parallelrun_examples.timetables import AssetOrTimeSchedule, CronTriggerTimetable
 from pendulum import datetime
 
 from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, TabularDataset

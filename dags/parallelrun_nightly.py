@@ -14,9 +14,10 @@ backfill) reuses the mini-batches that already succeeded while the day's files a
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, CronTriggerTimetable, task
+from airflow.sdk import DAG, task
 from parallelrun_examples.scoring_assets import SCORES
 from parallelrun_examples.settings import examples_dir
+from parallelrun_examples.timetables import CronTriggerTimetable
 from pendulum import datetime
 
 from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, TabularDataset

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.airflow.airflow_versions import dag_bag, sdk_has_timetables
 from tests.airflow.conftest import load_dag_module
 from tests.conftest import DAGS, TEST_DAGS
 from tests.test_docs import ALL_BLOCKS, SNIPPETS, snippet_source
@@ -79,10 +80,14 @@ def test_every_dag_snippet_is_one_a_page_shows() -> None:
 def test_every_dag_snippet_parses_as_the_dag_processor_parses_it(
     airflow_db: None, tmp_path: Path, snippet_folder: Path, name: str
 ) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
+    source = snippet_source(name, tmp_path / "data")
+    if "CronTriggerTimetable" in source and not sdk_has_timetables():
+        pytest.skip(
+            f"{name} imports CronTriggerTimetable from airflow.sdk, which has it from Airflow 3.2 on "
+            "(docs/install.md says where Airflow 3.1 has it)"
+        )
     path = _write(snippet_folder, name, tmp_path / "data")
-    bag = DagBag(dag_folder=str(path))
+    bag = dag_bag(dag_folder=str(path))
     assert bag.import_errors == {}
     (dag,) = bag.dags.values()
     assert {t.task_id for t in dag.tasks} >= {"score.partition", "score.run", "score.aggregate"} or (

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from tests.airflow.airflow_versions import dag_bag
 from tests.airflow.conftest import load_dag_module, task_instances
 from tests.conftest import DAGS
 
@@ -22,9 +23,7 @@ def _run_folder(data_dir: Path, name: str, run_id: str) -> Path:
 
 
 def test_every_dag_file_in_dags_imports_cleanly(airflow_db: None) -> None:
-    from airflow.dag_processing.dagbag import DagBag
-
-    bag = DagBag(dag_folder=str(DAGS))
+    bag = dag_bag(dag_folder=str(DAGS))
     assert bag.import_errors == {}
     assert {"parallelrun_digits", "parallelrun_tabular"} <= set(bag.dag_ids)
 

@@ -17,6 +17,7 @@ from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.triggers.new_files import TRIGGERING_FILES, NewFilesTrigger
+from tests.airflow.airflow_versions import stored_trigger_kwargs
 
 pytestmark = pytest.mark.airflow
 
@@ -99,15 +100,9 @@ async def _events_over_polls(
 
 def _rebuilt(trigger: NewFilesTrigger) -> NewFilesTrigger:
     """Build the trigger again from what it serialized, as the triggerer does after a restart."""
-    from airflow.serialization.decoders import smart_decode_trigger_kwargs
-    from airflow.serialization.encoders import encode_trigger
-
     classpath, kwargs = trigger.serialize()
-    stored = encode_trigger({"classpath": classpath, "kwargs": kwargs})["kwargs"]
     module, _, name = classpath.rpartition(".")
-    return getattr(importlib.import_module(module), name)(
-        **{k: smart_decode_trigger_kwargs(v) for k, v in stored.items()}
-    )
+    return getattr(importlib.import_module(module), name)(**stored_trigger_kwargs(classpath, kwargs))
 
 
 def test_serialize_round_trips_through_the_classpath_and_kwargs(tmp_path: Path) -> None:

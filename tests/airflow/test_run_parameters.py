@@ -124,7 +124,10 @@ def test_templated_fields_are_checked_once_rendered_and_the_others_at_parse_time
 
 SKIP_DAG = """
 from airflow.sdk import DAG, task
-from airflow.sdk.exceptions import AirflowSkipException
+try:
+    from airflow.sdk.exceptions import AirflowSkipException
+except ImportError:  # Airflow 3.1
+    from airflow.exceptions import AirflowSkipException
 from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
 
 with DAG("{dag_id}", schedule=None) as dag:

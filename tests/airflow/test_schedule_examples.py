@@ -278,7 +278,7 @@ def test_every_scheduled_example_is_tagged_and_documented(
 def test_nightly_runs_at_two_utc_every_day_without_catching_up(
     airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow.sdk import CronTriggerTimetable
+    from parallelrun_examples.timetables import CronTriggerTimetable
 
     dag = load_example("parallelrun_nightly", tmp_path, monkeypatch)
     assert isinstance(dag.timetable, CronTriggerTimetable)
@@ -302,7 +302,7 @@ def test_nightly_runs_at_two_utc_every_day_without_catching_up(
 def test_asset_or_time_runs_on_a_model_event_or_at_three_utc(
     airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable
+    from parallelrun_examples.timetables import AssetOrTimeSchedule, CronTriggerTimetable
 
     dag = load_example("parallelrun_asset_or_time", tmp_path, monkeypatch)
     assert isinstance(dag.timetable, AssetOrTimeSchedule)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+from tests.airflow.airflow_versions import dag_serialization
 from tests.airflow.conftest import task_instances
 
 pytestmark = pytest.mark.airflow
@@ -131,7 +132,6 @@ def test_a_secret_reaches_the_worker_and_no_database_xcom_or_file(
 
 def test_the_serialized_dag_shows_environment_names_not_literal_values(tmp_path: Path) -> None:
     from airflow.sdk import DAG
-    from airflow.serialization.serialized_objects import DagSerialization
 
     script = tmp_path / "score.py"
     script.write_text(SCRIPT)
@@ -145,7 +145,7 @@ def test_the_serialized_dag_shows_environment_names_not_literal_values(tmp_path:
                 environment_variables={"MODEL_URL": "https://models.example/m-1234567", "API_KEY": "{{ x }}"},
             ),
         )
-    text = json.dumps(DagSerialization.to_dict(dag))
+    text = json.dumps(dag_serialization().to_dict(dag))
     assert "MODEL_URL" in text and "API_KEY" in text
     assert "https://models.example/m-1234567" not in text
 
