@@ -83,6 +83,7 @@ build_image() {
         cp "${REPO}/constraints.txt" "${context}/constraints-seed.txt"
         extras=(ca-bundle.crt constraints-seed.txt)
     fi
+    chmod -R a+rX "${context}" # the build's users read these whatever the caller's umask
     hash="$(cd "${context}" && hash_of "${BASE_HASH} $* ${image}" "${files[@]}" "${extras[@]}")"
     if have "${image}" "${hash}"; then
         say "${image} is up to date (inputs-${hash})"
@@ -93,6 +94,9 @@ build_image() {
         --label "org.parallelrun.standin=true" --label "org.parallelrun.standin.inputs=${hash}" \
         -t "${image}" -t "${image%%:*}:inputs-${hash}" -f "${context}/${files[0]}" "${context}" > /dev/null
     say "built ${image}"
+    # Earlier builds of this stand-in are stale now: drop their tags (and so their layers).
+    docker images --format '{{.Repository}}:{{.Tag}}' "${image%%:*}" | grep ':inputs-' \
+        | grep -v ":inputs-${hash}$" | xargs -r docker rmi > /dev/null || true
 }
 
 build_debian

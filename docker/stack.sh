@@ -61,12 +61,14 @@ make_env_file() {
     [[ -f "${ENV_FILE}" ]] && return
     local secret
     secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
-    umask 077
-    sed -e "s|^POSTGRES_PASSWORD=$|POSTGRES_PASSWORD=$(secret)|" \
-        -e "s|^AIRFLOW_JWT_SECRET=$|AIRFLOW_JWT_SECRET=$(secret)|" \
-        -e "s|^AIRFLOW_API_SECRET_KEY=$|AIRFLOW_API_SECRET_KEY=$(secret)|" \
-        -e "s|^AIRFLOW_ADMIN_PASSWORD=$|AIRFLOW_ADMIN_PASSWORD=$(secret)|" \
-        "${HERE}/.env.example" > "${ENV_FILE}"
+    (
+        umask 077
+        sed -e "s|^POSTGRES_PASSWORD=$|POSTGRES_PASSWORD=$(secret)|" \
+            -e "s|^AIRFLOW_JWT_SECRET=$|AIRFLOW_JWT_SECRET=$(secret)|" \
+            -e "s|^AIRFLOW_API_SECRET_KEY=$|AIRFLOW_API_SECRET_KEY=$(secret)|" \
+            -e "s|^AIRFLOW_ADMIN_PASSWORD=$|AIRFLOW_ADMIN_PASSWORD=$(secret)|" \
+            "${HERE}/.env.example" > "${ENV_FILE}"
+    )
     say "wrote ${ENV_FILE} with random secrets (owner-only)"
 }
 

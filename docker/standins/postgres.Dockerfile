@@ -20,6 +20,7 @@ RUN groupadd --system --gid 999 postgres \
     && mkdir -p /var/lib/postgresql/data /var/run/postgresql \
     && chown -R postgres:postgres /var/lib/postgresql /var/run/postgresql
 COPY postgres-entrypoint.sh /usr/local/bin/postgres-entrypoint
+RUN chmod 0755 /usr/local/bin/postgres-entrypoint
 USER 999
 EXPOSE 5432
 VOLUME ["/var/lib/postgresql/data"]
