@@ -10,7 +10,6 @@ data volume.
 
 from __future__ import annotations
 
-import os
 import shutil
 import socket
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.databases import skip_or_fail
 from tests.docker.stack import REPO, DockerStack, StackError
 
 #: A longer run for the kill and restart tests: one line per input file, SLEEP seconds per file.
@@ -88,19 +88,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def fail_or_skip(message: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
-
 def ensure_docker() -> None:
     """Make Docker work (docker/ensure-docker.sh), or fail (CI) / skip with its reason."""
     done = subprocess.run(
         [str(REPO / "docker" / "ensure-docker.sh")], capture_output=True, text=True, timeout=900
     )
     if done.returncode != 0:
-        fail_or_skip(f"Docker does not work here: {done.stderr.strip()[-2000:]}")
+        skip_or_fail(f"Docker does not work here: {done.stderr.strip()[-2000:]}")
 
 
 def make_dags_folder(folder: Path) -> Path:
