@@ -59,7 +59,6 @@ compose_files() {
 
 make_env_file() {
     [[ -f "${ENV_FILE}" ]] && return
-    local secret
     secret() { python3 -c 'import secrets; print(secrets.token_urlsafe(32))'; }
     (
         umask 077
