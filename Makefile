@@ -5,6 +5,9 @@
 #   make test   - create .venv, install, run ruff, mypy and the whole test suite
 #   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy;
 #   make test-compat: the built wheel in fresh venvs, Airflow 3.1.8 on Python 3.11 and 3.3.2 on 3.12 and 3.13)
+#   make up / make down - the docker/ deployment (Airflow's Celery stack with this provider): build
+#                 and start it, print the UI address and login / stop it and remove its volumes
+#   make test-docker - the tests of that deployment (tests/docker, marker `docker`); needs dockerd
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -16,7 +19,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
 
-.PHONY: install demo test test-fast test-under-load test-compat lint clean
+.PHONY: install demo test test-fast test-under-load test-compat lint clean up down test-docker docker-lint
 
 install: $(VENV)/.installed
 
@@ -38,22 +41,23 @@ lint: install
 	# The example DAGs as a user's DAG file: the package's types must let them pass.
 	$(BIN)/mypy dags
 
+# The docker/ deployment's tests (marker `docker`) run apart, by `make test-docker` (CI runs both).
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not docker"
 
-# A quick check: the tests not marked slow. `make test` (and CI) run the whole suite.
+# A quick check: the tests not marked slow (the docker tests are slow too). `make test` (and CI) run the whole suite.
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-# The supported range, from the built wheel: fresh venvs for Airflow 3.1.8 on Python 3.11 and Airflow
-# 3.3.2 on Python 3.12 and 3.13, each running the fast tests, the example DAGs' import and one example
-# DAG run (tools/compat.py; it needs only a Python with pip, not the project's venv).
-test-compat:
-	$(PYTHON) tools/compat.py
+#   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy;
+#   make test-compat: the built wheel in fresh venvs, Airflow 3.1.8 on Python 3.11 and 3.3.2 on 3.12 and 3.13)
+#   make up / make down - the docker/ deployment (Airflow's Celery stack with this provider): build
+#                 and start it, print the UI address and login / stop it and remove its volumes
+#   make test-docker - the tests of that deployment (tests/docker, marker `docker`); needs dockerd
 
 # The whole suite twice in a row with one CPU core kept busy by a burner process.
 test-under-load: install
-	tools/stress.sh -r 2 -- $(BIN)/python -m pytest -q
+	tools/stress.sh -r 2 -- $(BIN)/python -m pytest -q -m "not docker"
 
 clean:
 	rm -rf $(VENV) .airflow-home .pytest_cache .mypy_cache .ruff_cache build *.egg-info

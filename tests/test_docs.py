@@ -31,6 +31,15 @@ RUN_BY_TEST = {
     ("docs/install.md", "airflow providers list | grep parallelrun"): (
         "tests/airflow/test_docs_dags.py::test_providers_list_block_finds_the_provider"
     ),
+    # The docker tests start their stack with docker/stack.sh up (what make up runs), with their own
+    # AIRFLOW_DAGS_FOLDER and PARALLELRUN_DATA, and end with its down.
+    ("docs/docker.md", "make up"): (
+        "tests/docker/test_deployment.py::test_down_leaves_no_container_network_or_volume"
+    ),
+    ("docs/docker.md", "AIRFLOW_DAGS_FOLDER=/home/me/dags PARALLELRUN_DATA=/srv/parallelrun make up"): (
+        "tests/docker/test_deployment.py::"
+        "test_digits_example_merges_every_image_once_and_both_worker_containers_ran_mini_batches"
+    ),
 }
 # ... or why nothing does.
 NOT_RUN = {

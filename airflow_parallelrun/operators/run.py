@@ -77,6 +77,7 @@ class RunMiniBatchOperator(BaseOperator):
                 run_id=context["run_id"],
                 run_key=pull_run_key(context, self.partition_task_id),
                 honour_abort=context["ti"].try_number <= 1,
+                task_try=context["ti"].try_number,
             )
         except RunSuperseded as exc:
             raise fail(str(exc)) from exc

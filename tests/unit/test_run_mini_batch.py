@@ -476,3 +476,24 @@ def test_a_run_task_without_warm_workers_sweeps_scratch_folders_killed_tasks_lef
     assert steps.run_mini_batch(0, spec).succeeded
     assert not left.exists()
     assert young.exists()
+
+
+def test_the_summary_lists_mini_batches_run_again_by_a_later_task_try_or_retried_inside_one(
+    tmp_path, monkeypatch
+):
+    """A worker killed mid-task: Airflow retries the task, whose mini-batch then runs in try 2."""
+    make_input(tmp_path / "in")
+    monkeypatch.setenv("COUNT_FILE", str(tmp_path / "count"))
+    monkeypatch.setenv("INIT_FILE", str(tmp_path / "init"))
+    monkeypatch.setenv("FAILURES", "1")  # the first run() call fails, its second try succeeds
+    spec = make_run(tmp_path, write_script(tmp_path, FLAKY_SCRIPT), run_max_try=2)
+
+    first = steps.run_mini_batch(0, spec, task_try=1)
+    second = steps.run_mini_batch(1, spec, task_try=2)
+    summary = steps.aggregate(spec)
+
+    assert (first.tries, first.task_try, second.tries, second.task_try) == (2, 1, 1, 2)
+    assert summary["retried_mini_batches"] == [
+        {"id": "mb-000000", "inputs": first.inputs, "status": "succeeded", "task_try": 1, "tries": 2},
+        {"id": "mb-000001", "inputs": second.inputs, "status": "succeeded", "task_try": 2, "tries": 1},
+    ]

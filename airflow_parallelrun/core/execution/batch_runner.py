@@ -121,9 +121,10 @@ class BatchRunner:
     worker (a timeout) or the worker dies.
     """
 
-    def __init__(self, spec: RunSpec, scratch: str, run_key: str | None = None) -> None:
+    def __init__(self, spec: RunSpec, scratch: str, run_key: str | None = None, task_try: int = 1) -> None:
         self.spec = spec
         self.run_key = run_key
+        self.task_try = task_try
         self.layout = spec.layout()
         self.scratch = scratch
         out = self.layout.output
@@ -164,7 +165,7 @@ class BatchRunner:
         )
         result, tries = self._stage_and_try(mb, part_local)
         status = _status_of(mb, result, tries, run_id)
-        status.run_key = self.run_key
+        status.run_key, status.task_try = self.run_key, self.task_try
         if self.run_key is not None:
             try:
                 check_run_key(self.layout, self.run_key)

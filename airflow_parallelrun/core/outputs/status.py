@@ -35,6 +35,9 @@ class BatchStatus:
     run_key: str | None = None
     #: The input could not be read to count its items: the item counts above are 0, not known.
     items_unknown: bool = False
+    #: The try of the Airflow task instance that ran it (2 and up: Airflow retried or cleared the
+    #: task, e.g. after its worker died, and this mini-batch ran again).
+    task_try: int = 1
 
     @property
     def succeeded(self) -> bool:

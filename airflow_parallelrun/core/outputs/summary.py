@@ -60,7 +60,21 @@ def build_summary(
             {"id": s.id, "inputs": s.inputs, "category": s.error_category, "message": s.error_message}
             for s in first_errors(statuses)
         ],
+        "retried_mini_batches": retried(statuses),
     }
+
+
+def retried(statuses: Sequence[BatchStatus]) -> list[dict[str, Any]]:
+    """Return the mini-batches that took more than one try: of ``run()``, or of their Airflow task.
+
+    ``task_try`` above 1 means Airflow ran the task again (a retry after its worker died, or a
+    clear) and this mini-batch ran in that later try; ``tries`` counts its ``run()`` tries there.
+    """
+    return [
+        {"id": s.id, "inputs": s.inputs, "status": s.status, "task_try": s.task_try, "tries": s.tries}
+        for s in statuses
+        if s.task_try > 1 or s.tries > 1
+    ]
 
 
 def first_errors(statuses: Sequence[BatchStatus]) -> list[BatchStatus]:

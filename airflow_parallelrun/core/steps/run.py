@@ -79,6 +79,7 @@ def run_mini_batches(
     run_id: str | None = None,
     run_key: str | None = None,
     honour_abort: bool = True,
+    task_try: int = 1,
 ) -> list[BatchStatus]:
     """Run the mini-batches at ``indexes`` in order; return a status for each.
 
@@ -86,13 +87,14 @@ def run_mini_batches(
     not run again. With ``honour_abort``, a mini-batch not yet started when the run was aborted
     is skipped: its returned status says so and nothing is written for it. ``run_key`` is the
     key the partition step minted (None: the manifest's own); raises ``RunSuperseded`` when the
-    manifest belongs to another run by now.
+    manifest belongs to another run by now. ``task_try`` (the Airflow task's try number) is
+    recorded in each status this call writes.
     """
     layout = spec.layout()
     header = check_run_key(layout, run_key)
     run_key, accepted = header.get("run_key"), accepted_keys(header)
     statuses: list[BatchStatus] = []
-    with _scratch() as scratch, BatchRunner(spec, scratch, run_key) as runner:
+    with _scratch() as scratch, BatchRunner(spec, scratch, run_key, task_try) as runner:
         for mb in read_mini_batches(layout, indexes, header):
             previous = _previous_status(layout, mb.id)
             if previous is not None and previous.succeeded and previous.run_key in accepted:
