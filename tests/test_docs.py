@@ -36,6 +36,10 @@ RUN_BY_TEST = {
     ("docs/docker.md", "make up"): (
         "tests/docker/test_deployment.py::test_down_leaves_no_container_network_or_volume"
     ),
+    (
+        "README.md",
+        "make up",
+    ): "tests/docker/test_deployment.py::test_down_leaves_no_container_network_or_volume",
     ("docs/docker.md", "AIRFLOW_DAGS_FOLDER=/home/me/dags PARALLELRUN_DATA=/srv/parallelrun make up"): (
         "tests/docker/test_deployment.py::"
         "test_digits_example_merges_every_image_once_and_both_worker_containers_ran_mini_batches"
