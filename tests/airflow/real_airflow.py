@@ -556,6 +556,21 @@ class RealAirflow:
                     found.setdefault(child.pid, child)
         return list(found.values())
 
+    def owns(self, process: psutil.Process) -> bool:
+        """Tell whether ``process`` belongs to this Airflow, as ``airflow_processes`` tells, cheaply.
+
+        A process in a component's session, or one that inherited this ``AIRFLOW_HOME`` (an
+        entry-script worker or warm pool, which start sessions of their own). For a sampler that
+        asks once per new process; the rarer finds of ``airflow_processes`` (by working folder or
+        command line) are left out.
+        """
+        try:
+            if os.getsid(process.pid) in self._sessions:
+                return True
+            return bool(process.environ().get("AIRFLOW_HOME") == str(self.home))
+        except (OSError, psutil.Error):
+            return False
+
     # -- DAG files ----------------------------------------------------------------------------
 
     def add_dag(self, name: str, source: str) -> Path:
