@@ -90,6 +90,7 @@ with DAG(
             run_invocation_timeout=3600,
             node_count=1,
             process_count_per_node=2,
+            output_action={output_action},
             append_row_format={append_row_format},
         ),
         arguments=[
@@ -143,6 +144,8 @@ def dag_source(workload: str, tables: SqlTables | None = None, contender: str = 
         # JSON strings are Python string literals, quoted as ruff format quotes them.
         script=json.dumps(str(script)),
         mini_batch_size=json.dumps(size),
+        # (d)'s output is its table, as the baseline's: no merged file.
+        output_action=json.dumps("summary_only" if workload == "d" else "append_row"),
         append_row_format=json.dumps(fmt),
         arguments="\n".join(f"            {json.dumps(a)}," for a in arguments),
     )

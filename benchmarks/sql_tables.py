@@ -24,6 +24,8 @@ POSTGRES_URL = os.environ.get(
 )
 #: The Airflow Connection id our contenders read and write through (an ``AIRFLOW_CONN_`` variable).
 CONN_ID = "parallelrun_bench_postgres"
+#: The contenders' part of their score tables' names.
+CONTENDER_TABLES = {"ours-scheduler": "sched", "ours-dags-test": "dagtest", "process-pool": "pool"}
 #: Scores are compared rounded to 12 decimals: a batch of another size may round a dot product
 #: differently in its last bit, and that is not a different score.
 SCORE_DECIMALS = 12
@@ -46,10 +48,11 @@ class SqlTables:
     mini_batch_rows: int = 50_000
 
     def __post_init__(self) -> None:
-        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,30}", self.prefix):
+        # SqlTable's names leave room for its staging tables' suffix: at most 42 characters.
+        if not re.fullmatch(r"[a-z_][a-z0-9_]{0,19}", self.prefix):
             raise ValueError(
                 f"--sql-prefix={self.prefix!r} is not a table name prefix; use lower-case letters, "
-                "digits and _ (at most 31), e.g. 'parallelrun_bench'"
+                "digits and _ (at most 20), e.g. 'parallelrun_bench'"
             )
 
     @property
@@ -57,7 +60,8 @@ class SqlTables:
         return f"{self.prefix}_customers_{self.size}"
 
     def scores(self, contender: str) -> str:
-        return f"{self.prefix}_scores_{self.size}_{contender.replace('-', '_')}"
+        short = CONTENDER_TABLES.get(contender, contender.replace("-", "_"))
+        return f"{self.prefix}_scores_{self.size}_{short}"
 
     def connection_json(self) -> str:
         """Return the database as an ``AIRFLOW_CONN_<ID>`` value, the way users define Connections."""

@@ -158,7 +158,7 @@ def test_tiny_sql_run_under_a_real_scheduler_against_the_read_sql_loop(tmp_path:
 
     if reason := unreachable(POSTGRES_URL):
         skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({reason}); workload d needs it")
-    prefix = f"sql_example_bench_{uuid.uuid4().hex[:8]}"
+    prefix = f"sqlex_{uuid.uuid4().hex[:8]}"
     try:
         record = run_harness(
             tmp_path,
