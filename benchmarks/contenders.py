@@ -548,6 +548,7 @@ class OursScheduler(Contender):
             run_seconds = report["seconds_run_sum"]
             ti_overhead = round(1000 * (sum(durations) - run_seconds) / report["mini_batches"], 1)
         aggregate_ti = by_id.get("aggregate", {}).get("id")
+        partition_ti = by_id.get("partition", {}).get("id")
         run_ids = {t["id"] for t in runs}
         task_peaks = [sampler.peaks[p] for p, k in sampler.kinds.items() if k[5:] in run_ids]
         return {
@@ -559,6 +560,7 @@ class OursScheduler(Contender):
             "run_task_peak_rss_mb": round(max(task_peaks) / 1024**2, 1) if task_peaks else None,
             **sampler.tree_mb(),
             "aggregate_task_peak_rss_mb": sampler.peak_mb(f"task:{aggregate_ti}") if aggregate_ti else None,
+            "partition_task_peak_rss_mb": sampler.peak_mb(f"task:{partition_ti}") if partition_ti else None,
             "init_calls": _init_calls(counts),
             "task_instances": {
                 "run": len(runs),

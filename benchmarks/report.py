@@ -44,6 +44,7 @@ def _figures(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> dic
         "merge_step_mb": _max([_probe(r, "step_mb") for r in rows]),
         "merge_seconds": _median([_probe(r, "seconds") for r in rows if _probe(r, "seconds") is not None]),
         "aggregate_task_peak_rss_mb": _max([r.get("aggregate_task_peak_rss_mb") for r in rows]),
+        "partition_task_peak_rss_mb": _max([r.get("partition_task_peak_rss_mb") for r in rows]),
         "run_task_peak_rss_mb": _max([r.get("run_task_peak_rss_mb") for r in rows]),
         "tree_peak_rss_mb": _max([r.get("tree_peak_rss_mb") for r in rows]),
         "tree_first_rss_mb": _max([r.get("tree_first_rss_mb") for r in rows]),
@@ -200,15 +201,19 @@ def _sql_lines(sql: list[dict[str, Any]]) -> list[str]:
         "before the run started):",
         "",
         "| contender | wall s | x baseline | rows/s | process tree peak RSS MB (before) | worker peak RSS MB "
-        "| rows written / distinct ids | same scores as baseline |",
-        "|---|--:|--:|--:|--:|--:|--:|:-:|",
+        "| partition / run / aggregate task peak RSS MB | rows written / distinct ids | same scores as "
+        "baseline |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|:-:|",
     ]
     for f in sql:
         before = f" ({_num(f['tree_first_rss_mb'], 0)})" if f["contender"] == "ours-scheduler" else ""
+        tasks = " / ".join(
+            _num(f[f"{step}_task_peak_rss_mb"], 0) for step in ("partition", "run", "aggregate")
+        )
         lines.append(
             f"| {f['contender']} | {_walls(f)} | {_num(f['ratio_to_baseline'], 2, 'x')} | "
             f"{_num(f['items_per_s'], 0)} | {_num(f['tree_peak_rss_mb'], 0)}{before} | "
-            f"{_num(f['worker_peak_rss_mb'], 0)} | {_num(f['rows'])} / {_num(f['distinct_ids'])} | "
+            f"{_num(f['worker_peak_rss_mb'], 0)} | {tasks} | {_num(f['rows'])} / {_num(f['distinct_ids'])} | "
             f"{_same(f)} |"
         )
     return lines
