@@ -12,9 +12,7 @@ any SQLAlchemy URL works (an Airflow Connection's, for PostgreSQL or MySQL).
 
 from __future__ import annotations
 
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -132,7 +130,6 @@ def churn_labels(frame: Any, *, seed: int = SEED) -> Any:
 
 def train_customers_model(model_path: str | Path, *, rows: int = TRAINING_ROWS) -> Path:
     """Train the churn model on ``rows`` customers drawn with another seed; save it with joblib."""
-    import joblib
     from sklearn.compose import ColumnTransformer
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline
@@ -153,16 +150,10 @@ def train_customers_model(model_path: str | Path, *, rows: int = TRAINING_ROWS) 
             ("classifier", LogisticRegression(max_iter=1000)),
         ]
     ).fit(training[FEATURES], churn_labels(training))
-    path = Path(model_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Saved under a temporary name and renamed: a run loading the model never reads half a file.
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        joblib.dump(model, partial)
-        os.replace(partial, path)
-    finally:
-        partial.unlink(missing_ok=True)
-    return path
+    # Imported here: this module is read when the SQL example's DAG file is parsed.
+    from parallelrun_examples.data import save_model
+
+    return save_model(model, Path(model_path))
 
 
 def ensure_customers_model(base: str | Path) -> Path:
