@@ -27,7 +27,9 @@ def resolve_sql_input(dataset: SqlDataset, table: Any, query: Any) -> SqlDataset
     try:
         rendered = dataset.rendered(table, query)
     except ConfigError as exc:
-        raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
+        raise fail(
+            f"this DAG run's rendered values of the SQL input ({dataset.source}) are invalid: {exc}"
+        ) from None
     if dataset.conn_id is None:
         return rendered
     from airflow_parallelrun.hooks.sql import sqlalchemy_url
