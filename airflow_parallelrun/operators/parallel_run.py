@@ -103,7 +103,8 @@ class ParallelRunOperator(TaskGroup):
     still queued or running fails at once in its partition task, changing nothing there: give
     each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
     Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
-    output; they are never written to the run's storage, its reports or XCom. So are secrets for
+    output; they are never written to the run's storage, its reports or XCom. A ``SqlDataset``
+    input is read once, by the partition task, into a snapshot under ``output_path``. So are secrets for
     the entry script: ``environment_variables`` values such as ``"{{ conn.my_api.password }}"``
     are rendered inside each task, masked in its log. A rendered value that is invalid (a path,
     ``files``, ``arguments``, a config template, an environment template) fails the task at

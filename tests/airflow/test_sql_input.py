@@ -78,12 +78,18 @@ def partition_tries(dag_run: Any) -> int:
         return ti.try_number
 
 
+def connected_table(db: Any, monkeypatch: pytest.MonkeyPatch, name: str, rows: int) -> str:
+    """Create a table of ``rows`` rows in ``db``, reachable as the Connection ``sql_input_db``."""
+    table = db.table(name)
+    create_rows(db, table, rows)
+    monkeypatch.setenv("AIRFLOW_CONN_SQL_INPUT_DB", db.connection_json())
+    return table
+
+
 def test_every_row_of_a_table_is_scored_exactly_once_in_a_dag_run(
     sql_database, write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table = sql_database.table("sql_input_dag")
-    create_rows(sql_database, table, 100)
-    monkeypatch.setenv("AIRFLOW_CONN_SQL_INPUT_DB", sql_database.connection_json())
+    table = connected_table(sql_database, monkeypatch, "sql_input_dag", 100)
     dag = sql_dag(write_dag, tmp_path, "sql_input_db", f'table="{table}", key="k"')
     dag_run = dag.test()
     assert str(dag_run.state) == "success", task_instances(dag_run)
@@ -99,9 +105,7 @@ def test_every_row_of_a_table_is_scored_exactly_once_in_a_dag_run(
 def test_a_templated_query_takes_the_runs_params_and_logical_date(
     sql_database, write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    table = sql_database.table("sql_input_templated")
-    create_rows(sql_database, table, 60)
-    monkeypatch.setenv("AIRFLOW_CONN_SQL_INPUT_DB", sql_database.connection_json())
+    table = connected_table(sql_database, monkeypatch, "sql_input_templated", 60)
     query = f"SELECT id, '{{{{ ds }}}}' AS day FROM {table} WHERE k = {{{{ params.k }}}}"
     dag = sql_dag(write_dag, tmp_path, "sql_input_db", f'query="{query}"')
     dag_run = dag.test(logical_date=dt.datetime(2026, 3, 4, tzinfo=dt.UTC), run_conf={"k": 2})
