@@ -272,3 +272,28 @@ def test_a_refused_connection_names_the_source_and_never_the_password(sql_databa
     assert "pw-Zq81" not in message
     for path in (tmp_path / "out").rglob("*"):
         assert path.is_dir() or "pw-Zq81" not in path.read_text(errors="replace")
+
+
+def test_mini_batches_by_bytes_pack_whole_row_groups_and_hold_every_row_once(
+    sql_database, tmp_path: Path
+) -> None:
+    table = sql_database.table("sql_input_bytes")
+    create_rows(sql_database, table, 25_000)
+    spec = make_spec(tmp_path, "1KB")  # smaller than one row group: one row group each
+    steps.partition(SqlDataset(url=sql_database.url, table=table), spec)
+    batches = ids_per_mini_batch(spec)
+    assert [len(b) for b in batches] == [10_000, 10_000, 5_000]
+    assert sorted(i for b in batches for i in b) == list(range(1, 25_001))
+
+
+def test_a_query_with_no_rows_makes_a_run_of_zero_mini_batches_that_succeeds(
+    sql_database, tmp_path: Path
+) -> None:
+    table = sql_database.table("sql_input_empty")
+    create_rows(sql_database, table, 3)
+    spec = make_spec(tmp_path)
+    query = f"SELECT id, n FROM {table} WHERE id > 100"
+    assert steps.partition(SqlDataset(url=sql_database.url, query=query), spec) == []
+    assert "returned no rows" in header(spec)["note"]
+    summary = steps.aggregate(spec)
+    assert (summary["status"], summary["total_items"]) == ("succeeded", 0)
