@@ -177,3 +177,26 @@ def test_a_bad_sql_input_fails_the_partition_once_naming_the_connection_not_its_
         from tests.databases import drop_tables
 
         drop_tables(db)
+
+
+def test_a_sql_input_is_taken_at_parse_time_and_its_database_connection_is_no_storages(
+    tmp_path: Path,
+) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, SqlDataset
+
+    script = tmp_path / "score.py"
+    script.write_text(SCRIPT)
+    with DAG("sql_parse", schedule=None) as dag:
+        ParallelRunOperator(
+            task_id="score",
+            inputs=SqlDataset(conn_id="warehouse", query="SELECT * FROM t WHERE day = '{{ ds }}'"),
+            output_path=str(tmp_path / "out"),
+            config=ParallelRunConfig(entry_script=str(script), mini_batch_size="100 rows"),
+        )
+    partition = dag.task_dict["score.partition"]
+    assert (partition.input_query, partition.input_table) == ("SELECT * FROM t WHERE day = '{{ ds }}'", None)
+    # The run and aggregate tasks read the snapshot under output_path: no storage Connection for it.
+    assert dag.task_dict["score.run"].partial_kwargs["input_conn_id"] is None
+    assert dag.task_dict["score.aggregate"].input_conn_id is None
