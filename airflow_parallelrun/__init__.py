@@ -16,6 +16,7 @@ _EXPORTS = {
     "ParallelRunConfig": "airflow_parallelrun.core.config",
     "FileDataset": "airflow_parallelrun.core.inputs.datasets",
     "TabularDataset": "airflow_parallelrun.core.inputs.datasets",
+    "SqlDataset": "airflow_parallelrun.core.sql.source",
     "EntryScript": "airflow_parallelrun.core.execution.entry_script",
     "ParallelRunError": "airflow_parallelrun.core.errors",
     "ConfigError": "airflow_parallelrun.core.errors",
@@ -36,6 +37,7 @@ __all__ = [
     "ParallelRunConfig",
     "ParallelRunError",
     "ParallelRunOperator",
+    "SqlDataset",
     "TabularDataset",
     "__version__",
 ]
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
     from airflow_parallelrun.core.execution.entry_script import EntryScript
     from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.sql.source import SqlDataset
     from airflow_parallelrun.core.storage.claims import ClaimLedger
     from airflow_parallelrun.operators.parallel_run import ParallelRunOperator
     from airflow_parallelrun.sensors.new_files import NewFilesSensor

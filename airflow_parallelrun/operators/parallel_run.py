@@ -10,10 +10,11 @@ from airflow.sdk import TaskGroup
 
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset
 from airflow_parallelrun.operators.aggregate import AggregateOperator
 from airflow_parallelrun.operators.partition import PartitionOperator
 from airflow_parallelrun.operators.run import RunMiniBatchOperator
+from airflow_parallelrun.operators.sql_input import storage_conn_id
 
 #: Arguments of the run tasks that the task group sets itself: ``run_task_args`` may not name them.
 _RUN_TASK_OWN_ARGS = frozenset(
@@ -77,10 +78,10 @@ def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
 
 def _check_group_arguments(inputs: Any, config: Any, arguments: Any) -> None:
     """Refuse, at parse time, an input that is not a dataset, a config of another type, bad arguments."""
-    if not isinstance(inputs, (FileDataset, TabularDataset)):
+    if not isinstance(inputs, (FileDataset, TabularDataset, SqlDataset)):
         raise ConfigError(
-            f"inputs={inputs!r} is not a dataset; give FileDataset(path=..., pattern=...) or "
-            "TabularDataset(path=..., format=...)"
+            f"inputs={inputs!r} is not a dataset; give FileDataset(path=..., pattern=...), "
+            "TabularDataset(path=..., format=...) or SqlDataset(conn_id=..., table=... or query=...)"
         )
     if not isinstance(config, ParallelRunConfig):
         raise ConfigError(f"config={config!r} is not a ParallelRunConfig; give ParallelRunConfig(...)")
@@ -102,7 +103,8 @@ class ParallelRunOperator(TaskGroup):
     still queued or running fails at once in its partition task, changing nothing there: give
     each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
     Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
-    output; they are never written to the run's storage, its reports or XCom. So are secrets for
+    output; they are never written to the run's storage, its reports or XCom. A ``SqlDataset``
+    input is read once, by the partition task, into a snapshot under ``output_path``. So are secrets for
     the entry script: ``environment_variables`` values such as ``"{{ conn.my_api.password }}"``
     are rendered inside each task, masked in its log. A rendered value that is invalid (a path,
     ``files``, ``arguments``, a config template, an environment template) fails the task at
@@ -125,7 +127,7 @@ class ParallelRunOperator(TaskGroup):
         self,
         *,
         task_id: str,
-        inputs: FileDataset | TabularDataset,
+        inputs: FileDataset | TabularDataset | SqlDataset,
         output_path: str,
         config: ParallelRunConfig,
         arguments: Sequence[str] = (),
@@ -160,7 +162,7 @@ class ParallelRunOperator(TaskGroup):
                 arguments=list(arguments),
                 **operator_kwargs,
             )
-            connections = {"input_conn_id": inputs.conn_id, "output_conn_id": output_conn_id}
+            connections = {"input_conn_id": storage_conn_id(inputs), "output_conn_id": output_conn_id}
             run_kwargs.setdefault("max_active_tis_per_dagrun", max_active_run_tasks(config))
             self.run_task = RunMiniBatchOperator.partial(
                 task_id="run",
