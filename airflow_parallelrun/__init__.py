@@ -23,6 +23,7 @@ _EXPORTS = {
     "NewFilesTrigger": "airflow_parallelrun.triggers.new_files",
     "TRIGGERING_FILES": "airflow_parallelrun.triggers.new_files",
     "ClaimLedger": "airflow_parallelrun.core.storage.claims",
+    "SqlTable": "airflow_parallelrun.core.sql.sink",
 }
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "ParallelRunConfig",
     "ParallelRunError",
     "ParallelRunOperator",
+    "SqlTable",
     "TabularDataset",
     "__version__",
 ]
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
     from airflow_parallelrun.core.execution.entry_script import EntryScript
     from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.sql.sink import SqlTable
     from airflow_parallelrun.core.storage.claims import ClaimLedger
     from airflow_parallelrun.operators.parallel_run import ParallelRunOperator
     from airflow_parallelrun.sensors.new_files import NewFilesSensor
