@@ -95,6 +95,11 @@ def _check_group_arguments(inputs: Any, config: Any, arguments: Any, output: Any
         raise ConfigError(f"arguments={arguments!r} must be a list of strings, e.g. ['--model_name', 'iris']")
 
 
+def _task_connections(inputs: Any, output_conn_id: str | None, output: SqlTable | None) -> dict[str, Any]:
+    """Return what the run and aggregate tasks take of the run's Connections and its SQL output."""
+    return {"input_conn_id": inputs.conn_id, "output_conn_id": output_conn_id, "sql_output": output}
+
+
 class ParallelRunOperator(TaskGroup):
     """Run an entry script over an input in parallel mini-batches, as Azure ML's ParallelRunStep.
 
@@ -152,10 +157,8 @@ class ParallelRunOperator(TaskGroup):
         if "mini_batch_size" not in config.templates:
             # A size in the wrong unit fails at parse time; the tasks get it parsed.
             config = config.for_dataset(tabular=inputs.tabular)
-        group_kwargs: dict[str, Any] = {"group_id": task_id, "tooltip": tooltip or "parallel run"}
-        if dag is not None:
-            group_kwargs["dag"] = dag
-        super().__init__(**group_kwargs)
+        on_dag: dict[str, Any] = {"dag": dag} if dag is not None else {}
+        super().__init__(group_id=task_id, tooltip=tooltip or "parallel run", **on_dag)
         self.config = config
         self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
         with self:
@@ -170,11 +173,7 @@ class ParallelRunOperator(TaskGroup):
                 arguments=list(arguments),
                 **operator_kwargs,
             )
-            connections: dict[str, Any] = {
-                "input_conn_id": inputs.conn_id,
-                "output_conn_id": output_conn_id,
-                "sql_output": output,
-            }
+            connections = _task_connections(inputs, output_conn_id, output)
             run_kwargs.setdefault("max_active_tis_per_dagrun", max_active_run_tasks(config))
             self.run_task = RunMiniBatchOperator.partial(
                 task_id="run",

@@ -63,13 +63,16 @@ def format_text(result: Any) -> bytes:
     >>> import pandas as pd
     >>> format_text(pd.DataFrame({"id": [1, 2], "p": [0.5, 1.0]}))
     b'1 0.5\\n2 1.0\\n'
+    >>> format_text(pd.DataFrame({"id": [1, 2], "label": ["a", None]}))
+    b'1 a\\n2 nan\\n'
     >>> format_text([])
     b''
     """
     if _is_frame(result):
         if result.empty:
             return b""
-        columns = [result[c].astype(str) for c in result.columns]
+        # map(str), not astype(str): pandas 3 keeps a missing string missing through astype(str).
+        columns = [result[c].astype(object).map(str) for c in result.columns]
         lines = columns[0]
         for col in columns[1:]:
             lines = lines + " " + col
