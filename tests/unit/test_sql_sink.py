@@ -279,3 +279,44 @@ def test_bad_sql_table_arguments_are_refused_at_once(kwargs: dict[str, Any], wor
 
 def test_the_repr_hides_the_url() -> None:
     assert "pw" not in repr(SqlTable(url="postgresql://u:pw@h/db", table="t"))
+
+
+@pytest.mark.parametrize("if_exists", ["append", "replace"])
+def test_a_failed_mini_batch_run_again_after_the_run_merged_completes_the_table_once(
+    sql_database, tmp_path: Path, if_exists: str
+) -> None:
+    # As clearing a failed run task and then the aggregate of a run that succeeded within its bounds.
+    table = sink_tables(sql_database, sql_database.table(f"clear_{if_exists}"))
+    flag = tmp_path / "fail-5"
+    flag.touch()
+    script = SCRIPT.replace(
+        "def run(df):",
+        f"def run(df):\n    if 5 in set(df['id']) and os.path.exists({str(flag)!r}):\n"
+        "        raise ValueError",
+    )
+    run = tmp_path / "run"
+    write_input(run / "in", range(10))
+    (run / "score.py").write_text(script)
+    spec = RunSpec(
+        output_path=str(run / "out"),
+        config=ParallelRunConfig(
+            entry_script="score.py",
+            mini_batch_size="4 rows",
+            warm_workers=False,
+            error_threshold=-1,
+            run_max_try=1,
+        ),
+        entry_script=str(run / "score.py"),
+        sink=bind_sink(SqlTable(url=sql_database.url, table=table, if_exists=if_exists)),
+    )
+    steps.partition(TabularDataset(path=str(run / "in"), format="csv"), spec)
+    steps.run_mini_batches([0, 1, 2], spec)
+    first = steps.aggregate(spec)
+    assert first["sql_output"]["rows_written"] == 6
+    assert rows(sql_database, table) == expected(range(4)) + expected(range(8, 10))
+    flag.unlink()
+    steps.run_mini_batches([0, 1, 2], spec)  # the succeeded ones are reused, mini-batch 1 runs again
+    second = steps.aggregate(spec)
+    steps.aggregate(spec)
+    assert rows(sql_database, table) == expected(range(10))
+    assert (second["sql_output"]["rows_written"], second["sql_output"]["rows_written_by_this_try"]) == (10, 4)

@@ -1,11 +1,13 @@
-"""Move a run's staged rows into the target table, in one transaction, once per run.
+"""Move a run's staged rows into the target table, in one transaction, each mini-batch once.
 
-The aggregate step calls this when the run succeeded. One transaction: (``replace``: delete the
-target's rows), insert the staged rows of every succeeded mini-batch (append, or each dialect's
-upsert in mini-batch order, so a later mini-batch's row wins), write the run's merge record, and
-delete the staged rows and done records of the run (and of the runs it resumed). A retried
-aggregate finds the merge record and writes nothing again; one killed before the commit leaves
-the target as it was and the staged rows in place.
+The aggregate step calls this when the run succeeded. One transaction: (``replace``, at the
+run's first merge: delete the target's rows), insert the staged rows of every succeeded
+mini-batch (append, or each dialect's upsert, in mini-batch order, so a later mini-batch's row
+wins), delete those staged rows and their done records, and add their count to the run's merge
+record. What is moved leaves the staging table in the same commit: a retried aggregate moves
+nothing twice, one killed before the commit leaves the target as it was, and a mini-batch
+cleared and run again after the run succeeded is moved by the next aggregate (``replace`` then
+keeps the rows the run moved before).
 """
 
 from __future__ import annotations
@@ -51,65 +53,69 @@ def merge_run(
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
-        rows, merged_before = _merge(engine_of(sink), sink, stored_key(run_key), accepted, succeeded)
+        moved, total = _merge(engine_of(sink), sink, stored_key(run_key), accepted, succeeded)
     except SQLAlchemyError as exc:
         raise SqlOutputError(
             f"merging the run's rows into {sink.qualified()} in {sink.database} failed: "
             f"{database_message(exc)}. The staged rows are kept: fix the cause and clear the aggregate task"
         ) from None
-    return outcome(sink, rows, merged_before)
+    return outcome(sink, total, moved)
 
 
-def outcome(sink: SqlSink, rows: int, merged_before: bool = False, note: str = "") -> dict[str, Any]:
-    """Return what the summary says of the SQL output."""
+def outcome(sink: SqlSink, rows: int, moved: int = 0, note: str = "") -> dict[str, Any]:
+    """Return what the summary says of the SQL output: ``rows`` written by the run, ``moved`` by this try."""
     return {
         "table": sink.qualified(),
         "database": sink.database,
         "if_exists": sink.table.if_exists,
         "rows_written": rows,
-        "merged_by_an_earlier_try": merged_before,
+        "rows_written_by_this_try": moved,
         "note": note,
     }
 
 
 def _merge(
     engine: Engine, sink: SqlSink, run_key: str, accepted: Collection[str | None], succeeded: Sequence[Pair]
-) -> tuple[int, bool]:
+) -> tuple[int, int]:
+    """Move what is staged of ``succeeded``; return the rows moved now and by the run in all."""
     import sqlalchemy as sa
 
     done, merges = bookkeeping(engine, sink)
     keys = sorted({stored_key(k) for k in accepted})
     with engine.connect() as conn:
         earlier = conn.execute(sa.select(merges.c.rows).where(merges.c[RUN_KEY] == run_key)).scalar()
-        if earlier is not None:
-            log.info("the run's rows were merged into %s already (%d rows)", sink.qualified(), earlier)
-            return int(earlier), True
         staged_rows = _done_rows(conn, done, keys)
-    wanted = [(stored_key(k), mb) for k, mb in succeeded if (stored_key(k), mb) in staged_rows]
+    wanted = sorted({(stored_key(k), mb) for k, mb in succeeded} & set(staged_rows), key=lambda p: p[1])
+    rows = sum(staged_rows[pair] for pair in wanted)
     staged = reflect(engine, sink, STAGING_SUFFIX)
     table = target(engine, sink, staged) if staged is not None else reflect(engine, sink)
-    rows = sum(staged_rows[pair] for pair in wanted)
     with engine.begin() as conn:
-        if sink.table.if_exists == "replace" and table is not None:
+        if sink.table.if_exists == "replace" and earlier is None and table is not None:
             conn.execute(table.delete())
-        if staged is not None and table is not None:
-            _move(conn, sink, staged, table, wanted)
+        for pair in wanted:
+            if staged is not None and table is not None:
+                _move(conn, sink, staged, table, pair)
+            conn.execute(done.delete().where(*_is(done, pair)))
         failpoint("sql_merging")
+        _record(conn, merges, run_key, earlier, rows, sink.table.if_exists)
+    log.info("moved %d rows of %d mini-batches into %s", rows, len(wanted), sink.qualified())
+    return rows, int(earlier or 0) + rows
+
+
+def _record(conn: Connection, merges: Table, run_key: str, earlier: int | None, rows: int, mode: str) -> None:
+    """Add ``rows`` to the run's merge record, written at its first merge."""
+    now = datetime.now(UTC)
+    if earlier is None:
         conn.execute(
-            merges.insert().values(
-                {
-                    RUN_KEY: run_key,
-                    "rows": rows,
-                    "if_exists": sink.table.if_exists,
-                    "merged_at": datetime.now(UTC),
-                }
-            )
+            merges.insert().values({RUN_KEY: run_key, "rows": rows, "if_exists": mode, "merged_at": now})
         )
-        if staged is not None:
-            conn.execute(staged.delete().where(staged.c[RUN_KEY].in_(keys)))
-        conn.execute(done.delete().where(done.c[RUN_KEY].in_(keys)))
-    log.info("merged %d rows into %s (%s)", rows, sink.qualified(), sink.table.if_exists)
-    return rows, False
+    else:
+        where = merges.c[RUN_KEY] == run_key
+        conn.execute(merges.update().where(where).values(rows=merges.c.rows + rows, merged_at=now))
+
+
+def _is(table: Table, pair: tuple[str, str]) -> tuple[Any, Any]:
+    return table.c[RUN_KEY] == pair[0], table.c[MINI_BATCH] == pair[1]
 
 
 def _done_rows(conn: Connection, done: Table, keys: list[str]) -> dict[tuple[str, str], int]:
@@ -120,20 +126,15 @@ def _done_rows(conn: Connection, done: Table, keys: list[str]) -> dict[tuple[str
     return {(k, mb): int(n) for k, mb, n in conn.execute(query)}
 
 
-def _move(
-    conn: Connection, sink: SqlSink, staged: Table, table: Table, wanted: list[tuple[str, str]]
-) -> None:
-    """Insert the staged rows of ``wanted`` into the target: one statement per mini-batch, in order."""
+def _move(conn: Connection, sink: SqlSink, staged: Table, table: Table, pair: tuple[str, str]) -> None:
+    """Insert one mini-batch's staged rows into the target, then delete them from the staging table."""
     import sqlalchemy as sa
 
     columns = [c.name for c in staged.c if c.name not in OWN_COLUMNS]
-    dialect = conn.dialect.name
     key = sink.table.key_columns if sink.table.if_exists == "upsert" else ()
-    for run_key, mb in sorted(wanted, key=lambda pair: pair[1]):
-        source = sa.select(*(staged.c[c] for c in columns)).where(
-            staged.c[RUN_KEY] == run_key, staged.c[MINI_BATCH] == mb
-        )
-        conn.execute(insert_from(table, source, columns, dialect=dialect, key=key))
+    source = sa.select(*(staged.c[c] for c in columns)).where(*_is(staged, pair))
+    conn.execute(insert_from(table, source, columns, dialect=conn.dialect.name, key=key))
+    conn.execute(staged.delete().where(*_is(staged, pair)))
 
 
 __all__ = ["merge_run", "outcome"]
