@@ -158,21 +158,26 @@ def test_append_then_replace_in_dag_runs(write_dag, tmp_path, sql_database, monk
     assert not (tmp_path / "out" / replaced.run_id / "parallel_run_step.txt").exists()
 
 
-def test_a_missing_connection_fails_the_run_tasks_naming_it(write_dag, tmp_path, capsys, caplog):
+def _failing_run(write_dag, tmp_path: Path, conn_id: str) -> Any:
+    """Run one mini-batch into a table of the Connection ``conn_id``; return the DAG run."""
     _input(tmp_path / "in", {1: 1.0})
     (tmp_path / "score.py").write_text(SCRIPT)
     source = DAG_SOURCE.format(
-        dag_id="sqlout_missing_conn",
+        dag_id=f"sqlout_{conn_id}",
         input=tmp_path / "in",
         output=tmp_path / "out",
         script=tmp_path / "score.py",
-        conn_id="no_such_db",
+        conn_id=conn_id,
         table="scores",
         key=None,
         if_exists="append",
         output_action="append_row",
     )
-    dag_run = write_dag(source).test()
+    return write_dag(source).test()
+
+
+def test_a_missing_connection_fails_the_run_tasks_naming_it(write_dag, tmp_path, capsys, caplog):
+    dag_run = _failing_run(write_dag, tmp_path, "no_such_db")
     assert dag_run.state == "failed"
     assert task_instances(dag_run)[("score.run", 0)][0] == "failed"
     assert "the SqlTable's Connection 'no_such_db' cannot be read" in _logged(capsys, caplog)
@@ -182,33 +187,9 @@ def test_a_database_error_names_the_connection_and_never_its_password(
     write_dag, tmp_path, monkeypatch, capsys, caplog
 ) -> None:
     # A PostgreSQL Connection with a password, to a port where no server listens.
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_SQLOUT_DOWN",
-        json.dumps(
-            {
-                "conn_type": "postgres",
-                "host": "127.0.0.1",
-                "port": 1,
-                "login": "scorer",
-                "password": "pw-Zq81secret",
-                "schema": "test",
-            }
-        ),
-    )
-    _input(tmp_path / "in", {1: 1.0})
-    (tmp_path / "score.py").write_text(SCRIPT)
-    source = DAG_SOURCE.format(
-        dag_id="sqlout_down",
-        input=tmp_path / "in",
-        output=tmp_path / "out",
-        script=tmp_path / "score.py",
-        conn_id="sqlout_down",
-        table="scores",
-        key=None,
-        if_exists="append",
-        output_action="append_row",
-    )
-    dag_run = write_dag(source).test()
+    down = {"conn_type": "postgres", "host": "127.0.0.1", "port": 1, "login": "scorer", "schema": "test"}
+    monkeypatch.setenv("AIRFLOW_CONN_SQLOUT_DOWN", json.dumps(down | {"password": "pw-Zq81secret"}))
+    dag_run = _failing_run(write_dag, tmp_path, "sqlout_down")
     assert dag_run.state == "failed"
     logged = _logged(capsys, caplog)
     assert "in Connection 'sqlout_down' failed:" in logged and "connection" in logged.lower()
@@ -219,10 +200,8 @@ def test_a_database_error_names_the_connection_and_never_its_password(
     )
     assert stored and "pw-Zq81secret" not in stored
     # The aggregate, within the default error_threshold, tried to merge and says why it could not.
-    assert (
-        "in Connection 'sqlout_down' failed"
-        in json.loads((out / "_parallelrun" / "summary.json").read_text())["error"]
-    )
+    summary = json.loads((out / "_parallelrun" / "summary.json").read_text())
+    assert "in Connection 'sqlout_down' failed" in summary["error"]
 
 
 def test_an_output_that_is_not_a_sql_table_is_refused_when_the_dag_is_parsed(tmp_path) -> None:
@@ -238,3 +217,23 @@ def test_an_output_that_is_not_a_sql_table_is_refused_when_the_dag_is_parsed(tmp
             output="scores",
         )
     assert SqlTable(conn_id="db", table="t").conn_id == "db"
+
+
+def test_a_url_given_in_the_dag_file_never_reaches_the_serialized_dag(tmp_path) -> None:
+    from airflow.sdk import DAG
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, TabularDataset
+
+    (tmp_path / "s.py").write_text(SCRIPT)
+    with DAG("sqlout_serialized", schedule=None) as dag:
+        ParallelRunOperator(
+            task_id="score",
+            inputs=TabularDataset(path=str(tmp_path), format="csv"),
+            output_path=str(tmp_path),
+            output=SqlTable(url="postgresql+psycopg://scorer:pw-Zq81secret@db/dw", table="scores"),
+            config=ParallelRunConfig(entry_script=str(tmp_path / "s.py")),
+        )
+    text = json.dumps(DagSerialization.to_dict(dag), default=str)
+    assert "SqlTable(url=<hidden>, table='scores'" in text
+    assert "pw-Zq81secret" not in text

@@ -10,9 +10,6 @@ connection left uncommitted; the staging and merge design makes what was committ
 from __future__ import annotations
 
 import json
-import os
-import signal
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from airflow_parallelrun.core.sql.sink import DONE_SUFFIX, MERGES_SUFFIX, STAGING_SUFFIX
-from tests.airflow.real_airflow import RealAirflow, running_airflow
+from tests.airflow.real_airflow import RealAirflow, running_airflow, trigger_and_kill
 from tests.databases import open_database
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -95,20 +92,6 @@ def _setup(airflow: RealAirflow, tmp_path: Path, dag_id: str, table: str, **opti
     airflow.wait_for_dag(dag_id)
 
 
-def _kill_at(airflow: RealAirflow, dag_id: str, run_id: str, markers: dict[str, Path]) -> dict[str, int]:
-    """SIGKILL each task process that stops at an armed point, until the run ends; return whom."""
-    killed: dict[str, int] = {}
-    deadline = time.monotonic() + 600
-    while airflow.dag_run(dag_id, run_id)["state"] not in ("success", "failed"):
-        assert time.monotonic() < deadline, f"run did not finish; killed so far: {killed}"
-        for name, marker in markers.items():
-            if name not in killed and marker.exists() and marker.read_text():
-                killed[name] = int(marker.read_text())
-                os.kill(killed[name], signal.SIGKILL)
-        time.sleep(0.2)
-    return killed
-
-
 def _count(postgres: Any, query: str) -> list[tuple[Any, ...]]:
     engine = postgres.engine()
     with engine.connect() as conn:
@@ -126,13 +109,9 @@ def test_tasks_sigkilled_mid_transaction_and_before_the_status_leave_every_row_o
         "sql_staged:mb-000002": "after the staging commit, before the status",
         "sql_merging": "inside the aggregate's merge transaction, before its commit",
     }
-    markers = {name: tmp_path / f"marker-{i}" for i, name in enumerate(points)}
-    (airflow.home / "failpoints.json").write_text(json.dumps({k: str(v) for k, v in markers.items()}))
-    try:
-        run_id = airflow.trigger("sql_kills")
-        killed = _kill_at(airflow, "sql_kills", run_id, markers)
-    finally:
-        (airflow.home / "failpoints.json").unlink(missing_ok=True)
+    run_id, killed = trigger_and_kill(
+        airflow, "sql_kills", list(points), tmp_path, airflow.home / "failpoints.json"
+    )
     assert set(killed) == set(points), f"not every point was reached: {set(points) - set(killed)}"
     assert airflow.dag_run("sql_kills", run_id)["state"] == "success"
     assert _count(postgres, f"SELECT id, score FROM {table} ORDER BY id") == [
@@ -156,13 +135,10 @@ def test_an_upsert_killed_in_its_merge_and_run_again_keeps_one_row_per_key(
     airflow: RealAirflow, tmp_path: Path, postgres: Any, table: str
 ) -> None:
     _setup(airflow, tmp_path, "sql_upsert_kill", table, if_exists="upsert", key=["id"])
-    marker = tmp_path / "marker-merge"
-    (airflow.home / "failpoints.json").write_text(json.dumps({"sql_merging": str(marker)}))
-    try:
-        first = airflow.trigger("sql_upsert_kill")
-        assert set(_kill_at(airflow, "sql_upsert_kill", first, {"sql_merging": marker})) == {"sql_merging"}
-    finally:
-        (airflow.home / "failpoints.json").unlink(missing_ok=True)
+    first, killed = trigger_and_kill(
+        airflow, "sql_upsert_kill", ["sql_merging"], tmp_path, airflow.home / "failpoints.json"
+    )
+    assert set(killed) == {"sql_merging"}
     assert airflow.dag_run("sql_upsert_kill", first)["state"] == "success"
     second = airflow.trigger("sql_upsert_kill")
     assert airflow.wait_for_run("sql_upsert_kill", second, timeout=600) == "success"
