@@ -320,3 +320,15 @@ def test_a_failed_mini_batch_run_again_after_the_run_merged_completes_the_table_
     steps.aggregate(spec)
     assert rows(sql_database, table) == expected(range(10))
     assert (second["sql_output"]["rows_written"], second["sql_output"]["rows_written_by_this_try"]) == (10, 4)
+
+
+def test_a_mini_batch_returning_other_columns_fails_alone_saying_which(sql_database, tmp_path: Path) -> None:
+    table = sink_tables(sql_database, sql_database.table("columns"))
+    script = SCRIPT.replace(
+        "    return out", "    if 5 in set(df['id']):\n        out['extra'] = 1\n    return out"
+    )
+    summary = score(sql_database, tmp_path, table, script=script, error_threshold=-1)
+    assert (summary["succeeded_mini_batches"], summary["failed_mini_batches"]) == (2, 1)
+    error = summary["first_errors"][0]
+    assert error["category"] == "run_output" and "run() returned columns ['extra']" in error["message"]
+    assert rows(sql_database, table) == expected(range(4)) + expected(range(8, 10))

@@ -16,7 +16,7 @@ import traceback
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_parallelrun.core.errors import EntryScriptLoadError, StorageError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError, StorageError
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.failpoints import failpoint
@@ -174,7 +174,7 @@ class BatchRunner:
                     _clear_outputs(self.upload_dir, keep_logs=False)
                 raise
         if status.succeeded and part_local is not None and self.spec.sink is not None:
-            part_local = self._stage_rows(mb, part_local)
+            part_local = self._stage_rows(mb, status, part_local)
         try:
             self._publish(mb, status, part_local, ext)
             status.seconds_total = round(time.perf_counter() - started, 6)
@@ -188,17 +188,23 @@ class BatchRunner:
             ) from exc
         return status
 
-    def _stage_rows(self, mb: MiniBatch, part_local: str) -> str | None:
+    def _stage_rows(self, mb: MiniBatch, status: BatchStatus, part_local: str) -> str | None:
         """Commit the part's rows to the SQL sink's staging table; return the part, if still wanted.
 
         After the worker wrote the part and before the status says succeeded: a task killed in
-        between runs the mini-batch again and replaces the same staged rows.
+        between runs the mini-batch again and replaces the same staged rows. Rows that do not
+        fit the staging table (columns earlier mini-batches did not return) fail the mini-batch.
         """
         from airflow_parallelrun.core.sql.staging import stage_part
 
         assert self.spec.sink is not None
-        stage_part(self.spec.sink, self.run_key, mb.id, part_local)
-        if self.spec.config.output_action == "append_row":
+        try:
+            stage_part(self.spec.sink, self.run_key, mb.id, part_local)
+        except RunOutputError as exc:
+            log.warning("%s: %s", mb.id, exc)
+            status.status, status.error_category, status.error_message = FAILED, exc.category, str(exc)
+            status.items_failed, status.items_succeeded = status.items_total, 0
+        if status.succeeded and self.spec.config.output_action == "append_row":
             return part_local
         os.unlink(part_local)  # summary_only: the table instead of the merged file
         return None
