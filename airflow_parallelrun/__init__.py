@@ -24,6 +24,7 @@ _EXPORTS = {
     "NewFilesTrigger": "airflow_parallelrun.triggers.new_files",
     "TRIGGERING_FILES": "airflow_parallelrun.triggers.new_files",
     "ClaimLedger": "airflow_parallelrun.core.storage.claims",
+    "SqlTable": "airflow_parallelrun.core.sql.sink",
 }
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "ParallelRunError",
     "ParallelRunOperator",
     "SqlDataset",
+    "SqlTable",
     "TabularDataset",
     "__version__",
 ]
@@ -47,6 +49,7 @@ if TYPE_CHECKING:
     from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
     from airflow_parallelrun.core.execution.entry_script import EntryScript
     from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.sql.sink import SqlTable
     from airflow_parallelrun.core.sql.source import SqlDataset
     from airflow_parallelrun.core.storage.claims import ClaimLedger
     from airflow_parallelrun.operators.parallel_run import ParallelRunOperator

@@ -85,3 +85,7 @@ class RunSuperseded(ParallelRunError):
 
 class AggregateError(ParallelRunError):
     """The aggregate step itself failed (not a threshold): its summary says failed, with the error."""
+
+
+class SqlOutputError(ParallelRunError):
+    """A SQL sink's table cannot be written: the message names the database (never its password)."""

@@ -11,6 +11,7 @@ from airflow.sdk import TaskGroup
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset
+from airflow_parallelrun.core.sql.sink import SqlTable
 from airflow_parallelrun.operators.aggregate import AggregateOperator
 from airflow_parallelrun.operators.partition import PartitionOperator
 from airflow_parallelrun.operators.run import RunMiniBatchOperator
@@ -27,6 +28,7 @@ _RUN_TASK_OWN_ARGS = frozenset(
         "arguments",
         "input_conn_id",
         "output_conn_id",
+        "sql_output",
         "map_index_template",
     }
 )
@@ -76,7 +78,7 @@ def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
     return dict(run_task_args)
 
 
-def _check_group_arguments(inputs: Any, config: Any, arguments: Any) -> None:
+def _check_group_arguments(inputs: Any, config: Any, arguments: Any, output: Any = None) -> None:
     """Refuse, at parse time, an input that is not a dataset, a config of another type, bad arguments."""
     if not isinstance(inputs, (FileDataset, TabularDataset, SqlDataset)):
         raise ConfigError(
@@ -85,8 +87,18 @@ def _check_group_arguments(inputs: Any, config: Any, arguments: Any) -> None:
         )
     if not isinstance(config, ParallelRunConfig):
         raise ConfigError(f"config={config!r} is not a ParallelRunConfig; give ParallelRunConfig(...)")
+    if output is not None and not isinstance(output, SqlTable):
+        raise ConfigError(
+            f"output={output!r} is not a SqlTable; give SqlTable(conn_id=..., table=...), or leave it out "
+            "for the merged file only"
+        )
     if isinstance(arguments, str) or not isinstance(arguments, Sequence):
         raise ConfigError(f"arguments={arguments!r} must be a list of strings, e.g. ['--model_name', 'iris']")
+
+
+def _task_connections(inputs: Any, output_conn_id: str | None, output: SqlTable | None) -> dict[str, Any]:
+    """Return what the run and aggregate tasks take of the run's Connections and its SQL output."""
+    return {"input_conn_id": storage_conn_id(inputs), "output_conn_id": output_conn_id, "sql_output": output}
 
 
 class ParallelRunOperator(TaskGroup):
@@ -110,7 +122,9 @@ class ParallelRunOperator(TaskGroup):
     ``files``, ``arguments``, a config template, an environment template) fails the task at
     once, without Airflow retries. ``output_asset``
     (an ``Asset``) is emitted by the aggregate task when the run succeeds, with the run's counts,
-    merged output URL and run id as the event's extra.
+    merged output URL and run id as the event's extra. ``output`` (a ``SqlTable``) writes what
+    ``run()`` returns into a database table as well, exactly once (with ``output_action=
+    "summary_only"``, instead of the merged file).
     Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
 
@@ -133,21 +147,20 @@ class ParallelRunOperator(TaskGroup):
         arguments: Sequence[str] = (),
         resume: bool = False,
         output_conn_id: str | None = None,
+        output: SqlTable | None = None,
         output_asset: Any = None,
         run_task_args: Mapping[str, Any] | None = None,
         tooltip: str = "",
         dag: Any = None,
         **operator_kwargs: Any,
     ) -> None:
-        _check_group_arguments(inputs, config, arguments)
+        _check_group_arguments(inputs, config, arguments, output)
         run_kwargs = {**operator_kwargs, **_check_run_task_args(run_task_args)}
         if "mini_batch_size" not in config.templates:
             # A size in the wrong unit fails at parse time; the tasks get it parsed.
             config = config.for_dataset(tabular=inputs.tabular)
-        group_kwargs: dict[str, Any] = {"group_id": task_id, "tooltip": tooltip or "parallel run"}
-        if dag is not None:
-            group_kwargs["dag"] = dag
-        super().__init__(**group_kwargs)
+        on_dag: dict[str, Any] = {"dag": dag} if dag is not None else {}
+        super().__init__(group_id=task_id, tooltip=tooltip or "parallel run", **on_dag)
         self.config = config
         self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
         with self:
@@ -162,7 +175,7 @@ class ParallelRunOperator(TaskGroup):
                 arguments=list(arguments),
                 **operator_kwargs,
             )
-            connections = {"input_conn_id": storage_conn_id(inputs), "output_conn_id": output_conn_id}
+            connections = _task_connections(inputs, output_conn_id, output)
             run_kwargs.setdefault("max_active_tis_per_dagrun", max_active_run_tasks(config))
             self.run_task = RunMiniBatchOperator.partial(
                 task_id="run",

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
     from airflow_parallelrun.core.config import ParallelRunConfig
     from airflow_parallelrun.core.spec import RunSpec
+    from airflow_parallelrun.core.sql.sink import SqlSink, SqlTable
 
 OUTPUT_PATH_KEY = "output_path"
 INPUT_ROOT_KEY = "input_root"
@@ -24,7 +25,11 @@ RUN_KEY_KEY = "run_key"
 
 
 def run_spec(
-    output_path: str, config: ParallelRunConfig, entry_script: str, arguments: Sequence[str]
+    output_path: str,
+    config: ParallelRunConfig,
+    entry_script: str,
+    arguments: Sequence[str],
+    sink: SqlSink | None = None,
 ) -> RunSpec:
     """Return the core's description of this run."""
     from airflow_parallelrun.core.spec import RunSpec
@@ -34,7 +39,32 @@ def run_spec(
         config=config,
         entry_script=entry_script,
         arguments=tuple(str(a) for a in arguments),
+        sink=sink,
     )
+
+
+def sql_sink(output: SqlTable | None) -> SqlSink | None:
+    """Return the SQL output with its URL, read from its Connection here, in this task's memory only."""
+    from airflow_parallelrun.core.errors import SqlOutputError
+    from airflow_parallelrun.core.sql.sink import bind_sink
+    from airflow_parallelrun.hooks.sql import sqlalchemy_url
+    from airflow_parallelrun.operators.task_sdk import mask_secret
+
+    if output is None:
+        return None
+    if output.conn_id is None:
+        sink = bind_sink(output)
+    else:
+        try:
+            sink = bind_sink(output, sqlalchemy_url(output.conn_id))
+        except Exception as exc:
+            raise SqlOutputError(
+                f"the SqlTable's Connection {output.conn_id!r} cannot be read: {type(exc).__name__}: {exc}; "
+                "define it (Admin > Connections, or AIRFLOW_CONN_<ID>)"
+            ) from None
+    if sink.url.password:
+        mask_secret(str(sink.url.password))
+    return sink
 
 
 def pull_output_path(

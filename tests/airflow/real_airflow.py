@@ -760,6 +760,44 @@ def running_airflow(
         airflow.stop()
 
 
+def kill_at_failpoints(
+    airflow: RealAirflow, dag_id: str, run_id: str, markers: Mapping[str, Path], timeout: float = 600
+) -> dict[str, int]:
+    """SIGKILL each process that stops at an armed failpoint until the run ends; return ``{point: pid}``.
+
+    ``markers`` maps each armed point (see ``core/failpoints.py``) to its marker file, where the
+    process that stopped there wrote its process id.
+    """
+    killed: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while airflow.dag_run(dag_id, run_id)["state"] not in TERMINAL_RUN_STATES:
+        if time.monotonic() > deadline:
+            raise AirflowError(f"run {run_id} did not finish in {timeout}s; killed so far: {killed}")
+        for name, marker in markers.items():
+            if name not in killed and marker.exists() and marker.read_text():
+                killed[name] = int(marker.read_text())
+                os.kill(killed[name], signal.SIGKILL)
+        time.sleep(0.2)
+    return killed
+
+
+def trigger_and_kill(
+    airflow: RealAirflow, dag_id: str, points: Sequence[str], folder: Path, failpoints: Path
+) -> tuple[str, dict[str, int]]:
+    """Arm ``points`` in the ``failpoints`` file, start a run and SIGKILL whatever stops at them.
+
+    Returns the run id and ``{point: pid}`` of the processes killed; the points are disarmed
+    when the run ends. Markers are written into ``folder``.
+    """
+    markers = {name: folder / f"marker-{i}" for i, name in enumerate(points)}
+    failpoints.write_text(json.dumps({k: str(v) for k, v in markers.items()}))
+    try:
+        run_id = airflow.trigger(dag_id)
+        return run_id, kill_at_failpoints(airflow, dag_id, run_id, markers)
+    finally:
+        failpoints.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="module")
 def real_airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirflow]:
     """A started ``RealAirflow`` for the test module, stopped (with everything it started) at its end."""
