@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -32,6 +33,7 @@ class AggregateOperator(BaseOperator):
     retries, as another try would count the same.
     """
 
+    template_fields: Sequence[str] = ("sql_output_conn_id",)
     ui_color = "#e6f4ea"
 
     def __init__(
@@ -47,6 +49,7 @@ class AggregateOperator(BaseOperator):
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
         self.sql_output = sql_output
+        self.sql_output_conn_id = sql_output.conn_id if sql_output is not None else None
         self.partition_task_id = partition_task_id
         self.config = config
         self.input_conn_id = input_conn_id
@@ -67,7 +70,7 @@ class AggregateOperator(BaseOperator):
             raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
         try:
             summary = steps.aggregate(
-                run_spec(output_path, config, "", (), sql_sink(self.sql_output)),
+                run_spec(output_path, config, "", (), sql_sink(self.sql_output, self.sql_output_conn_id)),
                 run_id=context["run_id"],
                 run_key=pull_run_key(context, self.partition_task_id),
             )

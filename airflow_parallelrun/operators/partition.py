@@ -33,6 +33,7 @@ _FIELD_NAMES = {
     "input_files": "inputs.files",
     "input_table": "inputs.table",
     "input_query": "inputs.query",
+    "input_sql_conn_id": "inputs.conn_id",
     "config_templates": "config",
 }
 
@@ -50,6 +51,7 @@ class PartitionOperator(BaseOperator):
         "input_files",
         "input_table",
         "input_query",
+        "input_sql_conn_id",
         "output_path",
         "config_templates",
         "arguments",
@@ -79,6 +81,7 @@ class PartitionOperator(BaseOperator):
         self.input_files = inputs.files
         self.input_table = getattr(inputs, "table", None)
         self.input_query = getattr(inputs, "query", None)
+        self.input_sql_conn_id = inputs.conn_id if isinstance(inputs, SqlDataset) else None
         self.output_path = output_path
         self.config = config
         self.config_templates = config.templates
@@ -145,7 +148,10 @@ class PartitionOperator(BaseOperator):
     def _dataset(self, files: Any) -> tuple[Dataset, str | None]:
         """Return the rendered input, and the URL prefix its storage Connection applies to (if any)."""
         if isinstance(self.inputs, SqlDataset):
-            return resolve_sql_input(self.inputs, self.input_table, self.input_query), None
+            return (
+                resolve_sql_input(self.inputs, self.input_table, self.input_query, self.input_sql_conn_id),
+                None,
+            )
         dataset = self.inputs.with_source(self.input_path, files)
         return dataset, input_root(dataset.path, dataset.files)
 

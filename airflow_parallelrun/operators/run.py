@@ -33,7 +33,7 @@ class RunMiniBatchOperator(BaseOperator):
     tries again (a cleared or retried task instance runs even after the run aborted).
     """
 
-    template_fields: Sequence[str] = ("arguments",)
+    template_fields: Sequence[str] = ("arguments", "sql_output_conn_id")
     ui_color = "#fef7e0"
 
     def __init__(
@@ -51,6 +51,7 @@ class RunMiniBatchOperator(BaseOperator):
     ) -> None:
         super().__init__(**kwargs)
         self.sql_output = sql_output
+        self.sql_output_conn_id = sql_output.conn_id if sql_output is not None else None
         self.mini_batch = mini_batch
         self.partition_task_id = partition_task_id
         self.input_conn_id = input_conn_id
@@ -76,7 +77,7 @@ class RunMiniBatchOperator(BaseOperator):
             render_environment(self, context, config),
             self.entry_script,
             arguments,
-            sql_sink(self.sql_output),
+            sql_sink(self.sql_output, self.sql_output_conn_id),
         )
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.

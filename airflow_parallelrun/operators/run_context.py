@@ -7,9 +7,11 @@ values never go there: each task renders its own (see ``rendering.render_environ
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.hooks.storage import use_connections
 
 if TYPE_CHECKING:
@@ -43,15 +45,26 @@ def run_spec(
     )
 
 
-def sql_sink(output: SqlTable | None) -> SqlSink | None:
-    """Return the SQL output with its URL, read from its Connection here, in this task's memory only."""
+def sql_sink(output: SqlTable | None, conn_id: str | None = None) -> SqlSink | None:
+    """Return the SQL output with its URL, read from its Connection here, in this task's memory only.
+
+    ``conn_id`` is the task's rendering of ``output.conn_id`` (empty: the output's ``url``).
+    """
     from airflow_parallelrun.core.errors import SqlOutputError
+    from airflow_parallelrun.core.sql.connection import rendered_database
     from airflow_parallelrun.core.sql.sink import bind_sink
     from airflow_parallelrun.hooks.sql import sqlalchemy_url
-    from airflow_parallelrun.operators.task_sdk import mask_secret
+    from airflow_parallelrun.operators.task_sdk import fail, mask_secret
 
     if output is None:
         return None
+    try:
+        rendered_id = output.conn_id if conn_id is None else conn_id
+        chosen, url = rendered_database("SqlTable", rendered_id, output.url)
+        if (chosen, url) != (output.conn_id, output.url):
+            output = dataclasses.replace(output, conn_id=chosen, url=url, key=output.key or None)
+    except ConfigError as exc:
+        raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
     if output.conn_id is None:
         sink = bind_sink(output)
     else:

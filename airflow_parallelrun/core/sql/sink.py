@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from airflow_parallelrun.core.config_checks import is_template
 from airflow_parallelrun.core.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -76,7 +77,8 @@ class SqlTable:
     schema: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.conn_id is None) == (self.url is None):
+        # A templated conn_id is rendered by each task; url, if given, is its fallback when empty.
+        if (self.conn_id is None) == (self.url is None) and not is_template(self.conn_id):
             raise ConfigError(
                 f"SqlTable needs exactly one of conn_id and url (got conn_id={self.conn_id!r} and "
                 f"url={'<given>' if self.url is not None else None}); give conn_id='my_db' (an Airflow "

@@ -37,6 +37,11 @@ def _names(value: Any, named: str) -> tuple[str, ...] | None:
 
 
 def _check_connection(conn_id: Any, url: Any) -> None:
+    if is_template(conn_id):
+        # Rendered by the partition task; url, if given, is what an empty rendering falls back on.
+        if url is not None:
+            parse_url(url, named="SqlDataset url")
+        return
     if (conn_id is None) == (url is None):
         raise ConfigError(
             "SqlDataset needs exactly one of conn_id= (an Airflow Connection id, e.g. conn_id='warehouse') "
