@@ -27,9 +27,11 @@ CONN_ID = "parallelrun_sql_example_pg"
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-def database(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+def database(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[dict]:
     """Yield where the example's tables are and the run conf that points the example there."""
-    from tests.databases import POSTGRES_URL, open_database
+    from tests.databases import POSTGRES_URL, Database, open_database
 
     monkeypatch.setenv("PARALLELRUN_EXAMPLES_DIR", str(tmp_path))
     if request.param == "sqlite":
@@ -40,9 +42,7 @@ def database(request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest
     open_database("postgresql", tmp_path)  # skips, or fails under CI, when the server is not there
     # A database of its own: the example's fixed table names cannot meet another test's.
     with postgres_database(POSTGRES_URL, prefix="sql_example_") as url:
-        db = open_database("postgresql", tmp_path)
-        db.url = url
-        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", db.connection_json())
+        monkeypatch.setenv(f"AIRFLOW_CONN_{CONN_ID.upper()}", Database("postgresql", url).connection_json())
         yield {"url": url, "conf": {"conn_id": CONN_ID}}
 
 
@@ -120,10 +120,34 @@ def test_every_customer_is_scored_once_and_a_second_run_updates_their_rows(
 
     rescored = stored_scores(url)
     assert len(rescored) == EXAMPLE_ROWS + 250
-    pd.testing.assert_series_equal(rescored, expected_scores(url, model), check_exact=False, rtol=0, atol=1e-12)
+    expected = expected_scores(url, model)
+    pd.testing.assert_series_equal(rescored, expected, check_exact=False, rtol=0, atol=1e-12)
     changed = rescored.index[rescored.index % 7 == 0]
     changed = changed[changed <= EXAMPLE_ROWS]
     assert (rescored[changed] > scores[changed]).all(), "more tickets must raise the churn score"
     unchanged = scores.index[scores.index % 7 != 0]
     np.testing.assert_allclose(rescored[unchanged], scores[unchanged], rtol=0, atol=1e-12)
     assert summary_of(tmp_path, second)["sql_output"]["rows_written"] == EXAMPLE_ROWS + 250
+
+
+def test_it_runs_nightly_at_three_utc_and_its_conn_id_param_takes_connection_ids_only(
+    airflow_db: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.sdk import CronTriggerTimetable
+    from airflow.sdk.exceptions import ParamValidationError
+
+    from tests.airflow.test_schedule_examples import at, next_run
+
+    monkeypatch.setenv("PARALLELRUN_EXAMPLES_DIR", str(tmp_path))
+    dag = load_dag_module(DAGS / "parallelrun_sql.py").dag
+    assert isinstance(dag.timetable, CronTriggerTimetable) and dag.catchup is False
+    assert next_run(dag, at(2024, 6, 1, 3, 0)) == at(2024, 6, 2, 3, 0)
+    assert next_run(dag, at(2024, 6, 1, 13, 7)) == at(2024, 6, 2, 3, 0)
+    param = dag.params.get_param("conn_id")
+    assert param.resolve("") == "" and param.resolve("warehouse_pg-2.eu") == "warehouse_pg-2.eu"
+    for bad in ("{{ 7 * 7 }}", "a b", "x;DROP"):
+        with pytest.raises(ParamValidationError):
+            param.resolve(bad)
+    # Empty: the examples' SQLite file under the examples folder, for the input and the output alike.
+    partition, run = dag.get_task("score.partition"), dag.get_task("score.run")
+    assert partition.inputs.url == run.partial_kwargs["sql_output"].url == f"sqlite:///{tmp_path}/examples.db"
