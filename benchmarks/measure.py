@@ -59,7 +59,8 @@ class Sampler:
     With ``root``, only that process's descendants are looked at (``classify`` None: all of
     them are ``worker``), and the root's own peak is kept as ``root``.
 
-    It also keeps the peak of the *tree*: the sum of the RSS of every process of the job at one
+    With ``member``, only the processes it says yes to are classified at all. It also keeps the
+    peak of the *tree*: the sum of the RSS of every process of the job at one
     sweep. With ``root`` the job is the root and all its descendants; without it, the processes
     for which ``member`` says yes (asked once per process, while it settles). ``tree_first`` is
     the sum at the first sweep: what was there before the job did anything (an idle Airflow).
@@ -118,8 +119,11 @@ class Sampler:
             if known is None or known[0] is not process or now - known[1] < self.SETTLE_SECONDS:
                 try:
                     created = process.create_time()
-                    kind = self.classify(process.cmdline()) if self.classify else None
                     member = bool(self.member(process)) if self.member else False
+                    # With ``member``, only the job's own processes are classified: another job on
+                    # a shared machine may run entry-script workers too.
+                    mine = member or self.member is None
+                    kind = self.classify(process.cmdline()) if self.classify and mine else None
                 except psutil.Error:
                     continue
                 known = (process, created, kind, member)
