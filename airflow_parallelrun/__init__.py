@@ -16,6 +16,7 @@ _EXPORTS = {
     "ParallelRunConfig": "airflow_parallelrun.core.config",
     "FileDataset": "airflow_parallelrun.core.inputs.datasets",
     "TabularDataset": "airflow_parallelrun.core.inputs.datasets",
+    "SqlDataset": "airflow_parallelrun.core.sql.source",
     "EntryScript": "airflow_parallelrun.core.execution.entry_script",
     "ParallelRunError": "airflow_parallelrun.core.errors",
     "ConfigError": "airflow_parallelrun.core.errors",
@@ -23,6 +24,7 @@ _EXPORTS = {
     "NewFilesTrigger": "airflow_parallelrun.triggers.new_files",
     "TRIGGERING_FILES": "airflow_parallelrun.triggers.new_files",
     "ClaimLedger": "airflow_parallelrun.core.storage.claims",
+    "SqlTable": "airflow_parallelrun.core.sql.sink",
 }
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "ParallelRunConfig",
     "ParallelRunError",
     "ParallelRunOperator",
+    "SqlDataset",
+    "SqlTable",
     "TabularDataset",
     "__version__",
 ]
@@ -45,6 +49,8 @@ if TYPE_CHECKING:
     from airflow_parallelrun.core.errors import ConfigError, ParallelRunError
     from airflow_parallelrun.core.execution.entry_script import EntryScript
     from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+    from airflow_parallelrun.core.sql.sink import SqlTable
+    from airflow_parallelrun.core.sql.source import SqlDataset
     from airflow_parallelrun.core.storage.claims import ClaimLedger
     from airflow_parallelrun.operators.parallel_run import ParallelRunOperator
     from airflow_parallelrun.sensors.new_files import NewFilesSensor

@@ -15,6 +15,15 @@ parent writes the ``"<file name>: <digit>"`` lines to one text file in input ord
 
     python benchmarks/baseline_process_pool.py files --input DIR --output out.txt --model model.joblib
 
+``sql``: a plain loop of ``pandas.read_sql(..., chunksize=--batch)`` over the table ``--input`` (a
+server-side cursor, ``stream_results``, so the parent holds one chunk, not the table) feeds the
+pool; each worker process loads the model and makes its engine once (the initializer), scores
+its chunk and ``to_sql``-appends ``customer_id, score`` to the table ``--output``, which the parent
+creates first. At most two chunks per worker are in flight, so memory does not grow with the table.
+
+    python benchmarks/baseline_process_pool.py sql --url postgresql+psycopg://... --input customers
+        --output scores --model model.joblib --batch 50000
+
 Prints one JSON line: the seconds from creating the pool to the last output written, the items
 and the tasks.
 """
@@ -25,12 +34,23 @@ import argparse
 import json
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 
 FEATURES = [f"f{i:02d}" for i in range(20)]
+CUSTOMER_FEATURES = [
+    "age",
+    "tenure_months",
+    "monthly_spend",
+    "orders_last_year",
+    "days_since_last_order",
+    "support_tickets",
+    "region",
+]
 
 _model = None
+_engine = None
+_table = ""
 
 
 def _one_thread() -> None:
@@ -80,6 +100,56 @@ def score_images(paths: list[str]) -> list[str]:
     return [f"{os.path.basename(p)}: {int(d)}" for p, d in zip(paths, digits, strict=True)]
 
 
+def load_sql_worker(model_path: str, url: str, table: str) -> None:
+    """Pool initializer for ``sql``: load the model and make this process's engine, once."""
+    global _model, _engine, _table
+    import joblib
+    from sqlalchemy import create_engine
+
+    _model = joblib.load(model_path)
+    _one_thread()
+    _engine, _table = create_engine(url), table
+
+
+def score_and_write(chunk) -> int:  # type: ignore[no-untyped-def]
+    """Score one chunk of customers and append ``customer_id, score`` to the output table."""
+    import pandas as pd
+
+    scores = _model.predict_proba(chunk[CUSTOMER_FEATURES])[:, 1]  # type: ignore[attr-defined]
+    frame = pd.DataFrame({"customer_id": chunk["customer_id"].to_numpy(), "score": scores})
+    frame.to_sql(_table, _engine, if_exists="append", index=False)
+    return len(frame)
+
+
+def run_sql(args: argparse.Namespace) -> dict:
+    import pandas as pd
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(args.url)
+    empty = pd.DataFrame({"customer_id": pd.Series(dtype="int64"), "score": pd.Series(dtype="float64")})
+    empty.to_sql(args.output, engine, if_exists="fail", index=False)
+    rows = tasks = 0
+    pending: set = set()
+    with (
+        ProcessPoolExecutor(
+            max_workers=args.workers,
+            initializer=load_sql_worker,
+            initargs=(args.model, args.url, args.output),
+        ) as pool,
+        engine.connect().execution_options(stream_results=True) as conn,
+    ):
+        query = text(f'SELECT * FROM "{args.input}"')
+        for chunk in pd.read_sql(query, conn, chunksize=args.batch):
+            if len(pending) >= 2 * args.workers:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                rows += sum(f.result() for f in done)
+            pending.add(pool.submit(score_and_write, chunk))
+            tasks += 1
+        rows += sum(f.result() for f in pending)
+    engine.dispose()
+    return {"items": rows, "tasks": tasks}
+
+
 def run_tabular(args: argparse.Namespace) -> dict:
     sources = sorted(Path(args.input).rglob("*.parquet"))
     output = Path(args.output)
@@ -111,17 +181,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("mode", choices=["tabular", "files"])
-    parser.add_argument("--input", required=True, help="folder of parquet files or PNG files")
-    parser.add_argument("--output", required=True, help="tabular: a folder; files: a text file")
+    parser.add_argument("mode", choices=["tabular", "files", "sql"])
+    parser.add_argument("--input", required=True, help="folder of parquet or PNG files; sql: a table")
+    parser.add_argument("--output", required=True, help="tabular: a folder; files: a text file; sql: a table")
+    parser.add_argument("--url", default="", help="sql: the database's SQLAlchemy URL")
     parser.add_argument("--model", required=True, help="a joblib file")
     parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--batch", type=int, default=10, help="files per task (files mode)")
+    parser.add_argument("--batch", type=int, default=10, help="files per task (files); rows per chunk (sql)")
     parser.add_argument("--init-sleep", type=float, default=0.0, help="seconds the initializer sleeps")
     parser.add_argument("--counts-dir", default="", help="the initializer appends a line here per call")
     args = parser.parse_args()
     started = time.perf_counter()
-    result = run_tabular(args) if args.mode == "tabular" else run_files(args)
+    modes = {"tabular": run_tabular, "files": run_files, "sql": run_sql}
+    result = modes[args.mode](args)
     print(json.dumps({"seconds": round(time.perf_counter() - started, 3), **result}), flush=True)
 
 

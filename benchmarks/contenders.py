@@ -29,6 +29,7 @@ from benchmarks.measure import (
     lines_of_parquet,
     run_probe,
 )
+from benchmarks.sql_tables import CONN_ID, SqlTables, digest_scores
 from benchmarks.workloads import FILES_PER_MINI_BATCH, INIT_SLEEP_SECONDS, REPO
 
 HERE = Path(__file__).resolve().parent
@@ -41,12 +42,15 @@ TABULAR_MINI_BATCH_SIZE = "64MB"
 class Job:
     """One workload on one input: what every contender is asked to do."""
 
-    workload: str  # "a", "b" or "c"
-    label: str  # "a", "b", "c", or "a@4" for the scaling run on 4 files
+    workload: str  # "a", "b", "c" or "d"
+    label: str  # "a", "b", "c", "d", or "a@4" for the scaling run on 4 files
     input: Path
     model: Path
     mini_batches: int
     items: int
+    #: (d): the database and its tables; rows per mini-batch.
+    tables: SqlTables | None = None
+    rows_per_mini_batch: int = 0
 
     @property
     def tabular(self) -> bool:
@@ -55,6 +59,10 @@ class Job:
     @property
     def slow_init(self) -> bool:
         return self.workload == "c"
+
+    @property
+    def sql(self) -> bool:
+        return self.workload == "d"
 
 
 DAG_TEMPLATE = '''\
@@ -73,7 +81,7 @@ with DAG(
 ) as dag:
     ParallelRunOperator(
         task_id="score",
-        inputs={dataset},
+        inputs={dataset},{sink}
         output_path="{{{{ params.output }}}}",
         config=ParallelRunConfig(
             entry_script={script},
@@ -82,6 +90,7 @@ with DAG(
             run_invocation_timeout=3600,
             node_count=1,
             process_count_per_node=2,
+            output_action={output_action},
             append_row_format={append_row_format},
         ),
         arguments=[
@@ -95,9 +104,25 @@ def dag_id(workload: str) -> str:
     return f"parallelrun_bench_{workload}"
 
 
-def dag_source(workload: str) -> str:
-    """Return the DAG file of one workload: its paths come in as Params (the run's conf)."""
-    if workload == "a":
+def dag_source(workload: str, tables: SqlTables | None = None, contender: str = "") -> str:
+    """Return the DAG file of one workload: its paths come in as Params (the run's conf).
+
+    (d) reads ``tables``' customers table and writes the contender's own scores table through the
+    Airflow Connection ``CONN_ID``; the names are in the file, as a user's nightly DAG has them.
+    """
+    sink = ""
+    if workload == "d":
+        if tables is None:
+            raise ValueError("workload d needs its tables")
+        dataset_class = "SqlDataset, SqlTable"
+        dataset = f"SqlDataset(conn_id={json.dumps(CONN_ID)}, table={json.dumps(tables.customers)})"
+        sink = (
+            f"\n        output=SqlTable(conn_id={json.dumps(CONN_ID)}, "
+            f'table={json.dumps(tables.scores(contender))}, if_exists="append"),'
+        )
+        script, size, fmt = SCRIPTS / "customers_proba.py", f"{tables.mini_batch_rows} rows", "parquet"
+        arguments = ["--model_path", "{{ params.model }}"]
+    elif workload == "a":
         dataset_class, dataset = (
             "TabularDataset",
             'TabularDataset(path="{{ params.input }}", format="parquet")',
@@ -115,9 +140,12 @@ def dag_source(workload: str) -> str:
         dag_id=dag_id(workload),
         imports=", ".join(sorted([dataset_class, "ParallelRunConfig", "ParallelRunOperator"])),
         dataset=dataset,
+        sink=sink,
         # JSON strings are Python string literals, quoted as ruff format quotes them.
         script=json.dumps(str(script)),
         mini_batch_size=json.dumps(size),
+        # (d)'s output is its table, as the baseline's: no merged file.
+        output_action=json.dumps("summary_only" if workload == "d" else "append_row"),
         append_row_format=json.dumps(fmt),
         arguments="\n".join(f"            {json.dumps(a)}," for a in arguments),
     )
@@ -142,7 +170,7 @@ def _read_report(output: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
-def ours_figures(job: Job, output: Path) -> dict[str, Any]:
+def ours_figures(job: Job, output: Path, contender: str) -> dict[str, Any]:
     """Read what the operator wrote: the summary, the per-mini-batch report, the merged output."""
     figures: dict[str, Any] = {}
     summary_path = output / "_parallelrun" / "summary.json"
@@ -171,14 +199,17 @@ def ours_figures(job: Job, output: Path) -> dict[str, Any]:
             # What the engine spends around run() inside a task: read, start or reuse a worker, write.
             "engine_overhead_ms_per_mini_batch": round(1000 * (sum(totals) - sum(runs)) / len(rows), 1),
         }
-    if job.tabular:
+    if job.tables is not None:
+        figures["digest"] = digest_scores(job.tables.url, job.tables.scores(contender))
+    elif job.tabular:
         merged = output / "parallel_run_step.parquet"
         figures["digest"] = digest_tabular([merged]) if merged.is_file() else {"rows": 0, "sha256": None}
     else:
         merged = output / "parallel_run_step.txt"
         figures["digest"] = digest_lines(merged.read_text().splitlines() if merged.is_file() else [])
     figures["ok"] = summary.get("status") == "succeeded"
-    if summary:
+    # Re-running the aggregate of (d) would merge into its table again: its merge is not probed.
+    if summary and not job.sql:
         figures["merge_probe"] = run_probe(
             [
                 "aggregate",
@@ -211,10 +242,23 @@ class Contender:
     name = ""
     workloads = ("a", "b", "c")
 
-    def __init__(self, work: Path, *, timeout: float, sample_interval: float) -> None:
+    def __init__(
+        self, work: Path, *, timeout: float, sample_interval: float, tables: SqlTables | None = None
+    ) -> None:
         self.work = work
         self.timeout = timeout
         self.sample_interval = sample_interval
+        self.tables = tables
+
+    def dag_workloads(self) -> tuple[str, ...]:
+        """Return the workloads whose DAG files a session of ours writes: (d) when it has tables."""
+        return ("a", "b", "c", "d") if self.tables is not None else ("a", "b", "c")
+
+    def connection_env(self) -> dict[str, str]:
+        """Return the Airflow Connection of (d)'s database as the environment variable users set."""
+        if self.tables is None:
+            return {}
+        return {f"AIRFLOW_CONN_{CONN_ID.upper()}": self.tables.connection_json()}
 
     def unavailable(self) -> str | None:
         """Return why this contender cannot run here, or None."""
@@ -263,11 +307,16 @@ class ProcessPool(Contender):
     """The baseline: ``baseline_process_pool.py`` as a subprocess, timed from start to exit."""
 
     name = "process-pool"
+    workloads = ("a", "b", "c", "d")
 
     def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
         script = str(HERE / "baseline_process_pool.py")
         common = ["--input", str(job.input), "--model", str(job.model), "--workers", "2"]
-        if job.tabular:
+        if job.tables is not None:
+            command = [sys.executable, script, "sql", "--url", job.tables.url, "--model", str(job.model)]
+            command += ["--input", job.tables.customers, "--output", job.tables.scores(self.name)]
+            command += ["--workers", "2", "--batch", str(job.tables.mini_batch_rows)]
+        elif job.tabular:
             command = [sys.executable, script, "tabular", *common, "--output", str(output)]
         else:
             command = [sys.executable, script, "files", *common, "--output", str(output / "out.txt")]
@@ -277,11 +326,12 @@ class ProcessPool(Contender):
         sampler = Sampler(interval=self.sample_interval)
         wall, code, last = self._subprocess(command, output.parent / f"{output.name}.log", sampler)
         inner = json.loads(last) if last.startswith("{") else {}
-        digest = (
-            digest_tabular([output])
-            if job.tabular
-            else digest_lines((output / "out.txt").read_text().splitlines() if code == 0 else [])
-        )
+        if job.tables is not None:
+            digest = digest_scores(job.tables.url, job.tables.scores(self.name))
+        elif job.tabular:
+            digest = digest_tabular([output])
+        else:
+            digest = digest_lines((output / "out.txt").read_text().splitlines() if code == 0 else [])
         return {
             "ok": code == 0,
             "wall_s": wall,
@@ -289,6 +339,7 @@ class ProcessPool(Contender):
             "worker_peak_rss_mb": sampler.peak_mb("worker"),
             "driver_peak_rss_mb": sampler.peak_mb("root"),
             "workers_seen": sampler.count("worker"),
+            **sampler.tree_mb(),
             "digest": digest,
             "init_calls": _init_calls(counts),
             "error": None if code == 0 else f"exit {code}; see {output.name}.log",
@@ -366,6 +417,7 @@ class OursDagsTest(Contender):
     """The operator under ``airflow dags test`` (one process runs the whole DAG) on a temporary home."""
 
     name = "ours-dags-test"
+    workloads = ("a", "b", "c", "d")
 
     def __init__(self, work: Path, **kwargs: Any) -> None:
         super().__init__(work, **kwargs)
@@ -383,9 +435,10 @@ class OursDagsTest(Contender):
 
         shutil.rmtree(self.home, ignore_errors=True)
         (self.home / "dags").mkdir(parents=True)
-        for workload in ("a", "b", "c"):
-            (self.home / "dags" / f"{dag_id(workload)}.py").write_text(dag_source(workload))
-        airflow = RealAirflow(self.home, self.home / "dags")
+        for workload in self.dag_workloads():
+            source = dag_source(workload, self.tables, self.name)
+            (self.home / "dags" / f"{dag_id(workload)}.py").write_text(source)
+        airflow = RealAirflow(self.home, self.home / "dags", self.connection_env())
         airflow.port = free_port()
         self.env = airflow.build_env()
         subprocess.run(
@@ -402,7 +455,7 @@ class OursDagsTest(Contender):
         command = [sys.executable, "-m", "airflow", "dags", "test", dag_id(job.workload), "-c", conf]
         sampler = Sampler(classify=classify_ours, interval=self.sample_interval)
         wall, code, _ = self._subprocess(command, output.parent / f"{output.name}.log", sampler, env=self.env)
-        figures = ours_figures(job, output)
+        figures = ours_figures(job, output, self.name)
         return {
             "ok": code == 0 and figures.pop("ok"),
             "wall_s": wall,
@@ -410,6 +463,7 @@ class OursDagsTest(Contender):
             # The dags-test process runs partition, every run task and the aggregate itself.
             "driver_peak_rss_mb": sampler.peak_mb("root"),
             "workers_seen": sampler.count("worker"),
+            **sampler.tree_mb(),
             "init_calls": _init_calls(counts),
             "error": None if code == 0 else f"exit {code}; see {output.name}.log",
             **figures,
@@ -420,6 +474,7 @@ class OursScheduler(Contender):
     """The operator under a real scheduler (LocalExecutor, parallelism 32, SQLite), triggered by REST."""
 
     name = "ours-scheduler"
+    workloads = ("a", "b", "c", "d")
 
     def __init__(self, work: Path, **kwargs: Any) -> None:
         super().__init__(work, **kwargs)
@@ -445,13 +500,13 @@ class OursScheduler(Contender):
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
         }
-        airflow = RealAirflow(home, home / "dags", extra, parallelism=32)
+        airflow = RealAirflow(home, home / "dags", {**extra, **self.connection_env()}, parallelism=32)
         try:
             airflow.dags_folder.mkdir(parents=True, exist_ok=True)
-            for workload in ("a", "b", "c"):
-                airflow.add_dag(dag_id(workload), dag_source(workload))
+            for workload in self.dag_workloads():
+                airflow.add_dag(dag_id(workload), dag_source(workload, self.tables, self.name))
             airflow.start(timeout=300)
-            for workload in ("a", "b", "c"):
+            for workload in self.dag_workloads():
                 airflow.wait_for_dag(dag_id(workload), timeout=120)
                 airflow.unpause(dag_id(workload))
             self.startup_s.append(airflow.startup_seconds)
@@ -467,7 +522,8 @@ class OursScheduler(Contender):
     def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
         airflow = self.airflow
         dag = dag_id(job.workload)
-        sampler = Sampler(classify=classify_ours, interval=self.sample_interval)
+        # The tree: every process of this Airflow, its idle components included (tree_first).
+        sampler = Sampler(classify=classify_ours, interval=self.sample_interval, member=airflow.owns)
         with sampler:
             started_wall, started = time.time(), time.perf_counter()
             run_id = airflow.trigger(dag, conf=_conf(job, output, counts))
@@ -485,13 +541,14 @@ class OursScheduler(Contender):
         runs = [t for t in tis if t["task_id"].endswith(".run")]
         by_id = {t["task_id"].rsplit(".", 1)[-1]: t for t in tis if t["map_index"] == -1}
         durations = [float(t["duration"] or 0.0) for t in runs]
-        figures = ours_figures(job, output)
+        figures = ours_figures(job, output, self.name)
         report = figures.get("report") or {}
         ti_overhead = None
         if durations and report:
             run_seconds = report["seconds_run_sum"]
             ti_overhead = round(1000 * (sum(durations) - run_seconds) / report["mini_batches"], 1)
         aggregate_ti = by_id.get("aggregate", {}).get("id")
+        partition_ti = by_id.get("partition", {}).get("id")
         run_ids = {t["id"] for t in runs}
         task_peaks = [sampler.peaks[p] for p, k in sampler.kinds.items() if k[5:] in run_ids]
         return {
@@ -501,7 +558,9 @@ class OursScheduler(Contender):
             "worker_peak_rss_mb": sampler.peak_mb("worker"),
             "workers_seen": sampler.count("worker"),
             "run_task_peak_rss_mb": round(max(task_peaks) / 1024**2, 1) if task_peaks else None,
+            **sampler.tree_mb(),
             "aggregate_task_peak_rss_mb": sampler.peak_mb(f"task:{aggregate_ti}") if aggregate_ti else None,
+            "partition_task_peak_rss_mb": sampler.peak_mb(f"task:{partition_ti}") if partition_ti else None,
             "init_calls": _init_calls(counts),
             "task_instances": {
                 "run": len(runs),

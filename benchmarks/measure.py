@@ -58,6 +58,12 @@ class Sampler:
 
     With ``root``, only that process's descendants are looked at (``classify`` None: all of
     them are ``worker``), and the root's own peak is kept as ``root``.
+
+    With ``member``, only the processes it says yes to are classified at all. It also keeps the
+    peak of the *tree*: the sum of the RSS of every process of the job at one
+    sweep. With ``root`` the job is the root and all its descendants; without it, the processes
+    for which ``member`` says yes (asked once per process, while it settles). ``tree_first`` is
+    the sum at the first sweep: what was there before the job did anything (an idle Airflow).
     """
 
     #: Seconds after its start during which a process's command line is read again each sweep.
@@ -66,10 +72,13 @@ class Sampler:
     classify: Callable[[list[str]], str | None] | None = None
     root: int | None = None
     interval: float = 0.1
+    member: Callable[[psutil.Process], bool] | None = None
     peaks: dict[int, int] = field(default_factory=dict)
     kinds: dict[int, str] = field(default_factory=dict)
     sweeps: int = 0
-    _named: dict[int, tuple[psutil.Process, float, str | None]] = field(default_factory=dict)
+    tree_peak: int = 0
+    tree_first: int | None = None
+    _named: dict[int, tuple[psutil.Process, float, str | None, bool]] = field(default_factory=dict)
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -83,18 +92,23 @@ class Sampler:
         if self._thread is not None:
             self._thread.join()
 
-    def _processes(self) -> list[tuple[psutil.Process, str]]:
+    def _tree(self) -> list[tuple[psutil.Process, str | None, bool]]:
+        """Return the root and every descendant: all are in the tree, the classified ones have a kind."""
+        if self.root is None:
+            return []
+        try:
+            root = psutil.Process(self.root)
+            found: list[tuple[psutil.Process, str | None, bool]] = [(root, "root", True)]
+            for child in root.children(recursive=True):
+                kind = self.classify(child.cmdline()) if self.classify else "worker"
+                found.append((child, kind, True))
+            return found
+        except psutil.Error:
+            return []
+
+    def _processes(self) -> list[tuple[psutil.Process, str | None, bool]]:
         if self.root is not None:
-            try:
-                root = psutil.Process(self.root)
-                found = [(root, "root")]
-                for child in root.children(recursive=True):
-                    kind = self.classify(child.cmdline()) if self.classify else "worker"
-                    if kind:
-                        found.append((child, kind))
-                return found
-            except psutil.Error:
-                return []
+            return self._tree()
         # Every process on the machine, but each one's command line is read only while it may
         # still rename itself (an Airflow task process does, just after its fork): the sampler
         # must not cost the job it measures much CPU.
@@ -105,26 +119,36 @@ class Sampler:
             if known is None or known[0] is not process or now - known[1] < self.SETTLE_SECONDS:
                 try:
                     created = process.create_time()
-                    kind = self.classify(process.cmdline()) if self.classify else None
+                    member = bool(self.member(process)) if self.member else False
+                    # With ``member``, only the job's own processes are classified: another job on
+                    # a shared machine may run entry-script workers too.
+                    mine = member or self.member is None
+                    kind = self.classify(process.cmdline()) if self.classify and mine else None
                 except psutil.Error:
                     continue
-                known = (process, created, kind)
+                known = (process, created, kind, member)
                 self._named[process.pid] = known
-            if known[2]:
-                found.append((process, known[2]))
+            if known[2] or known[3]:
+                found.append((process, known[2], known[3]))
         for pid in set(self._named) - alive:
             del self._named[pid]
         return found
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            for process, kind in self._processes():
+            total = 0
+            for process, kind, member in self._processes():
                 with contextlib.suppress(psutil.Error):
                     rss = process.memory_info().rss
-                    # Always recorded (a zombie reports 0), so kinds and peaks hold the same pids.
-                    self.peaks[process.pid] = max(rss, self.peaks.get(process.pid, 0))
-                    # A forked task process is an executor's copy before it renames itself.
-                    self.kinds[process.pid] = kind
+                    total += rss if member else 0
+                    if kind:
+                        # Always recorded (a zombie reports 0), so kinds and peaks hold the same pids.
+                        self.peaks[process.pid] = max(rss, self.peaks.get(process.pid, 0))
+                        # A forked task process is an executor's copy before it renames itself.
+                        self.kinds[process.pid] = kind
+            if self.tree_first is None and total:
+                self.tree_first = total
+            self.tree_peak = max(self.tree_peak, total)
             self.sweeps += 1
             self._stop.wait(self.interval)
 
@@ -136,6 +160,13 @@ class Sampler:
     def count(self, kind: str) -> int:
         """Return how many distinct processes of ``kind`` were seen (short-lived ones may be missed)."""
         return sum(1 for k in self.kinds.values() if k.startswith(kind))
+
+    def tree_mb(self) -> dict[str, float | None]:
+        """Return the tree's peak summed RSS and its sum at the first sweep, in MB (None: not sampled)."""
+        return {
+            "tree_peak_rss_mb": round(self.tree_peak / MB, 1) if self.tree_peak else None,
+            "tree_first_rss_mb": round(self.tree_first / MB, 1) if self.tree_first else None,
+        }
 
 
 def digest_tabular(paths: list[Path]) -> dict[str, Any]:

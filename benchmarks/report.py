@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-WORKLOAD_TITLES = {"a": "(a) tabular", "b": "(b) files", "c": "(c) slow init()"}
+WORKLOAD_TITLES = {"a": "(a) tabular", "b": "(b) files", "c": "(c) slow init()", "d": "(d) SQL"}
 BASELINE = "process-pool"
 
 
@@ -44,7 +44,11 @@ def _figures(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> dic
         "merge_step_mb": _max([_probe(r, "step_mb") for r in rows]),
         "merge_seconds": _median([_probe(r, "seconds") for r in rows if _probe(r, "seconds") is not None]),
         "aggregate_task_peak_rss_mb": _max([r.get("aggregate_task_peak_rss_mb") for r in rows]),
+        "partition_task_peak_rss_mb": _max([r.get("partition_task_peak_rss_mb") for r in rows]),
         "run_task_peak_rss_mb": _max([r.get("run_task_peak_rss_mb") for r in rows]),
+        "tree_peak_rss_mb": _max([r.get("tree_peak_rss_mb") for r in rows]),
+        "tree_first_rss_mb": _max([r.get("tree_first_rss_mb") for r in rows]),
+        "distinct_ids": _max([(r.get("digest") or {}).get("distinct_ids") for r in rows]),
         "init_calls": [r.get("init_calls") for r in rows],
         "engine_overhead_ms_per_mini_batch": _median(
             [
@@ -180,7 +184,39 @@ def _workload_title(figures: dict[str, Any], size: dict[str, Any]) -> str:
         return f"(a) {figures['mini_batches']} parquet files x {size['rows_per_file']:,} rows"
     if w == "b":
         return f"(b) {figures['items']:,} PNG files, 10 per mini-batch"
+    if w == "d":
+        return f"(d) {figures['items']:,} rows, PostgreSQL to PostgreSQL"
     return f"(c) init() 1 s, {figures['mini_batches']} mini-batches"
+
+
+def _sql_lines(sql: list[dict[str, Any]]) -> list[str]:
+    """Return (d)'s own table: wall time, ratio and the memory of each contender's whole process tree."""
+    if not sql:
+        return []
+    lines = [
+        "",
+        "(d) SQL, each contender's whole process tree (the sum of its processes' RSS at one sample, "
+        "shared pages counted in each; for ours-scheduler every process of the Airflow, its "
+        "scheduler, api-server, dag-processor and triggerer included, and in brackets that sum "
+        "before the run started):",
+        "",
+        "| contender | wall s | x baseline | rows/s | process tree peak RSS MB (before) | worker peak RSS MB "
+        "| partition / run / aggregate task peak RSS MB | rows written / distinct ids | same scores as "
+        "baseline |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|:-:|",
+    ]
+    for f in sql:
+        before = f" ({_num(f['tree_first_rss_mb'], 0)})" if f["contender"] == "ours-scheduler" else ""
+        tasks = " / ".join(
+            _num(f[f"{step}_task_peak_rss_mb"], 0) for step in ("partition", "run", "aggregate")
+        )
+        lines.append(
+            f"| {f['contender']} | {_walls(f)} | {_num(f['ratio_to_baseline'], 2, 'x')} | "
+            f"{_num(f['items_per_s'], 0)} | {_num(f['tree_peak_rss_mb'], 0)}{before} | "
+            f"{_num(f['worker_peak_rss_mb'], 0)} | {tasks} | {_num(f['rows'])} / {_num(f['distinct_ids'])} | "
+            f"{_same(f)} |"
+        )
+    return lines
 
 
 def render_markdown(record: dict[str, Any]) -> str:
@@ -213,6 +249,7 @@ def render_markdown(record: dict[str, Any]) -> str:
     for name, reason in record.get("unavailable", {}).items():
         lines.append(f"| all | {name} | unavailable: {reason} | | | | | | | |")
 
+    lines += _sql_lines([f for f in main if f["workload"] == "d"])
     ours = [f for f in main if f["contender"].startswith("ours")]
     if ours:
         lines += [

@@ -22,13 +22,14 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 from benchmarks.contenders import CONTENDERS, TABULAR_MINI_BATCH_SIZE, Contender, Job
 from benchmarks.measure import machine, run_probe
 from benchmarks.report import render_markdown, summarize
+from benchmarks.sql_tables import POSTGRES_URL, SqlTables, drop_tables, safe_url, unreachable
 from benchmarks.workloads import FILES_PER_MINI_BATCH, REPO, SIZES, Paths, Size, prepare
 
 DEFAULT_CONTENDERS = ("ours-scheduler", "ours-dags-test", "process-pool", "ray-data", "floor")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def jobs_for(size: Size, paths: Paths, workloads: list[str]) -> list[Job]:
+def jobs_for(size: Size, paths: Paths, workloads: list[str], tables: SqlTables | None = None) -> list[Job]:
     jobs = []
     if "a" in workloads:
         jobs.append(
@@ -55,6 +56,11 @@ def jobs_for(size: Size, paths: Paths, workloads: list[str]) -> list[Job]:
                 size.slow_init_images,
             )
         )
+    if "d" in workloads and tables is not None:
+        mini_batches = -(-size.sql_rows // size.sql_mini_batch_rows)
+        jobs.append(
+            Job("d", "d", paths.root / "d", paths.customers_model, mini_batches, size.sql_rows, tables)
+        )
     return jobs
 
 
@@ -75,6 +81,9 @@ def measure_one(contender: Contender, job: Job, rep: int, runs: Path, keep: bool
     counts = runs / f"rep{rep}" / contender.name / f"{job.label}.counts"
     for folder in (output, counts):
         shutil.rmtree(folder, ignore_errors=True)
+    scores = [job.tables.scores(contender.name)] if job.tables is not None else []
+    if scores:  # every job writes into no table, as the baseline's to_sql starts
+        drop_tables(job.tables.url, scores)
     counts.mkdir(parents=True)
     output.parent.mkdir(parents=True, exist_ok=True)
     _log(f"rep {rep}: {contender.name} on {job.label} ({job.mini_batches} mini-batches, {job.items} items)")
@@ -98,6 +107,8 @@ def measure_one(contender: Contender, job: Job, rep: int, runs: Path, keep: bool
     )
     if not keep:
         shutil.rmtree(output, ignore_errors=True)
+        if scores:
+            drop_tables(job.tables.url, scores)
     return {**base, **result}
 
 
@@ -128,8 +139,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument(
-        "--workloads", default="a,b,c", help="comma-separated: a (tabular), b (files), c (slow init)"
+        "--workloads",
+        default="a,b,c",
+        help="comma-separated: a (tabular), b (files), c (slow init), d (SQL: PostgreSQL table to table)",
     )
+    parser.add_argument("--postgres-url", default=POSTGRES_URL, help="(d)'s database, a SQLAlchemy URL")
+    parser.add_argument("--sql-prefix", default="parallelrun_bench", help="(d)'s table names start with it")
     parser.add_argument(
         "--contenders",
         default=",".join(DEFAULT_CONTENDERS),
@@ -151,12 +166,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     for w in args.workloads:
-        if w not in ("a", "b", "c"):
-            parser.error(f"unknown workload {w!r}; use a, b, c")
+        if w not in ("a", "b", "c", "d"):
+            parser.error(f"unknown workload {w!r}; use a, b, c, d")
     for c in args.contenders:
         if c not in CONTENDERS:
             parser.error(f"unknown contender {c!r}; use {', '.join(CONTENDERS)}")
     return args
+
+
+def sql_tables(args: argparse.Namespace, size: Size) -> SqlTables | None:
+    """Return (d)'s tables when it is asked for; exit with the reason when its database is not there."""
+    if "d" not in args.workloads:
+        return None
+    tables = SqlTables(args.postgres_url, args.sql_prefix, size.name, size.sql_mini_batch_rows)
+    reason = unreachable(tables.url)
+    if reason:
+        raise SystemExit(
+            f"workload d needs PostgreSQL at {safe_url(tables.url)} ({reason}); start it, give "
+            "--postgres-url, or leave d out of --workloads"
+        )
+    return tables
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -164,18 +193,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     size = SIZES[args.size]
     reps = args.reps or size.reps
     started = time.time()
+    tables = sql_tables(args, size)
     _log(f"preparing size {size.name} under {args.data_dir} (cached, not timed)")
-    paths = prepare(size, args.data_dir, set(args.workloads))
+    paths = prepare(size, args.data_dir, set(args.workloads), tables)
     work = paths.root / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    options = {"timeout": args.timeout, "sample_interval": args.sample_interval}
+    options = {"timeout": args.timeout, "sample_interval": args.sample_interval, "tables": tables}
     contenders = [CONTENDERS[name](work, **options) for name in args.contenders]
     unavailable = {c.name: reason for c in contenders if (reason := c.unavailable())}
     for name, reason in unavailable.items():
         _log(f"{name} unavailable: {reason}")
     active = [c for c in contenders if c.name not in unavailable]
-    jobs = jobs_for(size, paths, args.workloads)
+    jobs = jobs_for(size, paths, args.workloads, tables)
 
     results: list[dict[str, Any]] = []
     # A B A B: every rep runs every contender, so drift on a shared machine hits them alike.
@@ -203,9 +233,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         probes = partition_probes(paths, size, scaling_jobs(size, paths) + jobs, work)
 
     record = {
-        "command": " ".join(["python -m benchmarks", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m benchmarks"]
+            + [safe_url(a) if "://" in a else a for a in (argv if argv is not None else sys.argv[1:])]
+        ),
         "size": size.name,
         "size_parameters": size.__dict__,
+        "sql_tables": {"customers": tables.customers, "prefix": tables.prefix} if tables else None,
         "reps": reps,
         "workloads": args.workloads,
         "contenders": args.contenders,

@@ -9,6 +9,8 @@ Nothing here is timed. Each size lives in a folder of its own (``<data_dir>/<siz
   each copy), scored in mini-batches of 10 by a LogisticRegression.
 - (c) ``slow_init``: the first images of (b), scored by the same model behind an ``init()`` that
   sleeps 1 s first, and that appends a line to a file in a counts folder each time it is called.
+- (d) ``sql``: a customers table in PostgreSQL (``benchmarks/sql_tables.py``), scored by the SQL
+  example's churn model (``parallelrun_examples.customers``), the scores written to a table.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import shutil
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from benchmarks.sql_tables import SqlTables, ensure_customers
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -44,6 +48,9 @@ class Size:
     # Files of (a) at 1x, 2x, 4x for the scaling runs: a prefix of (a)'s files.
     scaling_files: tuple[int, int, int]
     reps: int
+    # (d): rows of the customers table, and rows per mini-batch (the baseline's chunksize).
+    sql_rows: int = 0
+    sql_mini_batch_rows: int = 50_000
 
     @property
     def slow_init_images(self) -> int:
@@ -52,11 +59,11 @@ class Size:
 
 SIZES = {
     # A few seconds of data: proves that every contender runs end to end (the test suite's size).
-    "tiny": Size("tiny", 4, 2_000, 20, 15, 4_000, 40, 3, (1, 2, 4), 1),
+    "tiny": Size("tiny", 4, 2_000, 20, 15, 4_000, 40, 3, (1, 2, 4), 1, 20_000, 5_000),
     # A few minutes: the shape of the full run at about a tenth of its work.
-    "small": Size("small", 8, 100_000, 200, 63, 50_000, 2_000, 12, (2, 4, 8), 1),
+    "small": Size("small", 8, 100_000, 200, 63, 50_000, 2_000, 12, (2, 4, 8), 1, 200_000, 50_000),
     # The issue's workload: about 65 s of pure scoring on 2 cores (0.54 s per 100,000 rows).
-    "full": Size("full", 120, 100_000, 200, 63, 50_000, 20_000, 60, (15, 30, 60), 3),
+    "full": Size("full", 120, 100_000, 200, 63, 50_000, 20_000, 60, (15, 30, 60), 3, 2_000_000, 50_000),
 }
 
 
@@ -88,6 +95,10 @@ class Paths:
     @property
     def slow_init_input(self) -> Path:
         return self.root / "c" / "images"
+
+    @property
+    def customers_model(self) -> Path:
+        return self.root / "d" / "model.joblib"
 
 
 def _synthetic(rng, rows: int):
@@ -178,7 +189,19 @@ def make_images(size: Size, paths: Paths) -> None:
     _link_prefix(written, size.slow_init_images, paths.slow_init_input)
 
 
-def prepare(size: Size, data_dir: Path, workloads: set[str]) -> Paths:
+def prepare_sql(size: Size, paths: Paths, tables: SqlTables) -> None:
+    """Train (d)'s model unless it is there, and make its customers table unless it holds its rows."""
+    if not paths.customers_model.is_file():
+        if str(REPO / "dags") not in sys.path:
+            sys.path.insert(0, str(REPO / "dags"))
+        from parallelrun_examples.customers import train_customers_model
+
+        train_customers_model(paths.customers_model)
+    if ensure_customers(tables, size.sql_rows):
+        print(f"made table {tables.customers} ({size.sql_rows:,} rows)", file=sys.stderr, flush=True)
+
+
+def prepare(size: Size, data_dir: Path, workloads: set[str], sql: SqlTables | None = None) -> Paths:
     """Make whatever is missing of the inputs of ``workloads`` at ``size``; return where they are."""
     paths = Paths(Path(data_dir).resolve() / size.name)
     marker = paths.root / "ready.json"
@@ -213,4 +236,8 @@ def prepare(size: Size, data_dir: Path, workloads: set[str]) -> Paths:
     if made:
         paths.root.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(ready, indent=1))
+    if "d" in workloads:
+        if sql is None:
+            raise ValueError("workload d needs the database's tables (SqlTables)")
+        prepare_sql(size, paths, sql)
     return paths

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,34 @@ def test_tiny_run_under_a_real_scheduler(tmp_path: Path) -> None:
         for key in (*MAIN_FIGURES, *OURS_FIGURES):
             assert f[key] is not None, key
     assert record["airflow_startup_s"]["ours-scheduler"]
+
+
+def test_tiny_sql_run_under_a_real_scheduler_against_the_read_sql_loop(tmp_path: Path) -> None:
+    """(d): a PostgreSQL table scored by SqlDataset and SqlTable, side by side with the pool of to_sql."""
+    from benchmarks.sql_tables import POSTGRES_URL, drop_tables, unreachable
+    from tests.databases import skip_or_fail
+
+    if reason := unreachable(POSTGRES_URL):
+        skip_or_fail(f"PostgreSQL at {POSTGRES_URL} is not reachable ({reason}); workload d needs it")
+    prefix = f"sqlex_{uuid.uuid4().hex[:8]}"
+    try:
+        record = run_harness(
+            tmp_path,
+            *("--contenders", "ours-scheduler,process-pool", "--workloads", "d", "--scaling", "off"),
+            *("--sql-prefix", prefix),
+        )
+    finally:
+        drop_tables(POSTGRES_URL, [f"{prefix}_customers_tiny", f"{prefix}_scores_tiny"])
+    rows = record["size_parameters"]["sql_rows"]
+    for contender in ("ours-scheduler", "process-pool"):
+        f = figures(record, "d", contender)
+        assert f["ok"], (contender, f["errors"])
+        assert f["rows"] == f["distinct_ids"] == f["items"] == rows, (contender, f)
+        assert f["wall_median_s"] > 0 and f["ratio_to_baseline"] is not None
+        assert f["tree_peak_rss_mb"] and f["worker_peak_rss_mb"], contender
+    ours = figures(record, "d", "ours-scheduler")
+    assert ours["same_output_as_baseline"] is True
+    assert ours["mini_batches"] == rows // record["size_parameters"]["sql_mini_batch_rows"]
+    # Ours' tree is the whole Airflow: its idle components were there before the run, and more ran.
+    assert 0 < ours["tree_first_rss_mb"] < ours["tree_peak_rss_mb"]
+    assert "| ours-scheduler |" in (tmp_path / "results" / "latest.md").read_text().split("(d) SQL")[-1]

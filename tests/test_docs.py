@@ -52,6 +52,10 @@ NOT_RUN = {
         "by tests/airflow/test_example_dags.py; make test is the whole suite, this test included"
     ),
     ("docs/development.md", "make test"): "the make targets run the test suite, this test included",
+    ("docs/sql.md", "python -m benchmarks --size full --workloads d --reps 1 \\"): (
+        "needs PostgreSQL and about 6 minutes; tests/test_benchmarks.py::test_tiny_sql_run_under_a_real_"
+        "scheduler_against_the_read_sql_loop runs the same harness, workload and contenders at --size tiny"
+    ),
     ("docs/install.md", "FROM apache/airflow:3.3.2-python3.11"): (
         "needs docker and the network; the pip install in it is the one `make` runs"
     ),

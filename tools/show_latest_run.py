@@ -24,7 +24,11 @@ def main(root: str) -> int:
         f"items:         {summary['succeeded_items']} succeeded, {summary['failed_items']} failed "
         f"of {summary['total_items']}"
     )
-    print(f"merged output: {summary['output']}")
+    print(f"merged output: {summary['output'] or 'none (output_action summary_only)'}")
+    sql = summary.get("sql_output")
+    if sql:
+        where = f"{sql['table']} of {sql['database']} ({sql['if_exists']})"
+        print(f"SQL output:    {sql['rows_written']} rows into {where}")
     print(f"summary:       {path}")
     print(f"report:        {summary['report']}")
     return 0

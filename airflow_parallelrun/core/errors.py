@@ -19,6 +19,14 @@ class InputError(ParallelRunError):
     """The input cannot be listed or read (missing folder, unreadable or corrupt file)."""
 
 
+class SqlSourceError(InputError):
+    """A SQL input could not be read: the connection, the table or the query failed in the database.
+
+    The message names the Connection id (or the URL with its password hidden) and the database's
+    own message; a retry would meet the same, so the partition step fails once.
+    """
+
+
 class InputReadError(InputError):
     """An input could not be read; ``items`` is how many items failed with it, if known."""
 
@@ -77,3 +85,7 @@ class RunSuperseded(ParallelRunError):
 
 class AggregateError(ParallelRunError):
     """The aggregate step itself failed (not a threshold): its summary says failed, with the error."""
+
+
+class SqlOutputError(ParallelRunError):
+    """A SQL sink's table cannot be written: the message names the database (never its password)."""

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.storage.location import Location
 from airflow_parallelrun.core.storage.manifest import RunLayout
+
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.sql.sink import SqlSink
 
 
 @dataclass(frozen=True)
@@ -20,6 +23,8 @@ class RunSpec:
     arguments: tuple[str, ...] = ()
     # None: the options registered for the output path (from a Connection), if any.
     storage_options: dict[str, Any] | None = None
+    # A SQL output with its URL (password included): in memory only, never written anywhere.
+    sink: SqlSink | None = None
 
     def layout(self) -> RunLayout:
         return RunLayout(Location(self.output_path, self.storage_options))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -13,6 +14,7 @@ from airflow_parallelrun.operators.run_context import (
     pull_run_key,
     resolved_config,
     run_spec,
+    sql_sink,
 )
 from airflow_parallelrun.operators.task_sdk import fail, skip
 
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.sql.sink import SqlTable
 
 
 class AggregateOperator(BaseOperator):
@@ -30,6 +33,7 @@ class AggregateOperator(BaseOperator):
     retries, as another try would count the same.
     """
 
+    template_fields: Sequence[str] = ("sql_output_conn_id",)
     ui_color = "#e6f4ea"
 
     def __init__(
@@ -39,10 +43,13 @@ class AggregateOperator(BaseOperator):
         config: ParallelRunConfig,
         input_conn_id: str | None = None,
         output_conn_id: str | None = None,
+        sql_output: SqlTable | None = None,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("trigger_rule", "all_done")
         super().__init__(**kwargs)
+        self.sql_output = sql_output
+        self.sql_output_conn_id = sql_output.conn_id if sql_output is not None else None
         self.partition_task_id = partition_task_id
         self.config = config
         self.input_conn_id = input_conn_id
@@ -63,7 +70,7 @@ class AggregateOperator(BaseOperator):
             raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
         try:
             summary = steps.aggregate(
-                run_spec(output_path, config, "", ()),
+                run_spec(output_path, config, "", (), sql_sink(self.sql_output, self.sql_output_conn_id)),
                 run_id=context["run_id"],
                 run_key=pull_run_key(context, self.partition_task_id),
             )

@@ -10,10 +10,12 @@ from airflow.sdk import TaskGroup
 
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
+from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset
+from airflow_parallelrun.core.sql.sink import SqlTable
 from airflow_parallelrun.operators.aggregate import AggregateOperator
 from airflow_parallelrun.operators.partition import PartitionOperator
 from airflow_parallelrun.operators.run import RunMiniBatchOperator
+from airflow_parallelrun.operators.sql_input import storage_conn_id
 
 #: Arguments of the run tasks that the task group sets itself: ``run_task_args`` may not name them.
 _RUN_TASK_OWN_ARGS = frozenset(
@@ -26,6 +28,7 @@ _RUN_TASK_OWN_ARGS = frozenset(
         "arguments",
         "input_conn_id",
         "output_conn_id",
+        "sql_output",
         "map_index_template",
     }
 )
@@ -75,17 +78,27 @@ def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
     return dict(run_task_args)
 
 
-def _check_group_arguments(inputs: Any, config: Any, arguments: Any) -> None:
+def _check_group_arguments(inputs: Any, config: Any, arguments: Any, output: Any = None) -> None:
     """Refuse, at parse time, an input that is not a dataset, a config of another type, bad arguments."""
-    if not isinstance(inputs, (FileDataset, TabularDataset)):
+    if not isinstance(inputs, (FileDataset, TabularDataset, SqlDataset)):
         raise ConfigError(
-            f"inputs={inputs!r} is not a dataset; give FileDataset(path=..., pattern=...) or "
-            "TabularDataset(path=..., format=...)"
+            f"inputs={inputs!r} is not a dataset; give FileDataset(path=..., pattern=...), "
+            "TabularDataset(path=..., format=...) or SqlDataset(conn_id=..., table=... or query=...)"
         )
     if not isinstance(config, ParallelRunConfig):
         raise ConfigError(f"config={config!r} is not a ParallelRunConfig; give ParallelRunConfig(...)")
+    if output is not None and not isinstance(output, SqlTable):
+        raise ConfigError(
+            f"output={output!r} is not a SqlTable; give SqlTable(conn_id=..., table=...), or leave it out "
+            "for the merged file only"
+        )
     if isinstance(arguments, str) or not isinstance(arguments, Sequence):
         raise ConfigError(f"arguments={arguments!r} must be a list of strings, e.g. ['--model_name', 'iris']")
+
+
+def _task_connections(inputs: Any, output_conn_id: str | None, output: SqlTable | None) -> dict[str, Any]:
+    """Return what the run and aggregate tasks take of the run's Connections and its SQL output."""
+    return {"input_conn_id": storage_conn_id(inputs), "output_conn_id": output_conn_id, "sql_output": output}
 
 
 class ParallelRunOperator(TaskGroup):
@@ -102,13 +115,16 @@ class ParallelRunOperator(TaskGroup):
     still queued or running fails at once in its partition task, changing nothing there: give
     each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
     Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
-    output; they are never written to the run's storage, its reports or XCom. So are secrets for
+    output; they are never written to the run's storage, its reports or XCom. A ``SqlDataset``
+    input is read once, by the partition task, into a snapshot under ``output_path``. So are secrets for
     the entry script: ``environment_variables`` values such as ``"{{ conn.my_api.password }}"``
     are rendered inside each task, masked in its log. A rendered value that is invalid (a path,
     ``files``, ``arguments``, a config template, an environment template) fails the task at
     once, without Airflow retries. ``output_asset``
     (an ``Asset``) is emitted by the aggregate task when the run succeeds, with the run's counts,
-    merged output URL and run id as the event's extra.
+    merged output URL and run id as the event's extra. ``output`` (a ``SqlTable``) writes what
+    ``run()`` returns into a database table as well, exactly once (with ``output_action=
+    "summary_only"``, instead of the merged file).
     Above ``[core] max_map_length`` mini-batches, each mapped task instance
     runs a pack of consecutive mini-batches, each still with its own tries, timeout and status.
 
@@ -125,27 +141,26 @@ class ParallelRunOperator(TaskGroup):
         self,
         *,
         task_id: str,
-        inputs: FileDataset | TabularDataset,
+        inputs: FileDataset | TabularDataset | SqlDataset,
         output_path: str,
         config: ParallelRunConfig,
         arguments: Sequence[str] = (),
         resume: bool = False,
         output_conn_id: str | None = None,
+        output: SqlTable | None = None,
         output_asset: Any = None,
         run_task_args: Mapping[str, Any] | None = None,
         tooltip: str = "",
         dag: Any = None,
         **operator_kwargs: Any,
     ) -> None:
-        _check_group_arguments(inputs, config, arguments)
+        _check_group_arguments(inputs, config, arguments, output)
         run_kwargs = {**operator_kwargs, **_check_run_task_args(run_task_args)}
         if "mini_batch_size" not in config.templates:
             # A size in the wrong unit fails at parse time; the tasks get it parsed.
             config = config.for_dataset(tabular=inputs.tabular)
-        group_kwargs: dict[str, Any] = {"group_id": task_id, "tooltip": tooltip or "parallel run"}
-        if dag is not None:
-            group_kwargs["dag"] = dag
-        super().__init__(**group_kwargs)
+        on_dag: dict[str, Any] = {"dag": dag} if dag is not None else {}
+        super().__init__(group_id=task_id, tooltip=tooltip or "parallel run", **on_dag)
         self.config = config
         self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
         with self:
@@ -160,7 +175,7 @@ class ParallelRunOperator(TaskGroup):
                 arguments=list(arguments),
                 **operator_kwargs,
             )
-            connections = {"input_conn_id": inputs.conn_id, "output_conn_id": output_conn_id}
+            connections = _task_connections(inputs, output_conn_id, output)
             run_kwargs.setdefault("max_active_tis_per_dagrun", max_active_run_tasks(config))
             self.run_task = RunMiniBatchOperator.partial(
                 task_id="run",

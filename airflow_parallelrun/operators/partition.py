@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import BaseOperator
 
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.sql.source import SqlDataset
 from airflow_parallelrun.hooks.storage import input_root, use_connections
 from airflow_parallelrun.operators.rendering import (
     check_arguments,
@@ -16,6 +17,7 @@ from airflow_parallelrun.operators.rendering import (
     render_environment,
 )
 from airflow_parallelrun.operators.run_context import INPUT_ROOT_KEY, OUTPUT_PATH_KEY, RUN_KEY_KEY, run_spec
+from airflow_parallelrun.operators.sql_input import resolve_sql_input, storage_conn_id
 from airflow_parallelrun.operators.task_sdk import dag_run_is_active, fail, max_map_length, run_owner
 
 if TYPE_CHECKING:
@@ -26,7 +28,14 @@ if TYPE_CHECKING:
     from airflow_parallelrun.core.spec import RunSpec
 
 #: How the partition's template fields are named to a DAG author.
-_FIELD_NAMES = {"input_path": "inputs.path", "input_files": "inputs.files", "config_templates": "config"}
+_FIELD_NAMES = {
+    "input_path": "inputs.path",
+    "input_files": "inputs.files",
+    "input_table": "inputs.table",
+    "input_query": "inputs.query",
+    "input_sql_conn_id": "inputs.conn_id",
+    "config_templates": "config",
+}
 
 
 class PartitionOperator(BaseOperator):
@@ -40,6 +49,9 @@ class PartitionOperator(BaseOperator):
     template_fields: Sequence[str] = (
         "input_path",
         "input_files",
+        "input_table",
+        "input_query",
+        "input_sql_conn_id",
         "output_path",
         "config_templates",
         "arguments",
@@ -67,6 +79,9 @@ class PartitionOperator(BaseOperator):
         self.inputs = inputs
         self.input_path = inputs.path
         self.input_files = inputs.files
+        self.input_table = getattr(inputs, "table", None)
+        self.input_query = getattr(inputs, "query", None)
+        self.input_sql_conn_id = inputs.conn_id if isinstance(inputs, SqlDataset) else None
         self.output_path = output_path
         self.config = config
         self.config_templates = config.templates
@@ -120,9 +135,8 @@ class PartitionOperator(BaseOperator):
         except ConfigError as exc:
             raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
         config = render_environment(self, context, config)
-        dataset = self.inputs.with_source(self.input_path, files)
-        root = input_root(dataset.path, dataset.files)
-        use_connections(root, self.inputs.conn_id, output_path, self.output_conn_id)
+        dataset, root = self._dataset(files)
+        use_connections(root, storage_conn_id(self.inputs), output_path, self.output_conn_id)
         spec = run_spec(output_path, config, self.entry_script, arguments)
         run_key, descriptors = self._partition(context, dataset, spec)
         ti = context["ti"]
@@ -131,12 +145,22 @@ class PartitionOperator(BaseOperator):
         ti.xcom_push(key=INPUT_ROOT_KEY, value=root)
         return descriptors
 
+    def _dataset(self, files: Any) -> tuple[Dataset, str | None]:
+        """Return the rendered input, and the URL prefix its storage Connection applies to (if any)."""
+        if isinstance(self.inputs, SqlDataset):
+            return (
+                resolve_sql_input(self.inputs, self.input_table, self.input_query, self.input_sql_conn_id),
+                None,
+            )
+        dataset = self.inputs.with_source(self.input_path, files)
+        return dataset, input_root(dataset.path, dataset.files)
+
     def _partition(
         self, context: Context, dataset: Dataset, spec: RunSpec
     ) -> tuple[str, list[dict[str, Any]]]:
         """Run the partition step under a new run key, then start this node's warm workers."""
         from airflow_parallelrun.core import steps
-        from airflow_parallelrun.core.errors import OutputPathInUse
+        from airflow_parallelrun.core.errors import OutputPathInUse, SqlSourceError
 
         run_key = steps.new_run_key()
         try:
@@ -153,6 +177,9 @@ class PartitionOperator(BaseOperator):
             raise fail(str(exc)) from exc
         except ConfigError as exc:
             raise fail(f"this run's configuration is invalid: {exc}") from None
+        except SqlSourceError as exc:
+            # The same read fails the same way on a retry, and queries the database again.
+            raise fail(f"the SQL input could not be read: {exc}") from None
         if warming := steps.start_warm_workers(spec, len(descriptors)):
             self.log.info(
                 "starting %d warm worker(s) on this node while the run tasks are scheduled", warming

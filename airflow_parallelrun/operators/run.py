@@ -14,6 +14,7 @@ from airflow_parallelrun.operators.run_context import (
     pull_run_key,
     resolved_config,
     run_spec,
+    sql_sink,
 )
 from airflow_parallelrun.operators.task_sdk import fail, skip
 
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
     from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.sql.sink import SqlTable
 
 
 class RunMiniBatchOperator(BaseOperator):
@@ -31,7 +33,7 @@ class RunMiniBatchOperator(BaseOperator):
     tries again (a cleared or retried task instance runs even after the run aborted).
     """
 
-    template_fields: Sequence[str] = ("arguments",)
+    template_fields: Sequence[str] = ("arguments", "sql_output_conn_id")
     ui_color = "#fef7e0"
 
     def __init__(
@@ -44,9 +46,12 @@ class RunMiniBatchOperator(BaseOperator):
         arguments: Sequence[str] = (),
         input_conn_id: str | None = None,
         output_conn_id: str | None = None,
+        sql_output: SqlTable | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        self.sql_output = sql_output
+        self.sql_output_conn_id = sql_output.conn_id if sql_output is not None else None
         self.mini_batch = mini_batch
         self.partition_task_id = partition_task_id
         self.input_conn_id = input_conn_id
@@ -67,7 +72,13 @@ class RunMiniBatchOperator(BaseOperator):
             arguments = check_arguments(self.arguments)
         except ConfigError as exc:
             raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
-        spec = run_spec(output_path, render_environment(self, context, config), self.entry_script, arguments)
+        spec = run_spec(
+            output_path,
+            render_environment(self, context, config),
+            self.entry_script,
+            arguments,
+            sql_sink(self.sql_output, self.sql_output_conn_id),
+        )
         first, count = int(self.mini_batch["index"]), int(self.mini_batch.get("count", 1))
         # A first try honours an abort; a cleared or retried task instance runs whatever happened.
         try:

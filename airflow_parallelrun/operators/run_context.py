@@ -7,9 +7,11 @@ values never go there: each task renders its own (see ``rendering.render_environ
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.hooks.storage import use_connections
 
 if TYPE_CHECKING:
@@ -17,6 +19,7 @@ if TYPE_CHECKING:
 
     from airflow_parallelrun.core.config import ParallelRunConfig
     from airflow_parallelrun.core.spec import RunSpec
+    from airflow_parallelrun.core.sql.sink import SqlSink, SqlTable
 
 OUTPUT_PATH_KEY = "output_path"
 INPUT_ROOT_KEY = "input_root"
@@ -24,7 +27,11 @@ RUN_KEY_KEY = "run_key"
 
 
 def run_spec(
-    output_path: str, config: ParallelRunConfig, entry_script: str, arguments: Sequence[str]
+    output_path: str,
+    config: ParallelRunConfig,
+    entry_script: str,
+    arguments: Sequence[str],
+    sink: SqlSink | None = None,
 ) -> RunSpec:
     """Return the core's description of this run."""
     from airflow_parallelrun.core.spec import RunSpec
@@ -34,7 +41,43 @@ def run_spec(
         config=config,
         entry_script=entry_script,
         arguments=tuple(str(a) for a in arguments),
+        sink=sink,
     )
+
+
+def sql_sink(output: SqlTable | None, conn_id: str | None = None) -> SqlSink | None:
+    """Return the SQL output with its URL, read from its Connection here, in this task's memory only.
+
+    ``conn_id`` is the task's rendering of ``output.conn_id`` (empty: the output's ``url``).
+    """
+    from airflow_parallelrun.core.errors import SqlOutputError
+    from airflow_parallelrun.core.sql.connection import rendered_database
+    from airflow_parallelrun.core.sql.sink import bind_sink
+    from airflow_parallelrun.hooks.sql import sqlalchemy_url
+    from airflow_parallelrun.operators.task_sdk import fail, mask_secret
+
+    if output is None:
+        return None
+    try:
+        rendered_id = output.conn_id if conn_id is None else conn_id
+        chosen, url = rendered_database("SqlTable", rendered_id, output.url)
+        if (chosen, url) != (output.conn_id, output.url):
+            output = dataclasses.replace(output, conn_id=chosen, url=url, key=output.key or None)
+    except ConfigError as exc:
+        raise fail(f"this DAG run's rendered values are invalid: {exc}") from None
+    if output.conn_id is None:
+        sink = bind_sink(output)
+    else:
+        try:
+            sink = bind_sink(output, sqlalchemy_url(output.conn_id))
+        except Exception as exc:
+            raise SqlOutputError(
+                f"the SqlTable's Connection {output.conn_id!r} cannot be read: {type(exc).__name__}: {exc}; "
+                "define it (Admin > Connections, or AIRFLOW_CONN_<ID>)"
+            ) from None
+    if sink.url.password:
+        mask_secret(str(sink.url.password))
+    return sink
 
 
 def pull_output_path(

@@ -99,7 +99,7 @@ def train_digits_model(model_path: str | Path) -> Path:
     """Train an SVC on the digits as read back from PNG (:func:`digits_features`); save it with joblib."""
     features, labels = digits_training_set()
     model = SVC(gamma="scale").fit(features, labels)
-    return _dump(model, Path(model_path))
+    return save_model(model, Path(model_path))
 
 
 def _tabular_frame(rows: int) -> pd.DataFrame:
@@ -144,10 +144,11 @@ def train_tabular_model(model_path: str | Path) -> Path:
     iris = load_iris()
     features = pd.DataFrame(iris.data, columns=TABULAR_FEATURES)
     model = LogisticRegression(max_iter=1000).fit(features, iris.target)
-    return _dump(model, Path(model_path))
+    return save_model(model, Path(model_path))
 
 
-def _dump(model: object, path: Path) -> Path:
+def save_model(model: object, path: Path) -> Path:
+    """Save ``model`` with joblib at ``path``, written under a temporary name and renamed into place."""
     with _atomic(path) as tmp:
         joblib.dump(model, tmp)
     return path

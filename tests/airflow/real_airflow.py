@@ -556,6 +556,21 @@ class RealAirflow:
                     found.setdefault(child.pid, child)
         return list(found.values())
 
+    def owns(self, process: psutil.Process) -> bool:
+        """Tell whether ``process`` belongs to this Airflow, as ``airflow_processes`` tells, cheaply.
+
+        A process in a component's session, or one that inherited this ``AIRFLOW_HOME`` (an
+        entry-script worker or warm pool, which start sessions of their own). For a sampler that
+        asks once per new process; the rarer finds of ``airflow_processes`` (by working folder or
+        command line) are left out.
+        """
+        try:
+            if os.getsid(process.pid) in self._sessions:
+                return True
+            return bool(process.environ().get("AIRFLOW_HOME") == str(self.home))
+        except (OSError, psutil.Error):
+            return False
+
     # -- DAG files ----------------------------------------------------------------------------
 
     def add_dag(self, name: str, source: str) -> Path:
@@ -743,6 +758,44 @@ def running_airflow(
         yield airflow
     finally:
         airflow.stop()
+
+
+def kill_at_failpoints(
+    airflow: RealAirflow, dag_id: str, run_id: str, markers: Mapping[str, Path], timeout: float = 600
+) -> dict[str, int]:
+    """SIGKILL each process that stops at an armed failpoint until the run ends; return ``{point: pid}``.
+
+    ``markers`` maps each armed point (see ``core/failpoints.py``) to its marker file, where the
+    process that stopped there wrote its process id.
+    """
+    killed: dict[str, int] = {}
+    deadline = time.monotonic() + timeout
+    while airflow.dag_run(dag_id, run_id)["state"] not in TERMINAL_RUN_STATES:
+        if time.monotonic() > deadline:
+            raise AirflowError(f"run {run_id} did not finish in {timeout}s; killed so far: {killed}")
+        for name, marker in markers.items():
+            if name not in killed and marker.exists() and marker.read_text():
+                killed[name] = int(marker.read_text())
+                os.kill(killed[name], signal.SIGKILL)
+        time.sleep(0.2)
+    return killed
+
+
+def trigger_and_kill(
+    airflow: RealAirflow, dag_id: str, points: Sequence[str], folder: Path, failpoints: Path
+) -> tuple[str, dict[str, int]]:
+    """Arm ``points`` in the ``failpoints`` file, start a run and SIGKILL whatever stops at them.
+
+    Returns the run id and ``{point: pid}`` of the processes killed; the points are disarmed
+    when the run ends. Markers are written into ``folder``.
+    """
+    markers = {name: folder / f"marker-{i}" for i, name in enumerate(points)}
+    failpoints.write_text(json.dumps({k: str(v) for k, v in markers.items()}))
+    try:
+        run_id = airflow.trigger(dag_id)
+        return run_id, kill_at_failpoints(airflow, dag_id, run_id, markers)
+    finally:
+        failpoints.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="module")

@@ -26,10 +26,12 @@ pytestmark = pytest.mark.airflow
 
 @pytest.fixture
 def snippet_folder(tmp_path: Path):
-    """Return a new folder in the test DAG bundle holding the snippets' entry script; removed after."""
+    """Return a new folder in the test DAG bundle holding the snippets' entry scripts; removed after."""
     folder = TEST_DAGS / f"docs_{uuid.uuid4().hex[:10]}"
     (folder / "scripts").mkdir(parents=True)
-    (folder / "scripts" / "score.py").write_text(snippet_source("scripts/score.py", tmp_path / "data"))
+    for script in sorted((SNIPPETS / "scripts").glob("*.py")):
+        name = f"scripts/{script.name}"
+        (folder / name).write_text(snippet_source(name, tmp_path / "data"))
     yield folder
     shutil.rmtree(folder, ignore_errors=True)
 
@@ -105,3 +107,39 @@ def test_providers_list_block_finds_the_provider() -> None:
     assert done.returncode == 0, done.stderr
     assert "airflow-provider-parallelrun" in done.stdout
     assert "0.1.0" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_sql_dag_scores_every_customer_into_the_table_and_a_second_run_upserts(
+    airflow_db: None, tmp_path: Path, snippet_folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """docs/sql.md's DAG and entry script, run on a SQLite warehouse named by its Connection."""
+    import pandas as pd
+    from sqlalchemy import create_engine, text
+
+    sys.path.insert(0, str(DAGS))
+    from parallelrun_examples.customers import ensure_customers_table, train_customers_model
+
+    data, warehouse = tmp_path / "data", tmp_path / "warehouse.db"
+    url = f"sqlite:///{warehouse}"
+    assert ensure_customers_table(url, "customers", rows=3_000) == 3_000
+    train_customers_model(data / "churn.joblib")
+    monkeypatch.setenv("AIRFLOW_CONN_WAREHOUSE", json.dumps({"conn_type": "sqlite", "host": str(warehouse)}))
+    dag = load_dag_module(_write(snippet_folder, "sql_dag.py", data)).dag
+
+    def scores() -> pd.DataFrame:
+        return pd.read_sql(text("SELECT customer_id, score FROM customer_scores ORDER BY customer_id"), url)
+
+    assert dag.test().state == "success"
+    first = scores()
+    assert first["customer_id"].tolist() == list(range(1, 3_001))
+    assert first["score"].between(0, 1).all()
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE customers SET support_tickets = 20 WHERE customer_id <= 100"))
+    engine.dispose()
+    assert dag.test().state == "success"
+    second = scores()
+    assert second["customer_id"].tolist() == list(range(1, 3_001)), "the second run added rows"
+    assert (second["score"][:100] > first["score"][:100]).all()
+    pd.testing.assert_series_equal(second["score"][100:], first["score"][100:])

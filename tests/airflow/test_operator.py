@@ -82,6 +82,9 @@ def test_templated_fields_are_the_input_and_output_paths_and_arguments(script: P
     assert set(dag.task_dict["score.partition"].template_fields) == {
         "input_path",
         "input_files",
+        "input_table",  # a SqlDataset's table and query
+        "input_query",
+        "input_sql_conn_id",  # a SqlDataset's conn_id, which may be a template (url: its fallback)
         "output_path",
         "config_templates",  # ParallelRunConfig's fields given as templates, if any
         "arguments",  # to warm the run's workers with the same arguments the run tasks use

@@ -7,16 +7,13 @@ and writes its process id; the test SIGKILLs that process and Airflow retries th
 from __future__ import annotations
 
 import json
-import os
-import signal
 import textwrap
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.airflow.real_airflow import RealAirflow, running_airflow
+from tests.airflow.real_airflow import RealAirflow, running_airflow, trigger_and_kill
 
 # The timeouts only bound a hang (Airflow's start-up and a run take long on a busy machine).
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -105,21 +102,9 @@ def test_tasks_sigkilled_at_every_point_leave_every_row_exactly_once(
         "part_published:mb-000002": "between the part and the status",
         "replace:mb-000003.json": "while the status is written",
     }
-    markers = {name: tmp_path / f"marker-{i}" for i, name in enumerate(points)}
-    (airflow.home / "failpoints.json").write_text(json.dumps({k: str(v) for k, v in markers.items()}))
-    try:
-        run_id = airflow.trigger("recovery_kills")
-        killed: dict[str, int] = {}
-        deadline = time.monotonic() + 600
-        while airflow.dag_run("recovery_kills", run_id)["state"] not in ("success", "failed"):
-            assert time.monotonic() < deadline, f"run did not finish; killed so far: {killed}"
-            for name, marker in markers.items():
-                if name not in killed and marker.exists():
-                    killed[name] = int(marker.read_text())
-                    os.kill(killed[name], signal.SIGKILL)
-            time.sleep(0.2)
-    finally:
-        (airflow.home / "failpoints.json").unlink(missing_ok=True)
+    run_id, killed = trigger_and_kill(
+        airflow, "recovery_kills", list(points), tmp_path, airflow.home / "failpoints.json"
+    )
     assert set(killed) == set(points), f"not every point was reached: {set(points) - set(killed)}"
     assert airflow.dag_run("recovery_kills", run_id)["state"] == "success"
     # Every row exactly once, in order, although five task processes died mid-way.

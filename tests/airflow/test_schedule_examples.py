@@ -225,6 +225,7 @@ EXAMPLES = (
     "parallelrun_form",
     "parallelrun_asset_or_time",
     "parallelrun_retrain",
+    "parallelrun_sql",
 )
 
 PARSE_PROBE = """

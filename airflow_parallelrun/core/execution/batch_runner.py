@@ -16,7 +16,7 @@ import traceback
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from airflow_parallelrun.core.errors import EntryScriptLoadError, StorageError
+from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError, StorageError
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.failpoints import failpoint
@@ -159,11 +159,12 @@ class BatchRunner:
         """Stage, try, and publish one mini-batch; return its status."""
         config, out = self.spec.config, self.layout.output
         started = time.perf_counter()
-        ext = PART_EXTENSIONS[config.append_row_format]
-        part_local = (
-            os.path.join(self.scratch, f"{mb.id}.{ext}") if config.output_action == "append_row" else None
-        )
-        result, tries = self._stage_and_try(mb, part_local)
+        # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
+        fmt = "rows" if self.spec.sink is not None else config.append_row_format
+        ext = PART_EXTENSIONS[fmt]
+        wants_part = config.output_action == "append_row" or self.spec.sink is not None
+        part_local = os.path.join(self.scratch, f"{mb.id}.{ext}") if wants_part else None
+        result, tries = self._stage_and_try(mb, part_local, fmt)
         status = _status_of(mb, result, tries, run_id)
         status.run_key, status.task_try = self.run_key, self.task_try
         if self.run_key is not None:
@@ -173,6 +174,8 @@ class BatchRunner:
                 if self.upload_dir is not None:
                     _clear_outputs(self.upload_dir, keep_logs=False)
                 raise
+        if status.succeeded and part_local is not None and self.spec.sink is not None:
+            part_local = self._stage_rows(mb, status, part_local)
         try:
             self._publish(mb, status, part_local, ext)
             status.seconds_total = round(time.perf_counter() - started, 6)
@@ -186,7 +189,28 @@ class BatchRunner:
             ) from exc
         return status
 
-    def _stage_and_try(self, mb: MiniBatch, part_local: str | None) -> tuple[TryResult, int]:
+    def _stage_rows(self, mb: MiniBatch, status: BatchStatus, part_local: str) -> str | None:
+        """Commit the part's rows to the SQL sink's staging table; return the part, if still wanted.
+
+        After the worker wrote the part and before the status says succeeded: a task killed in
+        between runs the mini-batch again and replaces the same staged rows. Rows that do not
+        fit the staging table (columns earlier mini-batches did not return) fail the mini-batch.
+        """
+        from airflow_parallelrun.core.sql.staging import stage_part
+
+        assert self.spec.sink is not None
+        try:
+            stage_part(self.spec.sink, self.run_key, mb.id, part_local)
+        except RunOutputError as exc:
+            log.warning("%s: %s", mb.id, exc)
+            status.status, status.error_category, status.error_message = FAILED, exc.category, str(exc)
+            status.items_failed, status.items_succeeded = status.items_total, 0
+        if status.succeeded and self.spec.config.output_action == "append_row":
+            return part_local
+        os.unlink(part_local)  # summary_only: the table instead of the merged file
+        return None
+
+    def _stage_and_try(self, mb: MiniBatch, part_local: str | None, fmt: str) -> tuple[TryResult, int]:
         """Fetch the mini-batch's inputs to a local folder and try it; return the last try and the count."""
         staged = self._folder("input", mb.id)
         try:
@@ -207,7 +231,7 @@ class BatchRunner:
                     ),
                     1,
                 )
-            return self._tries(local_mb, part_local)
+            return self._tries(local_mb, part_local, fmt)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
 
@@ -253,7 +277,7 @@ class BatchRunner:
         worker.start()
         return worker
 
-    def _tries(self, mb: MiniBatch, part_local: str | None) -> tuple[TryResult, int]:
+    def _tries(self, mb: MiniBatch, part_local: str | None, fmt: str) -> tuple[TryResult, int]:
         config = self.spec.config
         result = TryResult(ok=False, category="not_run", message="not tried")
         for tries in range(1, config.run_max_try + 1):
@@ -273,7 +297,7 @@ class BatchRunner:
             if self.upload_dir is not None:
                 # What an earlier, failed try wrote must not be published with this one's.
                 _clear_outputs(self.upload_dir, keep_logs=True)
-            result = self.worker.run(mb, part_local, config.append_row_format, config.run_invocation_timeout)
+            result = self.worker.run(mb, part_local, fmt, config.run_invocation_timeout)
             if result.ok or result.category == "input":
                 return result, tries
             log.warning(

@@ -11,6 +11,7 @@ from typing import Any
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.formats import FORMATS
 from airflow_parallelrun.core.inputs.paths import is_relative_glob
+from airflow_parallelrun.core.sql.source import SqlDataset
 
 
 def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
@@ -119,4 +120,4 @@ class TabularDataset:
         return dataclasses.replace(self, path=path, files=files)
 
 
-Dataset = FileDataset | TabularDataset
+Dataset = FileDataset | TabularDataset | SqlDataset

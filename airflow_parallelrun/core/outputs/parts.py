@@ -12,7 +12,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PART_EXTENSIONS = {"text": "txt", "csv": "csv", "parquet": "parquet"}
+#: ``rows``: the part of a run with a SQL sink, whatever the merged file's format: parquet, from
+#: a DataFrame or a list of dicts only (the sink needs named columns).
+PART_EXTENSIONS = {"text": "txt", "csv": "csv", "parquet": "parquet", "rows": "parquet"}
 
 
 def count_results(result: Any) -> int:
@@ -61,13 +63,16 @@ def format_text(result: Any) -> bytes:
     >>> import pandas as pd
     >>> format_text(pd.DataFrame({"id": [1, 2], "p": [0.5, 1.0]}))
     b'1 0.5\\n2 1.0\\n'
+    >>> format_text(pd.DataFrame({"id": [1, 2], "label": ["a", None]}))
+    b'1 a\\n2 nan\\n'
     >>> format_text([])
     b''
     """
     if _is_frame(result):
         if result.empty:
             return b""
-        columns = [result[c].astype(str) for c in result.columns]
+        # map(str), not astype(str): pandas 3 keeps a missing string missing through astype(str).
+        columns = [result[c].astype(object).map(str) for c in result.columns]
         lines = columns[0]
         for col in columns[1:]:
             lines = lines + " " + col
@@ -84,14 +89,58 @@ def write_part(result: Any, fmt: str, path: str) -> None:
             f.write(format_text(result))
     elif fmt == "csv":
         _as_frame(result).to_csv(path, index=False)
-    elif fmt == "parquet":
+    elif fmt in ("parquet", "rows"):
+        import pandas as pd
         import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pa.Table.from_pandas(_as_frame(result), preserve_index=False)
+        if fmt == "rows":
+            check_rows(result)
+        # No rows to name columns by: an empty part, not one with a column called "result".
+        frame = _as_frame(result) if fmt == "parquet" or len(result) else pd.DataFrame()
+        table = pa.Table.from_pandas(frame, preserve_index=False)
         pq.write_table(table, path, use_dictionary=dictionary_columns(table.schema))
     else:
         raise ValueError(f"unknown append_row_format {fmt!r}")
+
+
+def check_rows(result: Any) -> None:
+    """Refuse a result a SQL table cannot take: anything but a DataFrame or a list of dicts.
+
+    >>> check_rows([{"id": 1, "score": 0.5}]); check_rows([])
+    >>> check_rows(["a.png: 3"])
+    Traceback (most recent call last):
+    ...
+    airflow_parallelrun.core.errors.RunOutputError: run() returned a list of str ('a.png: 3'); ...
+    """
+    if _is_frame(result) or all(isinstance(r, dict) for r in result):
+        return
+    odd = next(r for r in result if not isinstance(r, dict))
+    raise RunOutputError(
+        f"run() returned a list of {type(odd).__name__} ({_preview(odd)}); with output=SqlTable(...) "
+        "each result is a row of the table: return a pandas DataFrame or a list of dicts, e.g. "
+        "`return df[['id', 'score']]` or `return [{'id': i, 'score': s} for ...]`"
+    )
+
+
+def as_format(part: bytes, fmt: str) -> bytes:
+    """Return a parquet part (a SQL sink's) in the merged file's format ``fmt``.
+
+    >>> import io, pyarrow as pa, pyarrow.parquet as pq
+    >>> buf = io.BytesIO(); pq.write_table(pa.table({"id": [1, 2], "p": [0.5, 1.0]}), buf)
+    >>> as_format(buf.getvalue(), "text"), as_format(buf.getvalue(), "csv")
+    (b'1 0.5\\n2 1.0\\n', b'id,p\\n1,0.5\\n2,1.0\\n')
+    """
+    import io
+
+    import pyarrow.parquet as pq
+
+    if fmt == "parquet":
+        return part
+    frame = pq.read_table(io.BytesIO(part)).to_pandas()
+    if fmt == "text":
+        return format_text(frame)
+    return bytes(frame.to_csv(index=False).encode())
 
 
 def dictionary_columns(schema: Any) -> list[str]:

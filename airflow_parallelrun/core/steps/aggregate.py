@@ -21,6 +21,7 @@ from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.reading import count_piece_items
 from airflow_parallelrun.core.outputs.counting import count_run
 from airflow_parallelrun.core.outputs.merge import merge_parts
+from airflow_parallelrun.core.outputs.parts import as_format
 from airflow_parallelrun.core.outputs.report import failure_message, render_report
 from airflow_parallelrun.core.outputs.status import NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
 from airflow_parallelrun.core.outputs.summary import build_summary, failed_summary, first_errors
@@ -105,6 +106,7 @@ def _aggregate(
     merged_url = _merge(layout, statuses, config) if config.output_action == "append_row" else None
     _write_dead_letters(layout, statuses)
     layout.output.write_bytes(layout.report, render_report(statuses))
+    sql_output = _write_table(spec, statuses, (run_key, accepted), reasons)
     summary = build_summary(
         statuses,
         layout=layout,
@@ -115,6 +117,8 @@ def _aggregate(
         aborted=aborted,
         merged_url=merged_url,
     )
+    if sql_output is not None:
+        summary["sql_output"] = sql_output
     check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
     layout.output.write_json(layout.summary, summary)
     if reasons:
@@ -179,6 +183,27 @@ def _never_ran(mb: MiniBatch, run_key: str | None, aborted: str | None) -> Batch
     )
 
 
+def _write_table(
+    spec: RunSpec,
+    statuses: list[BatchStatus],
+    run: tuple[str | None, Collection[str | None]],
+    reasons: list[str],
+) -> dict[str, Any] | None:
+    """Move a succeeded run's staged rows into the SQL sink's table; return what the summary says of it.
+
+    A run that failed writes nothing into the table: its staged rows stay for a resume or for
+    its failed tasks, cleared, to complete it.
+    """
+    from airflow_parallelrun.core.sql.merge import merge_run, outcome
+
+    if spec.sink is None:
+        return None
+    if reasons:
+        return outcome(spec.sink, 0, note="not written: the run failed; its staged rows are kept")
+    run_key, accepted = run
+    return merge_run(spec.sink, run_key, accepted, [(s.run_key, s.id) for s in statuses if s.succeeded])
+
+
 def _write_dead_letters(layout: RunLayout, statuses: list[BatchStatus]) -> None:
     """List every input that was not processed, and write a record for mini-batches nobody ran."""
     out = layout.output
@@ -199,7 +224,10 @@ def _merge(layout: RunLayout, statuses: list[BatchStatus], config: ParallelRunCo
         for s in statuses:
             if s.succeeded and s.part:
                 # One part in memory at a time, read with the storage retries.
-                yield io.BytesIO(out.read_bytes(s.part))
+                data = out.read_bytes(s.part)
+                if s.part.endswith(".parquet") and config.append_row_format != "parquet":
+                    data = as_format(data, config.append_row_format)  # a SQL sink's part
+                yield io.BytesIO(data)
 
     target = out.join(config.output_file_name)
     if config.append_row_format == "parquet" and not any(s.succeeded and s.part for s in statuses):

@@ -41,8 +41,6 @@ def partition(
     an earlier run at the path has not finished and ``is_active(its owner)`` says it still runs,
     this raises ``OutputPathInUse`` and changes nothing: two runs never share one path's state.
     """
-    from airflow_parallelrun.core.inputs.splitting import partition_dataset
-
     layout = spec.layout()
     run_key = run_key or new_run_key()
     size = spec.config.batch_size(tabular=dataset.tabular)
@@ -50,7 +48,7 @@ def partition(
     earlier, finished = _earlier_run(layout, owner, is_active)
     running = _mark_running(layout, run_key, owner, earlier, finished)
     try:
-        batches, header = partition_dataset(dataset, size)
+        batches, header = _split(dataset, size, layout, run_key=run_key, owner=owner, resume=resume)
     except Exception as exc:
         failed = {**running, "status": "failed", "step": "partition", "error": f"{type(exc).__name__}: {exc}"}
         layout.output.write_json(layout.summary, failed)
@@ -67,6 +65,20 @@ def partition(
     descriptors = pack(batches, spec.config.run_task_count(len(batches), max_tasks))
     _log_partition(header, len(batches), size, len(descriptors), time.perf_counter() - started)
     return descriptors
+
+
+def _split(
+    dataset: Dataset, size: Any, layout: RunLayout, *, run_key: str, owner: Any, resume: bool
+) -> tuple[list[MiniBatch], dict[str, Any]]:
+    """List and split the input; a SQL input is read into its snapshot first (or reuses it)."""
+    from airflow_parallelrun.core.inputs.splitting import partition_dataset
+    from airflow_parallelrun.core.sql.source import SqlDataset
+
+    if isinstance(dataset, SqlDataset):
+        from airflow_parallelrun.core.sql.splitting import partition_sql
+
+        return partition_sql(dataset, size, layout, run_key=run_key, owner=owner, resume=resume)
+    return partition_dataset(dataset, size)
 
 
 def _log_partition(header: dict[str, Any], batches: int, size: Any, tasks: int, seconds: float) -> None:
@@ -180,7 +192,7 @@ def _resumable(
             what = "the input changed" if key == "fingerprint" else f"{key} changed"
             return False, (
                 f"resume: {what} since the earlier run at this output path (files added, removed, resized "
-                "or modified); starting clean"
+                "or modified; for a SQL input, a new snapshot was read); starting clean"
             )
     if earlier.get("total_mini_batches") != total:
         return False, "resume: the mini-batches differ from the earlier run's; starting clean"
