@@ -377,3 +377,20 @@ def test_staged_rows_keep_every_value_as_an_insert_of_them_does(sql_database, tm
     assert [tuple(r) for r in got] == [tuple(r) for r in want]
     assert got[1][2:] == (2, None, None, False, None, None, None, None)
     assert got[0][-2:] == ("a\tb\nc\\d", b"\x00\x01\\") and got[2][-2] == "\\N"
+
+
+def test_postgresql_stages_by_copy_and_the_others_by_insert(sql_database, tmp_path: Path) -> None:
+    from airflow_parallelrun.core.sql.staging import engine_of
+
+    name = sink_tables(sql_database, sql_database.table("copied"))
+    pq.write_table(pa.table({"id": list(range(5)), "score": [0.5] * 5}), tmp_path / "p.parquet")
+    sink = bind_sink(SqlTable(url=sql_database.url, table=name))
+    statements: list[str] = []
+    sa.event.listen(engine_of(sink), "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert stage_part(sink, "k", "mb-000000", str(tmp_path / "p.parquet")) == 5
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT") and STAGING_SUFFIX in s]
+    assert len(inserts) == (0 if sql_database.kind == "postgresql" else 1)
+    engine = sql_database.engine()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT COUNT(*) FROM {name}{STAGING_SUFFIX}")).scalar_one() == 5
+    engine.dispose()
