@@ -332,3 +332,65 @@ def test_a_mini_batch_returning_other_columns_fails_alone_saying_which(sql_datab
     error = summary["first_errors"][0]
     assert error["category"] == "run_output" and "run() returned columns ['extra']" in error["message"]
     assert rows(sql_database, table) == expected(range(4)) + expected(range(8, 10))
+
+
+def test_staged_rows_keep_every_value_as_an_insert_of_them_does(sql_database, tmp_path: Path) -> None:
+    # On PostgreSQL the rows go by COPY: they must read back as the same rows INSERTed do (NULLs,
+    # zones, decimals, booleans, bytes, and strings with tabs, newlines, backslashes and \N).
+    from datetime import UTC, date, datetime
+    from decimal import Decimal
+
+    name = sink_tables(sql_database, sql_database.table("types"))
+    sql_database.created.append(name + "_twin")
+    part = pa.table(
+        {
+            "id": pa.array([1, 2, 3], pa.int64()),
+            "score": [0.1, None, float("1e300")],
+            "price": pa.array([Decimal("12.34"), None, Decimal("-0.01")], pa.decimal128(10, 2)),
+            "flag": [True, False, None],
+            "at": pa.array(
+                [datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC), None, datetime(1999, 12, 31, tzinfo=UTC)]
+            ),
+            "day": [date(2026, 1, 2), None, date(2000, 2, 29)],
+            "label": ["a\tb\nc\\d", None, "\\N"],
+            "blob": [b"\x00\x01\\", None, b""],
+        }
+    )
+    pq.write_table(part, tmp_path / "p.parquet")
+    sink = bind_sink(SqlTable(url=sql_database.url, table=name))
+    assert stage_part(sink, "k", "mb-000000", str(tmp_path / "p.parquet")) == 3
+    engine = sql_database.engine()
+    staged = sa.Table(name + STAGING_SUFFIX, sa.MetaData(), autoload_with=engine)
+    twin = sa.Table(name + "_twin", sa.MetaData(), *[c.copy() for c in staged.c])
+    twin.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            twin.insert(),
+            [
+                {**r, "parallelrun_run_key": "k", "parallelrun_mini_batch": "mb-000000"}
+                for r in part.to_pylist()
+            ],
+        )
+    with engine.connect() as conn:
+        got, want = (conn.execute(sa.select(t).order_by(t.c.id)).fetchall() for t in (staged, twin))
+    engine.dispose()
+    assert [tuple(r) for r in got] == [tuple(r) for r in want]
+    assert got[1][2:] == (2, None, None, False, None, None, None, None)
+    assert got[0][-2:] == ("a\tb\nc\\d", b"\x00\x01\\") and got[2][-2] == "\\N"
+
+
+def test_postgresql_stages_by_copy_and_the_others_by_insert(sql_database, tmp_path: Path) -> None:
+    from airflow_parallelrun.core.sql.staging import engine_of
+
+    name = sink_tables(sql_database, sql_database.table("copied"))
+    pq.write_table(pa.table({"id": list(range(5)), "score": [0.5] * 5}), tmp_path / "p.parquet")
+    sink = bind_sink(SqlTable(url=sql_database.url, table=name))
+    statements: list[str] = []
+    sa.event.listen(engine_of(sink), "before_cursor_execute", lambda *a: statements.append(a[2]))
+    assert stage_part(sink, "k", "mb-000000", str(tmp_path / "p.parquet")) == 5
+    inserts = [s for s in statements if s.lstrip().upper().startswith("INSERT") and STAGING_SUFFIX in s]
+    assert len(inserts) == (0 if sql_database.kind == "postgresql" else 1)
+    engine = sql_database.engine()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT COUNT(*) FROM {name}{STAGING_SUFFIX}")).scalar_one() == 5
+    engine.dispose()

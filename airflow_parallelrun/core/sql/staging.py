@@ -14,17 +14,21 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import SqlOutputError
 from airflow_parallelrun.core.failpoints import failpoint
+from airflow_parallelrun.core.sql.copy_rows import can_copy, copy_rows
 from airflow_parallelrun.core.sql.engine import database_message, make_engine
 from airflow_parallelrun.core.sql.sink import STAGING_SUFFIX, SqlSink
 from airflow_parallelrun.core.sql.tables import MINI_BATCH, RUN_KEY, bookkeeping, reflect, staging
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy import Table
+    from sqlalchemy.engine import Connection, Engine
 
 log = logging.getLogger(__name__)
 
 #: Rows per INSERT round trip.
 INSERT_ROWS = 10_000
+#: Rows per record batch read from the part for a COPY (one COPY streams them all).
+COPY_ROWS = 10_000
 #: One engine per database for the life of the task process: a task stages several mini-batches.
 _engines: dict[str, Engine] = {}
 
@@ -75,12 +79,21 @@ def _stage(engine: Engine, sink: SqlSink, run_key: str, mb_id: str, part_path: s
     with engine.begin() as conn:
         if table is not None:
             conn.execute(table.delete().where(*_is(table, mine)))
-            for batch in part.iter_batches(INSERT_ROWS) if rows else ():
-                conn.execute(table.insert(), [{**row, **mine} for row in batch.to_pylist()])
+            if rows:
+                _insert(conn, table, mine, part)
         failpoint(f"sql_staging:{mb_id}")
         conn.execute(done.delete().where(*_is(done, mine)))
         conn.execute(done.insert().values(**mine, rows=rows, written_at=datetime.now(UTC)))
     return int(rows)
+
+
+def _insert(conn: Connection, table: Table, mine: dict[str, str], part: Any) -> None:
+    """Insert the part's rows: by COPY on PostgreSQL (psycopg), else by batches of INSERTs."""
+    if can_copy(conn):
+        copy_rows(conn, table, mine, part.schema_arrow.names, part.iter_batches(COPY_ROWS))
+        return
+    for batch in part.iter_batches(INSERT_ROWS):
+        conn.execute(table.insert(), [{**row, **mine} for row in batch.to_pylist()])
 
 
 def _is(table: Any, values: dict[str, str]) -> list[Any]:
