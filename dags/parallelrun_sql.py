@@ -16,9 +16,10 @@ the ``customers`` table if it does not exist and never touches it if it does. Se
 
 from __future__ import annotations
 
-from airflow.sdk import DAG, CronTriggerTimetable, Param, task
+from airflow.sdk import DAG, Param, task
 from parallelrun_examples.customers import examples_database_url
 from parallelrun_examples.settings import examples_dir
+from parallelrun_examples.timetables import CronTriggerTimetable
 from pendulum import datetime
 
 from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, SqlDataset, SqlTable
