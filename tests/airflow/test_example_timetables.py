@@ -38,7 +38,7 @@ def test_no_example_dag_imports_a_timetable_airflow_3_1_lacks_from_airflow_sdk()
     }
     assert {path: names for path, names in found.items() if names} == {}
     users = [path for path in found if "parallelrun_examples.timetables" in (DAGS / path).read_text()]
-    assert users == ["parallelrun_asset_or_time.py", "parallelrun_nightly.py"]
+    assert users == ["parallelrun_asset_or_time.py", "parallelrun_nightly.py", "parallelrun_sql.py"]
 
 
 def test_the_check_sees_an_import_from_airflow_sdk() -> None:
