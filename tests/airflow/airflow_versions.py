@@ -28,6 +28,15 @@ def dag_serialization() -> Any:
     return DagSerialization
 
 
+def fail_exception() -> type[Exception]:
+    """Return ``AirflowFailException``: ``airflow.sdk.exceptions`` from 3.2, ``airflow.exceptions`` in 3.1."""
+    try:
+        from airflow.sdk.exceptions import AirflowFailException
+    except ImportError:  # Airflow 3.1
+        from airflow.exceptions import AirflowFailException  # type: ignore[no-redef]
+    return AirflowFailException
+
+
 def airflow_conf() -> Any:
     """Return Airflow's configuration as a task reads it (``airflow.configuration`` before 3.2)."""
     try:

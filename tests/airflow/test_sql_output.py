@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.sql.sink import DONE_SUFFIX, MERGES_SUFFIX, STAGING_SUFFIX, SqlTable
+from tests.airflow.airflow_versions import dag_serialization
 from tests.airflow.conftest import task_instances
 
 pytestmark = [pytest.mark.airflow]
@@ -221,7 +222,6 @@ def test_an_output_that_is_not_a_sql_table_is_refused_when_the_dag_is_parsed(tmp
 
 def test_a_url_given_in_the_dag_file_never_reaches_the_serialized_dag(tmp_path) -> None:
     from airflow.sdk import DAG
-    from airflow.serialization.serialized_objects import DagSerialization
 
     from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, TabularDataset
 
@@ -234,6 +234,6 @@ def test_a_url_given_in_the_dag_file_never_reaches_the_serialized_dag(tmp_path) 
             output=SqlTable(url="postgresql+psycopg://scorer:pw-Zq81secret@db/dw", table="scores"),
             config=ParallelRunConfig(entry_script=str(tmp_path / "s.py")),
         )
-    text = json.dumps(DagSerialization.to_dict(dag), default=str)
+    text = json.dumps(dag_serialization().to_dict(dag), default=str)
     assert "SqlTable(url=<hidden>, table='scores'" in text
     assert "pw-Zq81secret" not in text

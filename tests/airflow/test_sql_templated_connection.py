@@ -14,6 +14,7 @@ import pytest
 from airflow_parallelrun import SqlDataset, SqlTable
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.sql.connection import rendered_database
+from tests.airflow.airflow_versions import fail_exception
 
 pytestmark = [pytest.mark.airflow]
 
@@ -47,8 +48,7 @@ def test_the_rendering_picks_the_connection_or_the_url() -> None:
 
 
 def test_the_partition_reads_the_rendered_connection_or_the_url(monkeypatch) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
+    AirflowFailException = fail_exception()
     from airflow_parallelrun.operators.sql_input import resolve_sql_input
 
     monkeypatch.setenv(
@@ -65,8 +65,7 @@ def test_the_partition_reads_the_rendered_connection_or_the_url(monkeypatch) -> 
 
 
 def test_the_run_and_aggregate_tasks_bind_the_rendered_connection_or_the_url(monkeypatch) -> None:
-    from airflow.sdk.exceptions import AirflowFailException
-
+    AirflowFailException = fail_exception()
     from airflow_parallelrun.operators.run_context import sql_sink
 
     monkeypatch.setenv("AIRFLOW_CONN_LOCAL_DB", json.dumps({"conn_type": "sqlite", "host": "/data/other.db"}))
