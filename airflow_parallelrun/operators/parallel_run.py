@@ -78,7 +78,9 @@ def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
     return dict(run_task_args)
 
 
-def _check_group_arguments(inputs: Any, config: Any, arguments: Any, output: Any = None) -> None:
+def _check_group_arguments(
+    inputs: Any, config: Any, arguments: Any, output: Any = None, resume: bool = False
+) -> None:
     """Refuse, at parse time, an input that is not a dataset, a config of another type, bad arguments."""
     if not isinstance(inputs, (FileDataset, TabularDataset, SqlDataset)):
         raise ConfigError(
@@ -92,8 +94,23 @@ def _check_group_arguments(inputs: Any, config: Any, arguments: Any, output: Any
             f"output={output!r} is not a SqlTable; give SqlTable(conn_id=..., table=...), or leave it out "
             "for the merged file only"
         )
+    _check_resume(resume, output)
     if isinstance(arguments, str) or not isinstance(arguments, Sequence):
         raise ConfigError(f"arguments={arguments!r} must be a list of strings, e.g. ['--model_name', 'iris']")
+
+
+def _check_resume(resume: bool, output: SqlTable | None) -> None:
+    """Refuse ``resume=True`` with a table output that ``replace``s: the reused rows would be lost.
+
+    An earlier run's merge moved its mini-batches' rows out of staging; a resumed run reuses those
+    mini-batches without staging them again, and its ``replace`` would empty the table of them.
+    """
+    if resume and output is not None and output.if_exists == "replace":
+        raise ConfigError(
+            f"resume=True with output=SqlTable(table={output.table!r}, if_exists='replace') would empty "
+            "the table of the rows of the mini-batches it reuses; use if_exists='append' or 'upsert' "
+            "with resume, or resume=False to score everything again"
+        )
 
 
 def _task_connections(inputs: Any, output_conn_id: str | None, output: SqlTable | None) -> dict[str, Any]:
@@ -154,7 +171,7 @@ class ParallelRunOperator(TaskGroup):
         dag: Any = None,
         **operator_kwargs: Any,
     ) -> None:
-        _check_group_arguments(inputs, config, arguments, output)
+        _check_group_arguments(inputs, config, arguments, output, resume)
         run_kwargs = {**operator_kwargs, **_check_run_task_args(run_task_args)}
         if "mini_batch_size" not in config.templates:
             # A size in the wrong unit fails at parse time; the tasks get it parsed.

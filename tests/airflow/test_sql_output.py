@@ -205,6 +205,35 @@ def test_a_database_error_names_the_connection_and_never_its_password(
     assert "in Connection 'sqlout_down' failed" in summary["error"]
 
 
+def test_resume_with_a_table_output_that_replaces_is_refused_when_the_dag_is_parsed(tmp_path) -> None:
+    from airflow.sdk import DAG
+
+    from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, TabularDataset
+
+    (tmp_path / "s.py").write_text(SCRIPT)
+    arguments: dict[str, Any] = {
+        "inputs": TabularDataset(path=str(tmp_path), format="csv"),
+        "output_path": str(tmp_path),
+        "config": ParallelRunConfig(entry_script=str(tmp_path / "s.py")),
+        "resume": True,
+    }
+    with (
+        DAG("sqlout_resume_replace", schedule=None),
+        pytest.raises(ConfigError, match=r"resume=True .*replace"),
+    ):
+        ParallelRunOperator(
+            task_id="score",
+            output=SqlTable(url="sqlite:///scores.db", table="s", if_exists="replace"),
+            **arguments,
+        )
+    with DAG("sqlout_resume_upsert", schedule=None):
+        ParallelRunOperator(
+            task_id="score",
+            output=SqlTable(url="sqlite:///scores.db", table="s", key=["id"], if_exists="upsert"),
+            **arguments,
+        )
+
+
 def test_an_output_that_is_not_a_sql_table_is_refused_when_the_dag_is_parsed(tmp_path) -> None:
     from airflow_parallelrun import ParallelRunConfig, ParallelRunOperator, TabularDataset
 
