@@ -23,10 +23,14 @@ export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+$(VENV)/.installed: pyproject.toml constraints.txt tests/servers/azurite-package/package-lock.json
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade "pip>=24"
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	# Azurite, the Azure Blob server of the object-store tests (Node.js and npm), pinned by its lock file.
+	mkdir -p $(VENV)/azurite
+	cp tests/servers/azurite-package/package.json tests/servers/azurite-package/package-lock.json $(VENV)/azurite/
+	cd $(VENV)/azurite && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: install

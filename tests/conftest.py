@@ -63,6 +63,9 @@ def stop_worker_pools(folder: str) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus):
+    from tests.object_stores import stop_servers
+
+    stop_servers()
     stop_worker_pools(os.environ["PARALLELRUN_POOL_DIR"])
     shutil.rmtree(os.environ["PARALLELRUN_POOL_DIR"], ignore_errors=True)
     shutil.rmtree(_HOME, ignore_errors=True)
@@ -70,3 +73,6 @@ def pytest_sessionfinish(session, exitstatus):
 
 # The SQL tests' real databases (SQLite, PostgreSQL, MariaDB): see tests/databases.py.
 from tests.databases import sql_database  # noqa: E402, F401
+
+# The object-store tests' real servers (S3 by moto, Azure Blob by Azurite): see tests/object_stores.py.
+from tests.object_stores import object_store  # noqa: E402, F401

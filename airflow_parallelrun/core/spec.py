@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.storage.location import Location
+from airflow_parallelrun.core.storage.location import Location, Storage
 from airflow_parallelrun.core.storage.manifest import RunLayout
 
 if TYPE_CHECKING:
@@ -22,7 +22,7 @@ class RunSpec:
     entry_script: str
     arguments: tuple[str, ...] = ()
     # None: the options registered for the output path (from a Connection), if any.
-    storage_options: dict[str, Any] | None = None
+    storage_options: Storage | None = None
     # A SQL output with its URL (password included): in memory only, never written anywhere.
     sink: SqlSink | None = None
 

@@ -36,7 +36,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.implementations.memory import MemoryFileSystem
 
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.storage.location import Location, call_with_retries, write_local_file
+from airflow_parallelrun.core.storage.location import Location, Storage, call_with_retries, write_local_file
 
 CLAIMS_FOLDER = "_parallelrun_claims"
 _FILES = "files"
@@ -103,7 +103,7 @@ class ClaimLedger:
     refused, as their ``open(path, "xb")`` is not known to be atomic.
     """
 
-    def __init__(self, state_path: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, state_path: str, storage_options: Storage | None = None) -> None:
         self.loc = Location(state_path, storage_options)
         self.state_path = state_path
         if not isinstance(self.loc.fs, (LocalFileSystem, MemoryFileSystem)):

@@ -8,9 +8,10 @@ import os
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias
 
 import fsspec
+from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
 from airflow_parallelrun.core.storage.atomic import (  # noqa: F401 (the storage API)
@@ -30,9 +31,11 @@ from airflow_parallelrun.core.storage.retries import (  # noqa: F401 (the storag
 
 log = logging.getLogger(__name__)
 
-# Storage options (credentials) per URL prefix, set by the Airflow adapters from Connections.
-# They live only in this process's memory: never in a manifest, a status, a report or XCom.
-_OPTIONS: dict[str, dict[str, Any]] = {}
+# How to reach storage: per URL prefix, fsspec options or a filesystem built from a Connection (with
+# its credentials), set by the Airflow adapters. They live only in this process's memory: never in a
+# manifest, a status, a report or XCom.
+Storage: TypeAlias = dict[str, Any] | AbstractFileSystem
+_OPTIONS: dict[str, Storage] = {}
 
 
 def _normal(url: str) -> str:
@@ -47,28 +50,39 @@ def _normal(url: str) -> str:
     return url.rstrip("/") or "/"
 
 
-def set_storage_options(url_prefix: str, options: dict[str, Any]) -> None:
-    """Use ``options`` for every URL under ``url_prefix`` opened by this process."""
-    _OPTIONS[_normal(url_prefix)] = dict(options)
+def set_storage_options(url_prefix: str, options: Storage) -> None:
+    """Use ``options`` (fsspec options, or a filesystem) for every URL under ``url_prefix`` here."""
+    _OPTIONS[_normal(url_prefix)] = options if isinstance(options, AbstractFileSystem) else dict(options)
 
 
 def clear_storage_options() -> None:
     _OPTIONS.clear()
 
 
-def options_for(url: str) -> dict[str, Any]:
-    """Return the storage options of the longest registered prefix of ``url``, or none."""
+def options_for(url: str) -> Storage:
+    """Return the storage options (or filesystem) of the longest registered prefix of ``url``, or none."""
     url, best = _normal(url), None
     for prefix in _OPTIONS:
         inside = url == prefix or url.startswith(prefix if prefix.endswith(("/", ":")) else prefix + "/")
         if inside and (best is None or len(prefix) > len(best)):
             best = prefix
-    return dict(_OPTIONS[best]) if best is not None else {}
+    if best is None:
+        return {}
+    found = _OPTIONS[best]
+    return found if isinstance(found, AbstractFileSystem) else dict(found)
+
+
+def filesystem_of(url: str, storage: Storage | None = None) -> tuple[Any, str]:
+    """Return the filesystem and path of ``url``: by ``storage`` (options, a filesystem) or as registered."""
+    storage = options_for(url) if storage is None else storage
+    if isinstance(storage, AbstractFileSystem):
+        return storage, storage._strip_protocol(url)
+    return fsspec.core.url_to_fs(url, **storage)
 
 
 def url_to_fs(url: str) -> tuple[Any, str]:
     """Return the filesystem and path of ``url``, with the storage options registered for it."""
-    return fsspec.core.url_to_fs(url, **options_for(url))
+    return filesystem_of(url)
 
 
 def open_url(url: str, mode: str = "rb") -> Any:
@@ -80,10 +94,9 @@ def open_url(url: str, mode: str = "rb") -> Any:
 class Location:
     """A folder (or file) on one fsspec filesystem, addressed by its URL."""
 
-    def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, url: str, storage_options: Storage | None = None) -> None:
         self.url = str(url)
-        options = storage_options if storage_options is not None else options_for(self.url)
-        self.fs, self.path = fsspec.core.url_to_fs(self.url, **options)
+        self.fs, self.path = filesystem_of(self.url, storage_options)
         self.path = self.path.rstrip("/") or "/"
 
     @property

@@ -25,7 +25,7 @@ from airflow_parallelrun.core.storage.claims import (
     claim_key,
     default_state_path,
 )
-from airflow_parallelrun.core.storage.location import Location, call_with_retries
+from airflow_parallelrun.core.storage.location import Location, Storage, call_with_retries
 
 #: How many files one trigger event or one sensor's XCom carries unless told otherwise.
 DEFAULT_MAX_FILES = 1000
@@ -122,7 +122,7 @@ def list_files(
     pattern: str,
     *,
     exclude: str | None = None,
-    storage_options: dict[str, Any] | None = None,
+    storage_options: Storage | None = None,
 ) -> dict[str, FileStat]:
     """Return every file under ``path`` matching ``pattern``, by URL, with one listing call.
 
@@ -147,7 +147,7 @@ def _select(
     found: dict[str, dict[str, Any]],
     pattern: str,
     exclude: str | None,
-    storage_options: dict[str, Any] | None,
+    storage_options: Storage | None,
 ) -> dict[str, FileStat]:
     skip = Location(exclude, storage_options).path.rstrip("/") + "/" if exclude else None
     root, wanted = loc.path.rstrip("/") + "/", glob_regex(pattern)
@@ -214,7 +214,7 @@ class NewFiles:
         settle_seconds: float = 10.0,
         max_files: int | None = DEFAULT_MAX_FILES,
         claim_retention: timedelta | float | None = DEFAULT_CLAIM_RETENTION,
-        storage_options: dict[str, Any] | None = None,
+        storage_options: Storage | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
