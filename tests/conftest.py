@@ -75,4 +75,4 @@ def pytest_sessionfinish(session, exitstatus):
 from tests.databases import sql_database  # noqa: E402, F401
 
 # The object-store tests' real servers (S3 by moto, Azure Blob by Azurite): see tests/object_stores.py.
-from tests.object_stores import object_store  # noqa: E402, F401
+from tests.object_stores import azure_store, object_store, s3_store  # noqa: E402, F401

@@ -170,12 +170,28 @@ def make_store(kind: str, conn_id: str | None = None) -> ObjectStore:
     return store
 
 
-@pytest.fixture(params=KINDS)
-def object_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
-    """A folder of this test's own on S3 (moto) and on Azure Blob (Azurite), with its Connection set."""
-    store = make_store(request.param)
+def _store_for_test(kind: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    store = make_store(kind)
     for key, value in store.env().items():
         monkeypatch.setenv(key, value)
     yield store
     for proxy in store.proxies:
         proxy.close()
+
+
+@pytest.fixture(params=KINDS)
+def object_store(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """A folder of this test's own on S3 (moto) and on Azure Blob (Azurite), with its Connection set."""
+    yield from _store_for_test(request.param, monkeypatch)
+
+
+@pytest.fixture
+def s3_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """A folder of this test's own on S3 (moto) only, for what is an S3 matter."""
+    yield from _store_for_test("s3", monkeypatch)
+
+
+@pytest.fixture
+def azure_store(monkeypatch: pytest.MonkeyPatch) -> Iterator[ObjectStore]:
+    """A folder of this test's own on Azure Blob (Azurite) only, for what is an Azure matter."""
+    yield from _store_for_test("azure", monkeypatch)
