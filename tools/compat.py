@@ -12,7 +12,9 @@ Usage: ``python tools/compat.py [--only NAME ...] [--workdir DIR]`` (names: ``TA
    import is checked to come from site-packages): the fast tests (``-m "not slow"``, doctests of
    the installed ``airflow_parallelrun.core`` included), every example DAG through Airflow's
    DagBag (no import errors), and ``airflow dags test parallelrun_digits`` on a fresh SQLite
-   home, whose summary must count 1,797 succeeded images.
+   home, whose summary must count 1,797 succeeded images. The fast tests include the object-store
+   tests: their S3 server comes with the ``[dev]`` extra (moto), their Azurite is installed once
+   from the project's npm lock file (``npm ci``).
 
 Nothing is cached: every run builds the wheel and the environments afresh, as a fresh CI machine
 does. Each stage prints its time; a failing stage prints the tail of its log and the run goes on
@@ -242,16 +244,30 @@ def check_example_run(venv: Path, folder: Path, env: dict[str, str], work: Path,
     return f"{EXAMPLE_DAG}: succeeded, {EXAMPLE_ITEMS} of {EXAMPLE_ITEMS} items"
 
 
-def run_fast_tests(python: Path, folder: Path) -> None:
+def install_azurite(work: Path) -> Path:
+    """Install Azurite (the object-store tests' Azure Blob server) from the project's npm lock file, once."""
+    folder = work / "azurite"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in ("package.json", "package-lock.json"):
+        shutil.copy2(ROOT / "tests/servers/azurite-package" / name, folder / name)
+    npm = shutil.which("npm")
+    if npm is None:
+        raise StageFailed("npm is not installed: the object-store tests need Node.js and npm for Azurite")
+    run([npm, "ci", "--no-audit", "--no-fund", "--loglevel=error"], work / "azurite.log", cwd=folder)
+    return folder / "node_modules/.bin/azurite-blob"
+
+
+def run_fast_tests(python: Path, folder: Path, azurite: Path) -> None:
     """Run the fast tests and the installed core's doctests from ``folder``, output shown as it comes."""
     deselect = [arg for test in NEEDS_SOURCE_TREE for arg in ("--deselect", test)]
     cmd = [str(python), "-m", "pytest", "-m", "not slow", "-q", "-p", "no:cacheprovider", "--durations=5"]
     cmd += [*deselect, "tests", "--pyargs", f"{PACKAGE}.core"]
-    if subprocess.run(cmd, cwd=folder, env=clean_env()).returncode != 0:
+    env = {**clean_env(), "PARALLELRUN_AZURITE": str(azurite)}
+    if subprocess.run(cmd, cwd=folder, env=env).returncode != 0:
         raise StageFailed("the fast tests failed (output above)")
 
 
-def check_target(target: Target, wheel: Path, work: Path) -> None:
+def check_target(target: Target, wheel: Path, work: Path, azurite: Path) -> None:
     """Make the target's venv and run every check in it, from a folder without the package source."""
     venv, folder, home = (work / f"{kind}-{target.name}" for kind in ("venv", "run", "home"))
     with stage(target.name, f"venv: Python {target.python}, Airflow {target.airflow}, {target.constraints}"):
@@ -261,7 +277,7 @@ def check_target(target: Target, wheel: Path, work: Path) -> None:
     with stage(target.name, "import from the wheel"):
         print(installed_from(venv, folder))
     with stage(target.name, "fast tests"):
-        run_fast_tests(python, folder)
+        run_fast_tests(python, folder, azurite)
     env = airflow_env(home, folder)
     with stage(target.name, "example DAGs through the DagBag"):
         print(check_dagbag(python, folder, env, work / f"{target.name}-dagbag.log"))
@@ -295,12 +311,14 @@ def check_all(targets: list[Target], work: Path) -> list[str]:
             if problems:
                 raise StageFailed("the wheel is incomplete:\n  " + "\n  ".join(problems))
             print(f"{wheel.name}: complete")
+        with stage("tests", "Azurite (npm ci)"):
+            azurite = install_azurite(work)
     except StageFailed as exc:
         print(exc, flush=True)
-        return ["wheel"]
+        return ["wheel and test servers"]
     for target in targets:
         try:
-            check_target(target, wheel, work)
+            check_target(target, wheel, work, azurite)
         except StageFailed as exc:
             print(exc, flush=True)
             failures.append(target.name)
