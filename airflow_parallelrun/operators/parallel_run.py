@@ -10,7 +10,7 @@ from airflow.sdk import TaskGroup
 
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset
+from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset, storage_path
 from airflow_parallelrun.core.sql.sink import SqlTable
 from airflow_parallelrun.operators.aggregate import AggregateOperator
 from airflow_parallelrun.operators.partition import PartitionOperator
@@ -132,8 +132,9 @@ class ParallelRunOperator(TaskGroup):
     still queued or running fails at once in its partition task, changing nothing there: give
     each run its own path (``{{ run_id }}``) to run them side by side. Credentials come from
     Airflow Connections: ``conn_id`` on the dataset for the input, ``output_conn_id`` for the
-    output; they are never written to the run's storage, its reports or XCom. A ``SqlDataset``
-    input is read once, by the partition task, into a snapshot under ``output_path``. So are secrets for
+    output (or an ``ObjectStoragePath`` that names its Connection as the path); they are never
+    written to the run's storage, its reports or XCom. A ``SqlDataset`` input is read once, by
+    the partition task, into a snapshot under ``output_path``. So are secrets for
     the entry script: ``environment_variables`` values such as ``"{{ conn.my_api.password }}"``
     are rendered inside each task, masked in its log. A rendered value that is invalid (a path,
     ``files``, ``arguments``, a config template, an environment template) fails the task at
@@ -159,7 +160,7 @@ class ParallelRunOperator(TaskGroup):
         *,
         task_id: str,
         inputs: FileDataset | TabularDataset | SqlDataset,
-        output_path: str,
+        output_path: str | Any,
         config: ParallelRunConfig,
         arguments: Sequence[str] = (),
         resume: bool = False,
@@ -171,6 +172,9 @@ class ParallelRunOperator(TaskGroup):
         dag: Any = None,
         **operator_kwargs: Any,
     ) -> None:
+        output_path, output_conn_id = storage_path(
+            "ParallelRunOperator", "output_path", output_path, output_conn_id
+        )
         _check_group_arguments(inputs, config, arguments, output, resume)
         run_kwargs = {**operator_kwargs, **_check_run_task_args(run_task_args)}
         if "mini_batch_size" not in config.templates:

@@ -14,6 +14,29 @@ from airflow_parallelrun.core.inputs.paths import is_relative_glob
 from airflow_parallelrun.core.sql.source import SqlDataset
 
 
+def storage_path(kind: str, field: str, path: Any, conn_id: str | None) -> tuple[Any, str | None]:
+    """Return ``(url, conn_id)`` of a path given as Airflow's ``ObjectStoragePath``; other values as given.
+
+    ``ObjectStoragePath("s3://aws_default@bucket/in")`` carries its Connection: the path becomes
+    ``s3://bucket/in`` and the Connection ``aws_default``, unless ``conn_id`` names another one.
+    """
+    if isinstance(path, str) or not (hasattr(path, "protocol") and hasattr(path, "conn_id")):
+        return path, conn_id
+    url = f"{path.protocol}://{path.path}"
+    if path.conn_id and conn_id and path.conn_id != conn_id:
+        raise ConfigError(
+            f"{kind} {field}={str(path)!r} names the Connection {path.conn_id!r} but the conn_id given is "
+            f"{conn_id!r}; name one of them"
+        )
+    return url, path.conn_id or conn_id
+
+
+def _take_storage_path(dataset: Any, kind: str) -> None:
+    path, conn_id = storage_path(kind, "path", dataset.path, dataset.conn_id)
+    object.__setattr__(dataset, "path", path)
+    object.__setattr__(dataset, "conn_id", conn_id)
+
+
 def _check_source(kind: str, path: Any, files: Any, pattern: Any) -> None:
     if path is None and files is None:
         raise ConfigError(
@@ -65,7 +88,8 @@ class FileDataset:
     events that triggered the run). A file that ``files`` names more than once is scored once,
     at its first place; the repeats are logged and listed in the summary as
     ``duplicate_inputs_dropped``. ``conn_id`` names an Airflow Connection holding the storage's
-    credentials.
+    credentials; ``path`` may also be an ``ObjectStoragePath`` that names it
+    (``ObjectStoragePath("s3://aws_default@bucket/in")``).
     """
 
     path: str | None = None
@@ -74,6 +98,7 @@ class FileDataset:
     conn_id: str | None = None
 
     def __post_init__(self) -> None:
+        _take_storage_path(self, "FileDataset")
         _check_source("FileDataset", self.path, self.files, self.pattern)
 
     @property
@@ -103,6 +128,7 @@ class TabularDataset:
     conn_id: str | None = None
 
     def __post_init__(self) -> None:
+        _take_storage_path(self, "TabularDataset")
         _check_source("TabularDataset", self.path, self.files, self.pattern)
         if self.format not in FORMATS:
             raise ConfigError(
