@@ -59,5 +59,7 @@ def test_an_object_storage_path_gives_its_connection_and_a_second_one_is_refused
 
     dataset = FileDataset(path=ObjectStoragePath("s3://images_store@bucket/images"))
     assert (dataset.path, dataset.conn_id) == ("s3://bucket/images", "images_store")
-    with pytest.raises(ConfigError, match="names the Connection 'images_store' but the conn_id given is 'other'"):
+    with pytest.raises(
+        ConfigError, match="names the Connection 'images_store' but the conn_id given is 'other'"
+    ):
         FileDataset(path=ObjectStoragePath("s3://images_store@bucket/images"), conn_id="other")
