@@ -74,8 +74,8 @@ def test_digits_example_classifies_every_image_in_order(
     # mini_batches_per_task="auto": 18 mini-batches > 4 per process x 2 processes, so 8 task
     # instances: the first two run three mini-batches each, the others two.
     assert len(runs) == 8 and {state for state, _ in runs.values()} == {"success"}
-    assert runs[0][1] == "mb-000000..mb-000002 (3 mini-batches) 100 files digit_0000.png .. digit_0099.png"
-    assert runs[2][1] == "mb-000006..mb-000007 (2 mini-batches) 100 files digit_0600.png .. digit_0699.png"
+    assert runs[0][1] == "mb-000000..mb-000002 (3 mini-batches) 300 files digit_0000.png .. digit_0299.png"
+    assert runs[2][1] == "mb-000006..mb-000007 (2 mini-batches) 200 files digit_0600.png .. digit_0799.png"
 
 
 def test_tabular_example_scores_every_row_in_input_order(

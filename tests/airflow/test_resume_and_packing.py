@@ -125,7 +125,7 @@ def test_more_mini_batches_than_airflow_maps_are_packed_with_per_mini_batch_acco
     runs = {i: v for (task, i), v in task_instances(dag_run).items() if task == "score.run"}
     # 8 mini-batches of one file, at most 3 task instances: packs of 3, 3 and 2.
     assert sorted(runs) == [0, 1, 2]
-    assert runs[0][1] == "mb-000000..mb-000002 (3 mini-batches) 1 file item0.txt"
+    assert runs[0][1] == "mb-000000..mb-000002 (3 mini-batches) 3 files item0.txt .. item2.txt"
     assert runs[1][0] == "failed"  # holds mb-000005 (item5), which failed
     assert {runs[0][0], runs[2][0]} == {"success"}
     summary = _summary(tmp_path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -68,14 +69,7 @@ class MiniBatch:
     @property
     def label(self) -> str:
         """Return the name shown for this mini-batch in the Airflow UI."""
-        if self.piece is not None:
-            return f"{self.id} {self.piece.describe()}"
-        names = [posixpath.basename(f.rstrip("/")) for f in self.files]
-        if not names:
-            return f"{self.id} (no files)"
-        if len(names) == 1:
-            return f"{self.id} 1 file {names[0]}"
-        return f"{self.id} {len(names)} files {names[0]} .. {names[-1]}"
+        return f"{self.id} {describe_inputs([self])}"
 
     def descriptor(self) -> dict[str, Any]:
         """Return the small dict that travels through XCom to the mapped task: one mini-batch."""
@@ -98,3 +92,24 @@ class MiniBatch:
             items=data.get("items"),
             sizes=tuple(data.get("sizes") or ()),
         )
+
+
+def describe_inputs(batches: Sequence[MiniBatch]) -> str:
+    """Describe what consecutive mini-batches cover: the first input of the first to the last of the last.
+
+    >>> a = MiniBatch(index=0, kind="files", files=("/in/a.png", "/in/b.png"))
+    >>> b = MiniBatch(index=1, kind="files", files=("/in/c.png",))
+    >>> describe_inputs([a]), describe_inputs([a, b]), describe_inputs([b])
+    ('2 files a.png .. b.png', '3 files a.png .. c.png', '1 file c.png')
+    """
+    pieces = [mb.piece for mb in batches if mb.piece is not None]
+    if pieces:
+        if len(pieces) == 1:
+            return pieces[0].describe()
+        return f"{pieces[0].describe()} .. {pieces[-1].describe()}"
+    names = [posixpath.basename(f.rstrip("/")) for mb in batches for f in mb.files]
+    if not names:
+        return "(no files)"
+    if len(names) == 1:
+        return f"1 file {names[0]}"
+    return f"{len(names)} files {names[0]} .. {names[-1]}"

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import OutputPathInUse
 from airflow_parallelrun.core.inputs.datasets import Dataset
-from airflow_parallelrun.core.inputs.minibatch import LABEL_LIMIT, MiniBatch
+from airflow_parallelrun.core.inputs.minibatch import LABEL_LIMIT, MiniBatch, describe_inputs
 from airflow_parallelrun.core.storage.manifest import RunLayout, describe_owner, new_run_key, write_manifest
 
 if TYPE_CHECKING:
@@ -227,7 +227,7 @@ def pack(batches: list[MiniBatch], tasks: int | None = None) -> list[dict[str, A
         if len(group) == 1:
             descriptors.append(first.descriptor())
             continue
-        label = f"{first.id}..{last.id} ({len(group)} mini-batches) {first.label.split(' ', 1)[1]}"
+        label = f"{first.id}..{last.id} ({len(group)} mini-batches) {describe_inputs(group)}"
         descriptors.append(
             {"id": first.id, "index": first.index, "count": len(group), "label": label[:LABEL_LIMIT]}
         )
