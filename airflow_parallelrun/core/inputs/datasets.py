@@ -20,15 +20,17 @@ def storage_path(kind: str, field: str, path: Any, conn_id: str | None) -> tuple
     ``ObjectStoragePath("s3://aws_default@bucket/in")`` carries its Connection: the path becomes
     ``s3://bucket/in`` and the Connection ``aws_default``, unless ``conn_id`` names another one.
     """
-    if isinstance(path, str) or not (hasattr(path, "protocol") and hasattr(path, "conn_id")):
+    if isinstance(path, str) or not (hasattr(path, "protocol") and hasattr(path, "storage_options")):
         return path, conn_id
     url = f"{path.protocol}://{path.path}"
-    if path.conn_id and conn_id and path.conn_id != conn_id:
+    # Airflow 3.2 and later: ``conn_id``; 3.1 keeps it in the path's storage options.
+    named = getattr(path, "conn_id", None) or dict(path.storage_options or {}).get("conn_id")
+    if named and conn_id and named != conn_id:
         raise ConfigError(
-            f"{kind} {field}={str(path)!r} names the Connection {path.conn_id!r} but the conn_id given is "
+            f"{kind} {field}={str(path)!r} names the Connection {named!r} but the conn_id given is "
             f"{conn_id!r}; name one of them"
         )
-    return url, path.conn_id or conn_id
+    return url, named or conn_id
 
 
 def _take_storage_path(dataset: Any, kind: str) -> None:
