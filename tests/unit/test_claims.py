@@ -235,6 +235,18 @@ def test_a_filesystem_without_exclusive_create_is_refused_with_what_to_do() -> N
     message = str(err.value)
     assert "state_path='noexclusive://bucket/claims'" in message
     assert "NoExclusiveCreate" in message and "shared POSIX folder" in message
+    assert "S3" in message and "Azure Blob" in message and "put state_path on one of those" in message
+
+
+class LooksLikeS3(AbstractFileSystem):
+    """A filesystem that calls itself s3 but is not s3fs's: its puts send no condition."""
+
+    protocol = ("s3", "s3a")
+
+
+def test_the_store_is_told_by_the_filesystem_s_class_not_by_the_url() -> None:
+    with pytest.raises(ConfigError, match=r"LooksLikeS3 \(protocol \('s3', 's3a'\)\)"):
+        ClaimLedger("s3://bucket/claims", LooksLikeS3())
 
 
 @pytest.mark.parametrize(
