@@ -244,6 +244,20 @@ class LooksLikeS3(AbstractFileSystem):
     protocol = ("s3", "s3a")
 
 
+def test_the_refusal_reads_as_the_object_stores_page_shows_it() -> None:
+    """The page's example names gcsfs's class; a class of that name and module stands for it here."""
+    from airflow_parallelrun.core.storage.exclusive_create import check_exclusive_create
+
+    page = (Path(__file__).parents[2] / "docs" / "object-stores.md").read_text()
+    shown = page.split("The error reads:\n\n```text\n", 1)[1].split("```", 1)[0]
+    gcs = type(
+        "GCSFileSystem", (AbstractFileSystem,), {"__module__": "gcsfs.core", "protocol": ("gs", "gcs")}
+    )
+    with pytest.raises(ConfigError) as err:
+        check_exclusive_create(gcs(), "gs://bucket/incoming/_parallelrun_claims")
+    assert " ".join(shown.split()) == str(err.value)
+
+
 def test_the_store_is_told_by_the_filesystem_s_class_not_by_the_url() -> None:
     with pytest.raises(ConfigError, match=r"LooksLikeS3 \(protocol \('s3', 's3a'\)\)"):
         ClaimLedger("s3://bucket/claims", LooksLikeS3())
