@@ -8,6 +8,8 @@ fault instead of forwarding it:
 - ``"throttle"``: S3's ``503 SlowDown`` (Azure reads the same status as "server busy"), nothing forwarded;
 - ``"conflict"``: S3's ``409 ConditionalRequestConflict`` ("a conflicting operation is in progress,
   retry"; Azure reads it as a 409 of that code, not ``BlobAlreadyExists``), nothing forwarded;
+- ``"no-conditions"``: forwarded without its ``If-None-Match`` and ``If-Match`` headers, as a
+  server that ignores conditional writes would treat it;
 - ``"drop"``: the connection is closed without an answer, nothing forwarded;
 - ``"drop-after"``: the request is forwarded (the server acts on it) and the connection is closed
   before the answer reaches the client: the worst case for a write.
@@ -105,7 +107,10 @@ class FaultyProxy:
                     upstream = self._upstream = http.client.HTTPConnection(
                         "127.0.0.1", proxy.upstream_port, timeout=120
                     )
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                dropped = _HOP_BY_HOP | (
+                    {"if-none-match", "if-match"} if action == "no-conditions" else set()
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
                 try:

@@ -169,3 +169,25 @@ def test_a_create_whose_answer_is_lost_is_still_this_claim(
     assert ledger.claim(stat, "mine")
     assert [f[3] for f in proxied.proxies[0].faults] == ["drop-after"]
     assert not ledger.claim(stat, "mine-again")
+
+
+def test_an_s3_server_that_ignores_conditional_writes_is_refused_before_the_first_claim(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The proxy forwards every request without its If-None-Match header, as such a server ignores it."""
+    from airflow_parallelrun.core.errors import ConfigError
+    from tests.object_stores import make_store
+
+    store = make_store("s3")
+    proxied = store.behind_proxy(fault=lambda number, method, path: "no-conditions")
+    for key, value in [*store.env().items(), *proxied.env().items()]:
+        monkeypatch.setenv(key, value)
+    try:
+        ledger = ClaimLedger(proxied.url("_parallelrun_claims"), proxied.fs())
+        with pytest.raises(ConfigError, match=r"does not implement conditional writes") as err:
+            ledger.claim(FileStat(proxied.url("in/a.png"), 1, "x"), "mine")
+        assert f"127.0.0.1:{proxied.port}" in str(err.value) and "put state_path on" in str(err.value)
+        assert ledger.record(proxied.url("in/a.png")) is None
+        assert store.fs().find(store.path("_parallelrun_claims")) == []  # the probe is removed
+    finally:
+        proxied.proxies[0].close()

@@ -31,7 +31,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from airflow_parallelrun.core.storage.exclusive_create import check_exclusive_create, create_exclusive
+from airflow_parallelrun.core.storage.exclusive_create import (
+    check_conditional_writes,
+    check_exclusive_create,
+    create_exclusive,
+)
 from airflow_parallelrun.core.storage.location import Location, Storage, call_with_retries
 
 CLAIMS_FOLDER = "_parallelrun_claims"
@@ -180,6 +184,7 @@ class ClaimLedger:
         }
         path = self._file_claim(stat.url)
         data = json.dumps(record, indent=1, sort_keys=True).encode()
+        call_with_retries(check_conditional_writes, self.loc.fs, self.loc.path)
         if call_with_retries(create_exclusive, self.loc.fs, path, data):
             return True
         # A retried create may have succeeded the first time: the token tells our own claim apart.

@@ -16,13 +16,17 @@ Only stores that document such a create are used, each with its own primitive:
 
 Any other filesystem is refused by name (:func:`check_exclusive_create`). The store is told by
 the filesystem's class, never by the URL's text; s3fs and adlfs are looked up among the modules
-already imported, so this module needs neither.
+already imported, so this module needs neither. An S3-compatible server may ignore the condition
+and overwrite: before its first claim, a process checks once per server and bucket that a second
+create of the same name is refused (:func:`check_conditional_writes`).
 """
 
 from __future__ import annotations
 
 import sys
 import threading
+import uuid
+from contextlib import suppress
 from typing import Any
 
 from fsspec.implementations.local import LocalFileSystem
@@ -39,6 +43,8 @@ SUPPORTED = (
 )
 # A MemoryFileSystem lives in one process: a lock makes its check-then-create one step.
 _MEMORY_LOCK = threading.Lock()
+# The (endpoint, bucket) pairs of S3 servers seen refusing a second create, in this process.
+_CONDITIONAL_WRITES: set[tuple[str, str]] = set()
 
 
 def _instance_of(fs: Any, module: str, name: str) -> bool:
@@ -75,6 +81,34 @@ def check_exclusive_create(fs: Any, state_path: str) -> None:
         "which documents no atomic create-if-absent, so two runs could take the same file; the claim "
         f"ledger can live on {SUPPORTED}: put state_path on one of those (memory:// in tests)"
     )
+
+
+def check_conditional_writes(fs: Any, folder: str) -> None:
+    """Refuse an S3 server that ignores ``If-None-Match: *`` (it would let two runs take a file).
+
+    Creates a probe object under ``folder`` twice and removes it: the second create must be refused.
+    Done once per process for each endpoint and bucket; other stores need no check.
+    """
+    if store_kind(fs) != "s3":
+        return
+    endpoint = str(getattr(fs, "endpoint_url", None) or fs.client_kwargs.get("endpoint_url") or "AWS")
+    seen = (endpoint, fs.split_path(folder)[0])
+    if seen in _CONDITIONAL_WRITES:
+        return
+    probe = f"{folder.rstrip('/')}/.conditional-write-check-{uuid.uuid4().hex}"
+    try:
+        create_exclusive(fs, probe, b"first")
+        ignored = create_exclusive(fs, probe, b"second")
+    finally:
+        with suppress(FileNotFoundError):
+            fs.rm_file(probe)
+    if ignored:
+        raise ConfigError(
+            f"the S3 server at {endpoint} (bucket {seen[1]!r}) overwrote an object on a PutObject with "
+            "If-None-Match: *, so it does not implement conditional writes and two runs could take the "
+            f"same file; put state_path on a store that does: {SUPPORTED}"
+        )
+    _CONDITIONAL_WRITES.add(seen)
 
 
 def create_exclusive(fs: Any, path: str, data: bytes) -> bool:
