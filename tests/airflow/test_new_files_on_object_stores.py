@@ -18,7 +18,7 @@ import pytest
 
 from airflow_parallelrun.core.storage.claims import ClaimLedger, default_state_path
 from airflow_parallelrun.triggers.new_files import NewFilesTrigger
-from tests.airflow.test_new_files_trigger import HANG, _next_event, _rebuilt
+from tests.airflow.test_new_files_trigger import HANG, _next_event, _rebuilt, taken_then_quiet
 from tests.object_stores import ObjectStore
 
 pytestmark = [pytest.mark.airflow]
@@ -91,17 +91,8 @@ def test_the_trigger_claims_new_files_on_the_store_once_and_fires_an_unfired_bat
     watch = {"path": object_store.url("in"), "pattern": "*.png"}
     assert ledger.unfired_batches(watch) == [(unfired.payload["batch"], first)]
 
-    async def taken_then_quiet() -> tuple[Any, Any]:
-        stream = _rebuilt(trigger).run()
-        event = await asyncio.wait_for(stream.__anext__(), HANG)
-        try:  # resumed: the triggerer took the event, the batch is closed
-            after = await asyncio.wait_for(stream.__anext__(), 2.0)
-        except TimeoutError:
-            after = None
-        await stream.aclose()
-        return event, after
-
-    again, after = asyncio.run(taken_then_quiet())
+    # Resumed after its first event: the triggerer took it, and the batch is closed.
+    again, after = asyncio.run(taken_then_quiet(_rebuilt(trigger), first_within=HANG, quiet=2.0))
     assert (again.payload["files"], again.payload["batch"]) == (first, unfired.payload["batch"])
     assert after is None
     assert ledger.unfired_batches(watch) == []

@@ -34,20 +34,23 @@ def _race(folder: str, owner: str, barrier: Any, queue: Any) -> None:
     queue.put((owner, watch.claim(ready, owner)))
 
 
-def test_racing_processes_each_file_goes_to_exactly_one(tmp_path: Path) -> None:
-    files = _write(tmp_path, [f"f{i:03d}.png" for i in range(60)])
+def run_racers(target: Any, args: list[tuple[Any, ...]], timeout: float = 60) -> dict[str, list[str]]:
+    """Run ``target(*args[i], barrier, queue)`` in spawned processes; return what each put, by owner."""
     ctx = multiprocessing.get_context("spawn")
-    racers = 6
-    barrier, queue = ctx.Barrier(racers), ctx.Queue()
-    procs = [
-        ctx.Process(target=_race, args=(str(tmp_path), f"run-{i}", barrier, queue)) for i in range(racers)
-    ]
+    barrier, queue = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, queue)) for a in args]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=60) for _ in procs)
+    results = dict(queue.get(timeout=timeout) for _ in procs)
     for p in procs:
-        p.join(timeout=30)
+        p.join(timeout=timeout)
         assert p.exitcode == 0
+    return results
+
+
+def test_racing_processes_each_file_goes_to_exactly_one(tmp_path: Path) -> None:
+    files = _write(tmp_path, [f"f{i:03d}.png" for i in range(60)])
+    results = run_racers(_race, [(str(tmp_path), f"run-{i}") for i in range(6)])
     won = [url for urls in results.values() for url in urls]
     assert sorted(won) == files  # every file taken, none twice
     ledger = ClaimLedger(default_state_path(str(tmp_path)))

@@ -9,7 +9,6 @@ a loser sees, what a retry does), not the store's atomicity, which AWS and Azure
 from __future__ import annotations
 
 import json
-import multiprocessing
 from typing import Any
 
 import pytest
@@ -18,6 +17,7 @@ from airflow_parallelrun.core.errors import StorageError
 from airflow_parallelrun.core.storage.claims import ClaimLedger, FileStat, claim_key
 from airflow_parallelrun.core.storage.new_files import NewFiles
 from tests.object_stores import ObjectStore
+from tests.unit.test_claims import run_racers
 
 RACERS = 6
 FILES = 60
@@ -52,21 +52,8 @@ def test_six_processes_racing_for_60_files_each_file_is_taken_exactly_once(
     fs = object_store.fs()
     fs.pipe({object_store.path(f"in/f{i:03d}.png"): b"png" for i in range(FILES)})
     folder = object_store.url("in")
-    ctx = multiprocessing.get_context("spawn")
-    barrier, queue = ctx.Barrier(RACERS), ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_race,
-            args=(object_store.conn_id, folder, f"run-{i}", i * FILES // RACERS, barrier, queue),
-        )
-        for i in range(RACERS)
-    ]
-    for p in procs:
-        p.start()
-    results = dict(queue.get(timeout=240) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-        assert p.exitcode == 0
+    racers = [(object_store.conn_id, folder, f"run-{i}", i * FILES // RACERS) for i in range(RACERS)]
+    results = run_racers(_race, racers, timeout=240)
     won = sorted(url for urls in results.values() for url in urls)
     assert won == [object_store.url(f"in/f{i:03d}.png") for i in range(FILES)]  # each once, none lost
     assert sum(1 for urls in results.values() if urls) > 1  # a race, not one racer alone
