@@ -40,6 +40,11 @@ RUN_BY_TEST = {
         "README.md",
         "make up",
     ): "tests/docker/test_deployment.py::test_down_leaves_no_container_network_or_volume",
+    (
+        "docs/object-stores.md",
+        "state_path='gs://bucket/incoming/_parallelrun_claims' is on gcsfs.core.GCSFileSystem "
+        "(protocol ('gs', 'gcs')),",
+    ): "tests/unit/test_claims.py::test_the_refusal_reads_as_the_object_stores_page_shows_it",
     ("docs/docker.md", "AIRFLOW_DAGS_FOLDER=/home/me/dags PARALLELRUN_DATA=/srv/parallelrun make up"): (
         "tests/docker/test_deployment.py::"
         "test_digits_example_merges_every_image_once_and_both_worker_containers_ran_mini_batches"

@@ -43,6 +43,14 @@ class StorageError(ParallelRunError):
     """The run's storage kept failing after retries."""
 
 
+class StorageConflict(ParallelRunError):
+    """The store refused a write as another operation on the same name is in progress: try again.
+
+    S3's ``409 ConditionalRequestConflict`` to a conditional create; the storage retries treat it
+    as transient.
+    """
+
+
 class EntryScriptError(ParallelRunError):
     """The user's entry script failed; ``traceback`` holds the script's own frames."""
 

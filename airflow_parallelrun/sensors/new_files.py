@@ -91,7 +91,8 @@ class NewFilesSensor(BaseSensorOperator):
             check_path("path", str(self.path), self._templates["path"])
             if self.state_path is not None:
                 check_path("state_path", str(self.state_path), self._templates["state_path"])
-            options = ParallelRunStorageHook(self.conn_id).storage_options() if self.conn_id else None
+            # The Connection's filesystem (the provider's for s3://, abfs://) serves path and state_path.
+            fs = ParallelRunStorageHook(self.conn_id).filesystem(str(self.path)) if self.conn_id else None
             self._watch = NewFiles(
                 self.path,
                 self.pattern,
@@ -99,7 +100,7 @@ class NewFilesSensor(BaseSensorOperator):
                 settle_seconds=self.settle_seconds,
                 max_files=self.max_files,
                 claim_retention=self.claim_retention,
-                storage_options=options,
+                storage_options=fs,
             )
         return self._watch
 

@@ -99,12 +99,13 @@ class NewFilesTrigger(BaseEventTrigger):
             },
         )
 
-    async def _storage_options(self) -> dict[str, Any] | None:
+    async def _filesystem(self) -> Any:
+        """Return the Connection's filesystem for ``path`` (None without one), fetched without blocking."""
         if not self.conn_id:
             return None
         from airflow_parallelrun.hooks.storage import ParallelRunStorageHook
 
-        return await ParallelRunStorageHook(self.conn_id).astorage_options()
+        return await ParallelRunStorageHook(self.conn_id).afilesystem(self.path)
 
     def _payload(self, files: list[str], batch: str | None = None) -> dict[str, Any]:
         payload = {
@@ -163,7 +164,7 @@ class NewFilesTrigger(BaseEventTrigger):
         """Build the watch of this trigger's folder, its file-system calls in a thread."""
         from airflow_parallelrun.core.storage.new_files import NewFiles
 
-        options = await self._storage_options()
+        fs = await self._filesystem()
         return await asyncio.to_thread(
             NewFiles,
             self.path,
@@ -172,7 +173,7 @@ class NewFilesTrigger(BaseEventTrigger):
             settle_seconds=self.settle_seconds,
             max_files=self.max_files,
             claim_retention=self.claim_retention,
-            storage_options=options,
+            storage_options=fs,
         )
 
     def _start_failure(self, exc: Exception) -> str:

@@ -98,6 +98,21 @@ async def _events_over_polls(
     return events
 
 
+async def taken_then_quiet(trigger: NewFilesTrigger, first_within: float, quiet: float) -> tuple[Any, Any]:
+    """Return the trigger's first event and what it fires within ``quiet`` seconds once resumed.
+
+    Resuming the generator after its first event is what the triggerer does once it took the event.
+    """
+    stream = trigger.run()
+    event = await asyncio.wait_for(stream.__anext__(), first_within)
+    try:
+        after = await asyncio.wait_for(stream.__anext__(), quiet)
+    except TimeoutError:
+        after = None
+    await stream.aclose()
+    return event, after
+
+
 def _rebuilt(trigger: NewFilesTrigger) -> NewFilesTrigger:
     """Build the trigger again from what it serialized, as the triggerer does after a restart."""
     classpath, kwargs = trigger.serialize()
@@ -453,17 +468,7 @@ def test_an_event_the_triggerer_never_took_fires_again_and_a_taken_one_never(tmp
     first = asyncio.run(_next_event(trigger, timeout=10))
     assert first.payload["files"] == [str(tmp_path / "a.png")]
 
-    async def taken_then_quiet() -> tuple[Any, Any]:
-        stream = _rebuilt(trigger).run()
-        event = await asyncio.wait_for(stream.__anext__(), 10)
-        try:  # resumed: the triggerer queued the event
-            after = await asyncio.wait_for(stream.__anext__(), 1.0)
-        except TimeoutError:
-            after = None
-        await stream.aclose()
-        return event, after
-
-    again, after = asyncio.run(taken_then_quiet())
+    again, after = asyncio.run(taken_then_quiet(_rebuilt(trigger), first_within=10, quiet=1.0))
     assert again.payload["files"] == first.payload["files"]
     assert again.payload["batch"] == first.payload["batch"]
     assert after is None

@@ -6,6 +6,10 @@ of ``(number, method, path)``, the number counting requests from 1) may answer a
 fault instead of forwarding it:
 
 - ``"throttle"``: S3's ``503 SlowDown`` (Azure reads the same status as "server busy"), nothing forwarded;
+- ``"conflict"``: S3's ``409 ConditionalRequestConflict`` ("a conflicting operation is in progress,
+  retry"; Azure reads it as a 409 of that code, not ``BlobAlreadyExists``), nothing forwarded;
+- ``"no-conditions"``: forwarded without its ``If-None-Match`` and ``If-Match`` headers, as a
+  server that ignores conditional writes would treat it;
 - ``"drop"``: the connection is closed without an answer, nothing forwarded;
 - ``"drop-after"``: the request is forwarded (the server acts on it) and the connection is closed
   before the answer reaches the client: the worst case for a write.
@@ -28,6 +32,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 Fault = Callable[[int, str, str], str | None]
 _SLOW_DOWN = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+_CONFLICT = (
+    b"<Error><Code>ConditionalRequestConflict</Code><Message>A conflicting conditional operation is "
+    b"currently in progress against this resource. Please try again.</Message></Error>"
+)
+#: The faults answered without forwarding: ``action: (status, reason, body)``.
+_ANSWERS = {"throttle": (503, "Slow Down", _SLOW_DOWN), "conflict": (409, "Conflict", _CONFLICT)}
 _HOP_BY_HOP = {
     "connection",
     "keep-alive",
@@ -81,9 +91,9 @@ class FaultyProxy:
                     proxy.faults.append((number, self.command, self.path, action))
                 if proxy.delay:
                     time.sleep(proxy.delay)
-                if action == "throttle":
-                    payload = _SLOW_DOWN
-                    self.send_response(503, "Slow Down")
+                if action in _ANSWERS:
+                    status, reason, payload = _ANSWERS[action]
+                    self.send_response(status, reason)
                     self.send_header("Content-Type", "application/xml")
                     self.send_header("Content-Length", str(len(payload)))
                     self.end_headers()
@@ -97,7 +107,10 @@ class FaultyProxy:
                     upstream = self._upstream = http.client.HTTPConnection(
                         "127.0.0.1", proxy.upstream_port, timeout=120
                     )
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                dropped = _HOP_BY_HOP | (
+                    {"if-none-match", "if-match"} if action == "no-conditions" else set()
+                )
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in dropped}
                 if body or self.command in ("PUT", "POST"):
                     headers["Content-Length"] = str(len(body))
                 try:

@@ -34,20 +34,23 @@ def _race(folder: str, owner: str, barrier: Any, queue: Any) -> None:
     queue.put((owner, watch.claim(ready, owner)))
 
 
-def test_racing_processes_each_file_goes_to_exactly_one(tmp_path: Path) -> None:
-    files = _write(tmp_path, [f"f{i:03d}.png" for i in range(60)])
+def run_racers(target: Any, args: list[tuple[Any, ...]], timeout: float = 60) -> dict[str, list[str]]:
+    """Run ``target(*args[i], barrier, queue)`` in spawned processes; return what each put, by owner."""
     ctx = multiprocessing.get_context("spawn")
-    racers = 6
-    barrier, queue = ctx.Barrier(racers), ctx.Queue()
-    procs = [
-        ctx.Process(target=_race, args=(str(tmp_path), f"run-{i}", barrier, queue)) for i in range(racers)
-    ]
+    barrier, queue = ctx.Barrier(len(args)), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*a, barrier, queue)) for a in args]
     for p in procs:
         p.start()
-    results = dict(queue.get(timeout=60) for _ in procs)
+    results = dict(queue.get(timeout=timeout) for _ in procs)
     for p in procs:
-        p.join(timeout=30)
+        p.join(timeout=timeout)
         assert p.exitcode == 0
+    return results
+
+
+def test_racing_processes_each_file_goes_to_exactly_one(tmp_path: Path) -> None:
+    files = _write(tmp_path, [f"f{i:03d}.png" for i in range(60)])
+    results = run_racers(_race, [(str(tmp_path), f"run-{i}") for i in range(6)])
     won = [url for urls in results.values() for url in urls]
     assert sorted(won) == files  # every file taken, none twice
     ledger = ClaimLedger(default_state_path(str(tmp_path)))
@@ -235,6 +238,32 @@ def test_a_filesystem_without_exclusive_create_is_refused_with_what_to_do() -> N
     message = str(err.value)
     assert "state_path='noexclusive://bucket/claims'" in message
     assert "NoExclusiveCreate" in message and "shared POSIX folder" in message
+    assert "S3" in message and "Azure Blob" in message and "put state_path on one of those" in message
+
+
+class LooksLikeS3(AbstractFileSystem):
+    """A filesystem that calls itself s3 but is not s3fs's: its puts send no condition."""
+
+    protocol = ("s3", "s3a")
+
+
+def test_the_refusal_reads_as_the_object_stores_page_shows_it() -> None:
+    """The page's example names gcsfs's class; a class of that name and module stands for it here."""
+    from airflow_parallelrun.core.storage.exclusive_create import check_exclusive_create
+
+    page = (Path(__file__).parents[2] / "docs" / "object-stores.md").read_text()
+    shown = page.split("The error reads:\n\n```text\n", 1)[1].split("```", 1)[0]
+    gcs = type(
+        "GCSFileSystem", (AbstractFileSystem,), {"__module__": "gcsfs.core", "protocol": ("gs", "gcs")}
+    )
+    with pytest.raises(ConfigError) as err:
+        check_exclusive_create(gcs(), "gs://bucket/incoming/_parallelrun_claims")
+    assert " ".join(shown.split()) == str(err.value)
+
+
+def test_the_store_is_told_by_the_filesystem_s_class_not_by_the_url() -> None:
+    with pytest.raises(ConfigError, match=r"LooksLikeS3 \(protocol \('s3', 's3a'\)\)"):
+        ClaimLedger("s3://bucket/claims", LooksLikeS3())
 
 
 @pytest.mark.parametrize(

@@ -25,25 +25,23 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
-import threading
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from fsspec.implementations.local import LocalFileSystem
-from fsspec.implementations.memory import MemoryFileSystem
-
-from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.storage.location import Location, Storage, call_with_retries, write_local_file
+from airflow_parallelrun.core.storage.exclusive_create import (
+    check_conditional_writes,
+    check_exclusive_create,
+    create_exclusive,
+)
+from airflow_parallelrun.core.storage.location import Location, Storage, call_with_retries
 
 CLAIMS_FOLDER = "_parallelrun_claims"
 _FILES = "files"
 _RUNS = "runs"
 _BATCHES = "batches"
-# A MemoryFileSystem lives in one process: a lock makes its check-then-create one step.
-_MEMORY_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -98,22 +96,16 @@ def claim_entries(folder: str, found: dict[str, dict[str, Any]]) -> dict[str, fl
 class ClaimLedger:
     """Claims on files, kept in storage at ``state_path``: one object per claimed file.
 
-    Creating a claim is exclusive: on a local or shared POSIX folder (NFS included) by a hard
-    link, which fails when the name exists; on ``memory://`` under a lock. Other filesystems are
-    refused, as their ``open(path, "xb")`` is not known to be atomic.
+    Creating a claim is exclusive, decided by the store in one step: on a local or shared POSIX
+    folder (NFS included) a hard link, on S3 and Azure Blob a put with ``If-None-Match: *``, on
+    ``memory://`` a lock (:mod:`~airflow_parallelrun.core.storage.exclusive_create`). Other
+    filesystems are refused, as no atomic create-if-absent is documented for them.
     """
 
     def __init__(self, state_path: str, storage_options: Storage | None = None) -> None:
         self.loc = Location(state_path, storage_options)
         self.state_path = state_path
-        if not isinstance(self.loc.fs, (LocalFileSystem, MemoryFileSystem)):
-            fs = type(self.loc.fs)
-            raise ConfigError(
-                f"state_path={state_path!r} is on {fs.__module__}.{fs.__name__} (protocol "
-                f"{self.loc.fs.protocol!r}), where this package cannot create a claim exclusively, so two "
-                "runs could take the same file; give a state_path on a local or shared POSIX folder that "
-                "every worker and the triggerer mount (e.g. an NFS path), or memory:// in tests"
-            )
+        check_exclusive_create(self.loc.fs, state_path)
 
     def _file_claim(self, url: str) -> str:
         return self.loc.join(_FILES, f"{claim_key(url)}.json")
@@ -177,19 +169,6 @@ class ClaimLedger:
         except FileNotFoundError:
             return None
 
-    def _create(self, path: str, data: bytes) -> bool:
-        """Create ``path`` holding ``data`` unless it exists; tell whether this call created it."""
-        fs = self.loc.fs
-        if isinstance(fs, MemoryFileSystem):
-            with _MEMORY_LOCK:
-                if fs.exists(path):
-                    return False
-                fs.pipe_file(path, data)
-                return True
-        # A hard link is created whole or not at all, and fails when the name exists: an exclusive
-        # create that never shows a half-written record.
-        return write_local_file(path, data, exclusive=True)
-
     def claim(self, stat: FileStat, owner: str, batch: str | None = None) -> bool:
         """Claim one file for ``owner``; tell whether this call took it (False: someone had it)."""
         token = uuid.uuid4().hex
@@ -205,7 +184,8 @@ class ClaimLedger:
         }
         path = self._file_claim(stat.url)
         data = json.dumps(record, indent=1, sort_keys=True).encode()
-        if call_with_retries(self._create, path, data):
+        call_with_retries(check_conditional_writes, self.loc.fs, self.loc.path)
+        if call_with_retries(create_exclusive, self.loc.fs, path, data):
             return True
         # A retried create may have succeeded the first time: the token tells our own claim apart.
         mine = self.record(stat.url)

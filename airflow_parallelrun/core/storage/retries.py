@@ -18,7 +18,7 @@ from typing import Any, NoReturn, TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, wait_exponential
 
-from airflow_parallelrun.core.errors import StorageError
+from airflow_parallelrun.core.errors import StorageConflict, StorageError
 
 T = TypeVar("T")
 
@@ -29,8 +29,9 @@ RETRY_SECONDS_ENV = "PARALLELRUN_STORAGE_RETRY_SECONDS"
 DEFAULT_RETRY_SECONDS = 120.0
 _FIRST_WAIT, _MAX_WAIT = 0.2, 10.0
 
-# Connection resets and timeouts pass; a missing file or a permission error does not.
-TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError)
+# Connection resets, timeouts and a store's "conflicting operation, retry" pass; a missing file or a
+# permission error does not.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, StorageConflict)
 
 # The connection, timeout and throttling errors of the libraries under fsspec's cloud and HTTP
 # filesystems, matched by top-level module and class name (any base class counts), so that none
