@@ -104,10 +104,6 @@ class ParallelRunStorageHook(BaseHook):
         """Return the Connection's fsspec storage options, fetched in this process."""
         return connection_storage_options(self.get_connection(self.conn_id))
 
-    async def astorage_options(self) -> dict[str, Any]:
-        """Return the Connection's fsspec storage options without blocking the event loop (triggers)."""
-        return connection_storage_options(await BaseHook.aget_connection(self.conn_id))
-
     def filesystem(self, url: str) -> AbstractFileSystem:
         """Return the filesystem of ``url`` with this Connection's credentials (``connection_filesystem``)."""
         return connection_filesystem(url, self.get_connection(self.conn_id))
@@ -118,11 +114,6 @@ class ParallelRunStorageHook(BaseHook):
 
         conn = await BaseHook.aget_connection(self.conn_id)
         return await asyncio.to_thread(connection_filesystem, url, conn)
-
-
-def storage_options_from_connection(conn_id: str) -> dict[str, Any]:
-    """Return the fsspec storage options of the Connection ``conn_id`` (see ``ParallelRunStorageHook``)."""
-    return ParallelRunStorageHook(conn_id).storage_options()
 
 
 def input_root(path: str | None, files: Any) -> str:
