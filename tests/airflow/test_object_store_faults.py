@@ -2,7 +2,8 @@
 
 A ``FaultyProxy`` stands between the run and the real server (moto's S3, Azurite). Every request
 the run makes (listing, reads of the inputs, writes of the manifest, parts, statuses, merged
-output, summary and report) is answered with a fault the first time it is seen: ``throttle`` (503 SlowDown), ``drop`` (the connection closed before the server sees the
+output, summary and report) is answered with a fault the first time it is seen:
+ ``throttle`` (503 SlowDown), ``drop`` (the connection closed before the server sees the
 request) or ``drop-after`` (the server acts on it, the answer is lost).
 
 By default the storage libraries retry first (botocore inside s3fs; azure-storage-blob's retry
@@ -51,7 +52,7 @@ with DAG("{dag_id}", schedule=None) as dag:
 
 @pytest.fixture
 def no_library_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Give s3fs one try and azure-storage-blob no retry (their defaults: 5 tries, and 3 retries from 15 s)."""
+    """Give s3fs one try and azure-storage-blob no retry (defaults: 5 tries; 3 retries from 15 s)."""
     import s3fs
     from azure.storage.blob._shared import policies_async
 
@@ -61,7 +62,7 @@ def no_library_retries(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def first_times(fault: str, times: int):
-    """Return a proxy fault that answers each distinct request (method and path) with ``fault`` ``times`` times."""
+    """Return a proxy fault answering each distinct request (method, path) ``times`` times with ``fault``."""
     seen: Counter[tuple[str, str]] = Counter()
 
     def decide(number: int, method: str, path: str) -> str | None:
