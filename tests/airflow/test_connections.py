@@ -180,7 +180,7 @@ def test_a_store_connection_gives_the_credentials_and_no_secret_is_written_anywh
     capfd: pytest.CaptureFixture[str],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The same on S3 (an ``aws`` Connection) and Azure Blob (a ``wasb`` one), as their providers document them."""
+    """The same on S3 (an ``aws`` Connection) and Azure Blob (a ``wasb`` one), as their providers say."""
     from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
