@@ -2,19 +2,20 @@
 
 A ``FaultyProxy`` stands between the run and the real server (moto's S3, Azurite). Every request
 the run makes (listing, reads of the inputs, writes of the manifest, parts, statuses, merged
-output, summary and report) is answered with a fault the first time it is seen:
- ``throttle`` (503 SlowDown), ``drop`` (the connection closed before the server sees the
-request) or ``drop-after`` (the server acts on it, the answer is lost).
+output, summary and report) is answered with a fault the first times it is seen (a throttle once,
+a dropped connection three times): ``throttle`` (503 SlowDown), ``drop`` (the connection closed
+before the server sees the request) or ``drop-after`` (the server acts on it, the answer is lost).
 
 By default the storage libraries retry first (botocore inside s3fs; azure-storage-blob's retry
-policy, 15 s before its first retry), then the package's own retries (``core/storage/retries.py``).
-These tests turn the libraries' retries off, so that every fault reaches the package's retries
-(the ones under test: they must know each library's errors as transient) and Azure's backoff
-does not make the tests wait: an ``aws`` Connection with ``config_kwargs`` in its extra (as the
-Amazon provider documents it) for botocore, and per-test patches (``monkeypatch``) of s3fs's tries
-and azure-storage-blob's retry defaults, which hold because ``dag.test()`` makes every storage
-call in the test process. ``test_the_libraries_own_retries_absorb_a_single_fault`` shows the
-libraries' defaults at work.
+policy, 15 s and more before its first retry of a throttled request), then the package's own
+retries (``core/storage/retries.py``). These tests turn the libraries' retries off, so that the
+faults reach the package's retries (the ones under test: they must know each library's errors as
+transient) and Azure's backoff does not make the tests wait: an ``aws`` Connection with
+``config_kwargs`` in its extra (as the Amazon provider documents it) for botocore, and per-test
+patches (``monkeypatch``) of s3fs's tries and azure-storage-blob's retry defaults, which hold
+because ``dag.test()`` makes every storage call in the test process. A dropped connection is
+still retried once below them (by aiohttp or azure-core's transport), hence three drops per
+request. ``tests/unit/test_object_store_retries.py`` shows the libraries' defaults at work.
 """
 
 from __future__ import annotations
@@ -84,10 +85,10 @@ def test_faults_on_every_request_are_retried_and_every_row_is_written_once(
 ) -> None:
     for i in range(6):
         object_store.put(f"in/item{i}.txt", f"v{i}".encode())
-    faulty = object_store.behind_proxy(fault=first_times(fault, 1))
+    faulty = object_store.behind_proxy(fault=first_times(fault, 1 if fault == "throttle" else 3))
     connection = faulty.connection()
     if faulty.kind == "s3":  # botocore's own tries: one (the Amazon provider's documented extra)
-        connection["extra"]["config_kwargs"] = {"retries": {"max_attempts": 1, "mode": "standard"}}
+        connection["extra"]["config_kwargs"] = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{faulty.conn_id.upper()}", json.dumps(connection))
     script = tmp_path / "score.py"
     script.write_text(SCRIPT)
