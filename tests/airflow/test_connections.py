@@ -87,7 +87,19 @@ def test_a_connection_gives_the_credentials_and_no_secret_is_written_anywhere(
     written = {path: locked_store.cat_file(path) for path in locked_store.find("/out")}
     assert any(path.endswith("summary.json") for path in written)
     assert all(SECRET.encode() not in content for content in written.values())
-    # XCom of every task of the run.
+    # XCom of every task of the run, and the serialized DAG.
+    values, serialized = _stored_in_airflow(dag_run)
+    assert values and all(SECRET not in v for v in values)
+    assert "locked_store" in serialized and SECRET not in serialized
+    # The task logs, as dag.test() prints them.
+    logs = capfd.readouterr()
+    assert "parallel run succeeded" in logs.out + logs.err  # the logs were captured
+    assert SECRET not in logs.out and SECRET not in logs.err
+
+
+def _stored_in_airflow(dag_run: Any) -> tuple[list[str], str]:
+    """Return the run's XCom values and its serialized DAG, as text, from the metadata database."""
+    from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -96,11 +108,8 @@ def test_a_connection_gives_the_credentials_and_no_secret_is_written_anywhere(
             str(row.value)
             for row in session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
         ]
-    assert values and all(SECRET not in v for v in values)
-    # The task logs, as dag.test() prints them.
-    logs = capfd.readouterr()
-    assert "parallel run succeeded" in logs.out + logs.err  # the logs were captured
-    assert SECRET not in logs.out and SECRET not in logs.err
+        data = session.query(SerializedDagModel).filter_by(dag_id=dag_run.dag_id).one().data
+    return values, json.dumps(data)
 
 
 def test_without_the_connection_the_store_refuses_and_the_run_says_why(
@@ -181,10 +190,6 @@ def test_a_store_connection_gives_the_credentials_and_no_secret_is_written_anywh
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """The same on S3 (an ``aws`` Connection) and Azure Blob (a ``wasb`` one), as their providers say."""
-    from airflow.models.serialized_dag import SerializedDagModel
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
     from airflow_parallelrun.hooks.storage import AZURE_REQUEST_LOGGER
 
     secret = object_store.secret
@@ -211,12 +216,7 @@ def test_a_store_connection_gives_the_credentials_and_no_secret_is_written_anywh
     written = {path: fs.cat_file(path) for path in fs.find(object_store.path("out"))}
     assert any(path.endswith("summary.json") for path in written)
     assert all(secret.encode() not in content for content in written.values())
-    with create_session() as session:
-        values = [
-            str(row.value)
-            for row in session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
-        ]
-        serialized = json.dumps(session.query(SerializedDagModel).filter_by(dag_id=dag_id).one().data)
+    values, serialized = _stored_in_airflow(dag_run)
     assert values and all(secret not in v for v in values)
     assert object_store.conn_id in serialized and secret not in serialized
     # The task logs, as dag.test() prints them and as Python's logging records them.
