@@ -8,7 +8,7 @@
 from __future__ import annotations
 
 from airflow.sdk import DAG, task
-from parallelrun_examples.settings import data_dir_param
+from parallelrun_examples.settings import data_dir_param, examples_conn_id
 
 from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
 
@@ -17,22 +17,25 @@ with DAG(
     schedule=None,
     catchup=False,
     tags=["parallelrun", "example"],
-    params={"data_dir": data_dir_param()},
+    params={"data_dir": data_dir_param(on_store=True)},
     doc_md=__doc__,
 ) as dag:
 
     @task
     def prepare(params: dict | None = None) -> dict[str, str]:
         """Make the digit images and the model, if they are not there yet."""
-        from parallelrun_examples.data import prepare_examples
+        from parallelrun_examples.on_store import prepare_examples_at
 
         assert params is not None, "Airflow passes the DAG's params to a task that asks for them"
-        return prepare_examples(params["data_dir"])
+        return prepare_examples_at(params["data_dir"])
 
     score = ParallelRunOperator(
         task_id="score",
-        inputs=FileDataset(path="{{ params.data_dir }}/digits/images", pattern="**/*.png"),
+        inputs=FileDataset(
+            path="{{ params.data_dir }}/digits/images", pattern="**/*.png", conn_id=examples_conn_id()
+        ),
         output_path="{{ params.data_dir }}/out/digits/{{ run_id }}",
+        output_conn_id=examples_conn_id(),
         config=ParallelRunConfig(
             entry_script="scripts/digits_score.py",
             mini_batch_size="100",
@@ -40,6 +43,7 @@ with DAG(
             run_invocation_timeout=60,
             process_count_per_node=2,
         ),
-        arguments=["--model_path", "{{ params.data_dir }}/digits/model.joblib"],
+        # The model is local, also when the data is on a store: prepare says where.
+        arguments=["--model_path", "{{ ti.xcom_pull(task_ids='prepare')['digits_model'] }}"],
     )
     prepare() >> score

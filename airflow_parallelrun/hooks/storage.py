@@ -14,6 +14,7 @@ go to XCom, to the run's storage, to its reports or to a log.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import fsspec
@@ -54,6 +55,19 @@ def connection_storage_options(conn: Any) -> dict[str, Any]:
     return options
 
 
+#: azure-core logs every request's and response's headers at INFO (redacted, but hundreds of lines
+#: per task): the package keeps this logger at WARNING unless the deployment set a level for it.
+AZURE_REQUEST_LOGGER = "azure.core.pipeline.policies.http_logging_policy"
+_AZURE_PROTOCOLS = frozenset({"abfs", "abfss", "az", "adl"})
+
+
+def quiet_azure_request_logs() -> None:
+    """Keep azure-core's per-request header logs out of task logs, unless a level was set for them."""
+    logger = logging.getLogger(AZURE_REQUEST_LOGGER)
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.WARNING)
+
+
 def connection_filesystem(url: str, conn: Any) -> AbstractFileSystem:
     """Return the filesystem for ``url`` built from the fetched Connection ``conn``.
 
@@ -61,6 +75,8 @@ def connection_filesystem(url: str, conn: Any) -> AbstractFileSystem:
     extra spells ``storage_options`` itself; else fsspec's with ``connection_storage_options``.
     """
     protocol = protocol_of(url)
+    if protocol in _AZURE_PROTOCOLS:
+        quiet_azure_request_logs()
     has_fs, get_fs = _airflow_filesystems()
     if protocol != "file" and "storage_options" not in conn.extra_dejson and has_fs(protocol):
         return get_fs(protocol, conn.conn_id, _provider_gaps(protocol, conn))

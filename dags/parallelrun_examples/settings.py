@@ -1,4 +1,10 @@
-"""Where the example DAGs keep their data: ``$PARALLELRUN_EXAMPLES_DIR``, else under ``$AIRFLOW_HOME``."""
+"""Where the example DAGs keep their data: ``$PARALLELRUN_EXAMPLES_DIR``, else under ``$AIRFLOW_HOME``.
+
+A deployment may also let the examples' ``data_dir`` point at an object store: the store URL in
+``$PARALLELRUN_EXAMPLES_STORE`` (e.g. ``s3://my-bucket/parallelrun-examples`` or
+``abfs://my-container/parallelrun-examples``), reached with the Airflow Connection named by
+``$PARALLELRUN_EXAMPLES_CONN_ID``. Only that URL and folders under it are accepted, never any URL.
+"""
 
 from __future__ import annotations
 
@@ -15,27 +21,58 @@ def examples_dir() -> str:
     return os.path.join(home, "parallelrun-examples")
 
 
-def data_dir_pattern() -> str:
+def examples_store() -> str | None:
+    """Return the object-store URL the deployment allows the examples' data on, or None."""
+    url = os.environ.get("PARALLELRUN_EXAMPLES_STORE", "").strip().rstrip("/")
+    if url and "://" not in url:
+        raise ValueError(
+            f"PARALLELRUN_EXAMPLES_STORE={url!r} is not a URL; give the examples' folder on a store, "
+            "e.g. s3://my-bucket/parallelrun-examples, or unset it"
+        )
+    return url or None
+
+
+def examples_conn_id() -> str | None:
+    """Return the Connection that reaches ``examples_store()``: ``$PARALLELRUN_EXAMPLES_CONN_ID``, or None."""
+    return os.environ.get("PARALLELRUN_EXAMPLES_CONN_ID") or None
+
+
+def is_on_store(data_dir: str) -> bool:
+    """Tell whether ``data_dir`` is on the examples' object store (not the local examples folder)."""
+    return "://" in data_dir
+
+
+def _escaped(root: str) -> str:
+    # Escaped by hand: JavaScript (the trigger form) refuses Python's "\-" in a unicode pattern.
+    return "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in root)
+
+
+def data_dir_pattern(on_store: bool = False) -> str:
     """Return the JSON-schema pattern of a ``data_dir`` Param: the examples folder or a folder under it.
 
     Folder names are letters, digits, "_", "." and "-", and never start with "." (so no ".."): a
     run's input and output cannot be pointed outside the examples folder from the trigger form.
+    With ``on_store`` and ``$PARALLELRUN_EXAMPLES_STORE`` set, that URL and the folders under it
+    are accepted too.
     """
-    root = examples_dir().rstrip("/") or "/"
-    # Escaped by hand: JavaScript (the trigger form) refuses Python's "\-" in a unicode pattern.
-    escaped = "".join("\\" + c if c in r"\^$.|?*+()[]{}" else c for c in root)
+    roots = [examples_dir().rstrip("/") or "/", *filter(None, [examples_store() if on_store else None])]
+    choice = "|".join(_escaped(root) for root in roots)
     # The look-ahead refuses any line break: Python's "$" also matches before a final newline.
-    return r"^(?![\s\S]*[\n\r])" + escaped + r"(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$"
+    return r"^(?![\s\S]*[\n\r])(?:" + choice + r")(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$"
 
 
-def data_dir_param() -> Any:
-    """Return the ``data_dir`` Param of the examples: the examples folder or a folder under it."""
+def data_dir_param(on_store: bool = False) -> Any:
+    """Return the ``data_dir`` Param of the examples: the examples folder or a folder under it.
+
+    ``on_store``: the example can run on ``$PARALLELRUN_EXAMPLES_STORE`` too, when it is set.
+    """
     from airflow.sdk import Param
 
+    roots = filter(None, [examples_dir(), examples_store() if on_store else None])
     return Param(
         examples_dir(),
         type="string",
         title="Folder of the example data and models",
-        description=f"{examples_dir()} or a folder under it.",
-        pattern=data_dir_pattern(),
+        description=" or ".join(roots) + ", or a folder under it.",
+        pattern=data_dir_pattern(on_store),
     )

@@ -87,7 +87,19 @@ def test_a_connection_gives_the_credentials_and_no_secret_is_written_anywhere(
     written = {path: locked_store.cat_file(path) for path in locked_store.find("/out")}
     assert any(path.endswith("summary.json") for path in written)
     assert all(SECRET.encode() not in content for content in written.values())
-    # XCom of every task of the run.
+    # XCom of every task of the run, and the serialized DAG.
+    values, serialized = _stored_in_airflow(dag_run)
+    assert values and all(SECRET not in v for v in values)
+    assert "locked_store" in serialized and SECRET not in serialized
+    # The task logs, as dag.test() prints them.
+    logs = capfd.readouterr()
+    assert "parallel run succeeded" in logs.out + logs.err  # the logs were captured
+    assert SECRET not in logs.out and SECRET not in logs.err
+
+
+def _stored_in_airflow(dag_run: Any) -> tuple[list[str], str]:
+    """Return the run's XCom values and its serialized DAG, as text, from the metadata database."""
+    from airflow.models.serialized_dag import SerializedDagModel
     from airflow.models.xcom import XComModel
     from airflow.utils.session import create_session
 
@@ -96,11 +108,8 @@ def test_a_connection_gives_the_credentials_and_no_secret_is_written_anywhere(
             str(row.value)
             for row in session.query(XComModel).filter_by(dag_id=dag_run.dag_id, run_id=dag_run.run_id)
         ]
-    assert values and all(SECRET not in v for v in values)
-    # The task logs, as dag.test() prints them.
-    logs = capfd.readouterr()
-    assert "parallel run succeeded" in logs.out + logs.err  # the logs were captured
-    assert SECRET not in logs.out and SECRET not in logs.err
+        data = session.query(SerializedDagModel).filter_by(dag_id=dag_run.dag_id).one().data
+    return values, json.dumps(data)
 
 
 def test_without_the_connection_the_store_refuses_and_the_run_says_why(
@@ -156,3 +165,64 @@ def test_operators_sensor_and_trigger_take_connections_from_the_hook_not_from_ea
         for m in ("sensors.new_files", "triggers.new_files", "operators.partition")
     )
     assert sources.count("airflow_parallelrun.hooks.storage import") == 3
+
+
+STORE_DAG = """
+from airflow.sdk import DAG
+from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
+
+with DAG("{dag_id}", schedule=None) as dag:
+    ParallelRunOperator(
+        task_id="score",
+        inputs=FileDataset(path="{input}", pattern="*.txt", conn_id="{conn}"),
+        output_path="{output}",
+        output_conn_id="{conn}",
+        config=ParallelRunConfig(entry_script="{script}", mini_batch_size="2", process_count_per_node=1),
+    )
+"""
+
+
+def test_a_store_connection_gives_the_credentials_and_no_secret_is_written_anywhere(
+    object_store,
+    write_dag,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The same on S3 (an ``aws`` Connection) and Azure Blob (a ``wasb`` one), as their providers say."""
+    from airflow_parallelrun.hooks.storage import AZURE_REQUEST_LOGGER
+
+    secret = object_store.secret
+    for i in range(4):
+        object_store.put(f"in/item{i}.txt", f"v{i}".encode())
+    dag_id = f"store_secret_{object_store.kind}"
+    dag = write_dag(
+        STORE_DAG.format(
+            dag_id=dag_id,
+            input=object_store.url("in"),
+            output=object_store.url("out"),
+            conn=object_store.conn_id,
+            script=_script(tmp_path),
+        )
+    )
+    dag_run = dag.test()
+    assert dag_run.state == "success"
+    fs = object_store.fs()
+    assert fs.cat_file(object_store.path("out/parallel_run_step.txt")).decode().split() == [
+        f"v{i}" for i in range(4)
+    ]
+
+    # Everything the run wrote to the store: summary, report, manifest, statuses, parts.
+    written = {path: fs.cat_file(path) for path in fs.find(object_store.path("out"))}
+    assert any(path.endswith("summary.json") for path in written)
+    assert all(secret.encode() not in content for content in written.values())
+    values, serialized = _stored_in_airflow(dag_run)
+    assert values and all(secret not in v for v in values)
+    assert object_store.conn_id in serialized and secret not in serialized
+    # The task logs, as dag.test() prints them and as Python's logging records them.
+    captured = capfd.readouterr()
+    logs = captured.out + captured.err + caplog.text
+    assert "parallel run succeeded" in logs  # the logs were captured
+    assert secret not in logs
+    # azure-core's header log of every request is kept out of the task logs.
+    assert "Request URL:" not in logs and AZURE_REQUEST_LOGGER not in logs

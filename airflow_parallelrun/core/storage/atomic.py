@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import posixpath
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -107,20 +108,25 @@ def write_local_file(
 def write_file(fs: Any, path: str, data: bytes | None = None, *, source: str | None = None) -> None:
     """Write ``data`` (or the local file ``source``) to ``path`` on ``fs`` so no reader sees a part.
 
-    Local disk: see :func:`write_local_file`. Object stores: one put. Any other filesystem (sftp,
-    ftp, webdav, ...): a put to ``<path>.tmp-<uuid>`` and then a move, so a write that breaks
-    off midway leaves at most a temporary file, removed when the filesystem lets us, never a
-    partial file under ``path``.
+    Local disk: see :func:`write_local_file`. Object stores: one put (S3's PutObject, or its
+    multipart upload, which publishes nothing until its completion; Azure's Put Blob, or staged
+    blocks published by one Put Block List), so an upload killed midway leaves the old object or
+    none. Any other filesystem (sftp, ftp, webdav, ...): a put to ``<path>.tmp-<uuid>`` and then
+    a move, so a write that breaks off midway leaves at most a temporary file, removed when the
+    filesystem lets us, never a partial file under ``path``. The failpoint ``replace:<name>`` is
+    where the name is about to be published, on every filesystem.
     """
     if isinstance(fs, LocalFileSystem):
         write_local_file(path, data, source=source)
         return
     if has_atomic_put(fs):
+        failpoint(f"replace:{posixpath.basename(path)}")
         _put(fs, path, data, source)
         return
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"
     try:
         _put(fs, tmp, data, source)
+        failpoint(f"replace:{posixpath.basename(path)}")
         fs.mv(tmp, path)
     except BaseException:
         _remove_stray(fs, tmp)
