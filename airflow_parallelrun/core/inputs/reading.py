@@ -283,7 +283,16 @@ def stage_mini_batch(mb: MiniBatch, scratch: str, *, stop: threading.Event | Non
         target = os.path.join(folder, *names[url].split("/"))
         os.makedirs(os.path.dirname(target), exist_ok=True)
         fs, path = url_to_fs(url)
-        call_with_retries(fs.get_file, path, target)
+        try:
+            call_with_retries(fs.get_file, path, target)
+        except FileNotFoundError as exc:
+            raise InputReadError(
+                f"{url}: the file is gone ({exc}); it was listed but cannot be read", len(mb.files)
+            ) from exc
+        except PermissionError as exc:
+            raise InputReadError(
+                f"{url}: permission denied ({exc}); let the worker read it", len(mb.files)
+            ) from exc
         local_files.append(target)
     return replace(mb, files=tuple(local_files))
 
