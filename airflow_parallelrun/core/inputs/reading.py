@@ -258,7 +258,18 @@ def stage_mini_batch(mb: MiniBatch, scratch: str, *, stop: threading.Event | Non
 
             def fetch() -> None:
                 with open_url(piece.path) as f:
-                    pq.write_table(read_parquet_piece(f, piece), local)
+                    source = pq.ParquetFile(f)
+                    groups = source.metadata.num_row_groups
+                    if not (
+                        piece.unit == "file"
+                        or (piece.unit == "row_groups" and piece.start == 0 and piece.end >= groups)
+                    ):
+                        pq.write_table(read_parquet_piece(f, piece), local)
+                        return
+                # The piece is the whole file: its bytes as they are, without decoding and
+                # encoding them again in the task's process (CPU the workers need).
+                fs, path = url_to_fs(piece.path)
+                fs.get_file(path, local)
 
             call_with_retries(fetch)
             return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
