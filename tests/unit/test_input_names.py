@@ -110,3 +110,26 @@ def test_run_sees_remote_inputs_under_their_own_names_none_overwritten(registere
     report = fs.cat_file(store.path("out", "_parallelrun", "processed_mini_batches.csv")).decode()
     (row,) = list(csv.DictReader(io.StringIO(report)))
     assert set(row["inputs"].split(";")) == originals
+
+
+def test_a_parquet_piece_is_staged_as_its_bytes_when_whole_and_as_its_rows_when_not(registered, tmp_path):
+    """A whole file is copied as it is (no decoding in the task's process); a part holds only its rows."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from airflow_parallelrun.core.inputs.minibatch import TabularPiece
+    from airflow_parallelrun.core.inputs.reading import read_table_piece
+
+    local = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"id": list(range(10))}), local, row_group_size=5)
+    url = registered.put("in/t.parquet", local.read_bytes())
+    for folder in ("whole", "part"):
+        (tmp_path / folder).mkdir()
+    whole = MiniBatch(index=0, kind="tabular", piece=TabularPiece(url, "parquet", "row_groups", 0, 2))
+    staged = stage_mini_batch(whole, str(tmp_path / "whole"))
+    assert Path(staged.piece.path).read_bytes() == local.read_bytes()
+    assert read_table_piece(staged.piece)["id"].tolist() == list(range(10))
+    part = MiniBatch(index=1, kind="tabular", piece=TabularPiece(url, "parquet", "row_groups", 1, 2))
+    staged = stage_mini_batch(part, str(tmp_path / "part"))
+    pd.testing.assert_frame_equal(read_table_piece(staged.piece), pd.DataFrame({"id": list(range(5, 10))}))

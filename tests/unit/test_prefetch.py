@@ -188,7 +188,6 @@ steps.run_mini_batches(range(args["count"]), spec)
 """
 
 
-@pytest.mark.slow
 def test_a_task_killed_while_fetching_ahead_leaves_every_row_once_after_its_retry(
     slow_store, tmp_path, monkeypatch
 ):
