@@ -8,6 +8,9 @@ recommends for SageMaker Processing, and the one the issue timed.
 
     python benchmarks/baseline_process_pool.py tabular --input DIR --output DIR --model model.joblib
 
+With ``s3://`` URLs as input and output, each task reads and writes through s3fs, its options
+(credentials, endpoint) taken from ``$PARALLELRUN_BENCH_S3_OPTIONS`` (JSON).
+
 ``files``: one task per mini-batch of ``--batch`` files (sorted paths); each worker process loads
 the model once (the pool's initializer, the same place as an entry script's ``init()``), and the
 parent writes the ``"<file name>: <digit>"`` lines to one text file in input order.
@@ -61,16 +64,20 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
-def score_parquet_file(source: str, target: str, model_path: str) -> int:
-    """Load the model, score one parquet file and write its ``id, proba`` parquet file."""
+def score_parquet_file(source: str, target: str, model_path: str, options: dict | None = None) -> int:
+    """Load the model, score one parquet file and write its ``id, proba`` parquet file.
+
+    ``options``: s3fs's options, when ``source`` and ``target`` are ``s3://`` URLs.
+    """
     import joblib
     import pandas as pd
 
     model = joblib.load(model_path)
     _one_thread()
-    frame = pd.read_parquet(source)
+    frame = pd.read_parquet(source, storage_options=options)
     proba = model.predict_proba(frame[FEATURES].to_numpy())[:, 1]
-    pd.DataFrame({"id": frame["id"].to_numpy(), "proba": proba}).to_parquet(target, index=False)
+    result = pd.DataFrame({"id": frame["id"].to_numpy(), "proba": proba})
+    result.to_parquet(target, index=False, storage_options=options)
     return len(frame)
 
 
@@ -150,7 +157,28 @@ def run_sql(args: argparse.Namespace) -> dict:
     return {"items": rows, "tasks": tasks}
 
 
+def run_tabular_s3(args: argparse.Namespace) -> dict:
+    """``tabular`` with ``s3://`` input and output: s3fs, options from $PARALLELRUN_BENCH_S3_OPTIONS."""
+    import s3fs
+
+    options = json.loads(os.environ["PARALLELRUN_BENCH_S3_OPTIONS"])
+    fs = s3fs.S3FileSystem(**options)
+    sources = sorted(k for k in fs.find(args.input.split("://", 1)[1]) if k.endswith(".parquet"))
+    output = args.output.rstrip("/")
+    with ProcessPoolExecutor(max_workers=args.workers) as pool:
+        futures = [
+            pool.submit(
+                score_parquet_file, f"s3://{s}", f"{output}/{s.rsplit('/', 1)[1]}", args.model, options
+            )
+            for s in sources
+        ]
+        rows = sum(f.result() for f in futures)
+    return {"items": rows, "tasks": len(sources)}
+
+
 def run_tabular(args: argparse.Namespace) -> dict:
+    if args.input.startswith("s3://"):
+        return run_tabular_s3(args)
     sources = sorted(Path(args.input).rglob("*.parquet"))
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)

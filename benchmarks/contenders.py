@@ -29,6 +29,8 @@ from benchmarks.measure import (
     lines_of_parquet,
     run_probe,
 )
+from benchmarks.remote import CONN_ID as S3_CONN_ID
+from benchmarks.remote import RemoteStore
 from benchmarks.sql_tables import CONN_ID, SqlTables, digest_scores
 from benchmarks.workloads import FILES_PER_MINI_BATCH, INIT_SLEEP_SECONDS, REPO
 
@@ -51,6 +53,18 @@ class Job:
     #: (d): the database and its tables; rows per mini-batch.
     tables: SqlTables | None = None
     rows_per_mini_batch: int = 0
+    #: ``--store s3``: the store that holds this job's input (at ``input_url``) and its outputs.
+    remote: RemoteStore | None = None
+    input_url: str = ""
+
+    @property
+    def dag(self) -> str:
+        return dag_id(f"{self.workload}_s3" if self.remote is not None else self.workload)
+
+    def output_url(self, output: Path) -> str:
+        """Return where a contender writes this job's output on the store (rep/contender/job)."""
+        assert self.remote is not None
+        return self.remote.url("runs", output.parent.parent.name, output.parent.name, output.name)
 
     @property
     def tabular(self) -> bool:
@@ -82,7 +96,7 @@ with DAG(
     ParallelRunOperator(
         task_id="score",
         inputs={dataset},{sink}
-        output_path="{{{{ params.output }}}}",
+        output_path="{{{{ params.output }}}}",{output_conn}
         config=ParallelRunConfig(
             entry_script={script},
             mini_batch_size={mini_batch_size},
@@ -107,10 +121,13 @@ def dag_id(workload: str) -> str:
 def dag_source(workload: str, tables: SqlTables | None = None, contender: str = "") -> str:
     """Return the DAG file of one workload: its paths come in as Params (the run's conf).
 
+    ``a_s3`` is (a) with its input and output on the S3 store of ``--store s3``, reached through
+    the Airflow Connection ``S3_CONN_ID``.
+
     (d) reads ``tables``' customers table and writes the contender's own scores table through the
     Airflow Connection ``CONN_ID``; the names are in the file, as a user's nightly DAG has them.
     """
-    sink = ""
+    sink = output_conn = ""
     if workload == "d":
         if tables is None:
             raise ValueError("workload d needs its tables")
@@ -122,11 +139,14 @@ def dag_source(workload: str, tables: SqlTables | None = None, contender: str = 
         )
         script, size, fmt = SCRIPTS / "customers_proba.py", f"{tables.mini_batch_rows} rows", "parquet"
         arguments = ["--model_path", "{{ params.model }}"]
-    elif workload == "a":
+    elif workload in ("a", "a_s3"):
+        conn = f", conn_id={json.dumps(S3_CONN_ID)}" if workload == "a_s3" else ""
         dataset_class, dataset = (
             "TabularDataset",
-            'TabularDataset(path="{{ params.input }}", format="parquet")',
+            f'TabularDataset(path="{{{{ params.input }}}}", format="parquet"{conn})',
         )
+        if workload == "a_s3":
+            output_conn = f"\n        output_conn_id={json.dumps(S3_CONN_ID)},"
         script, size, fmt = SCRIPTS / "tabular_proba.py", TABULAR_MINI_BATCH_SIZE, "parquet"
         arguments = ["--model_path", "{{ params.model }}"]
     else:
@@ -141,6 +161,7 @@ def dag_source(workload: str, tables: SqlTables | None = None, contender: str = 
         imports=", ".join(sorted([dataset_class, "ParallelRunConfig", "ParallelRunOperator"])),
         dataset=dataset,
         sink=sink,
+        output_conn=output_conn,
         # JSON strings are Python string literals, quoted as ruff format quotes them.
         script=json.dumps(str(script)),
         mini_batch_size=json.dumps(size),
@@ -152,7 +173,20 @@ def dag_source(workload: str, tables: SqlTables | None = None, contender: str = 
 
 
 def _conf(job: Job, output: Path, counts: Path) -> dict[str, str]:
+    if job.remote is not None:
+        return {
+            "input": job.input_url,
+            "output": job.output_url(output),
+            "model": str(job.model),
+            "counts": "",
+        }
     return {"input": str(job.input), "output": str(output), "model": str(job.model), "counts": str(counts)}
+
+
+def _fetch_output(job: Job, output: Path) -> None:
+    """Copy a remote job's output next to the local ones, to be read the same way (not timed)."""
+    if job.remote is not None:
+        job.remote.download(job.output_url(output), output)
 
 
 def _init_calls(counts: Path) -> int | None:
@@ -209,7 +243,8 @@ def ours_figures(job: Job, output: Path, contender: str) -> dict[str, Any]:
         figures["digest"] = digest_lines(merged.read_text().splitlines() if merged.is_file() else [])
     figures["ok"] = summary.get("status") == "succeeded"
     # Re-running the aggregate of (d) would merge into its table again: its merge is not probed.
-    if summary and not job.sql:
+    # A remote job's merge is probed on local disk by the local job.
+    if summary and not job.sql and job.remote is None:
         figures["merge_probe"] = run_probe(
             [
                 "aggregate",
@@ -243,22 +278,34 @@ class Contender:
     workloads = ("a", "b", "c")
 
     def __init__(
-        self, work: Path, *, timeout: float, sample_interval: float, tables: SqlTables | None = None
+        self,
+        work: Path,
+        *,
+        timeout: float,
+        sample_interval: float,
+        tables: SqlTables | None = None,
+        store: RemoteStore | None = None,
     ) -> None:
         self.work = work
         self.timeout = timeout
         self.sample_interval = sample_interval
         self.tables = tables
+        self.store = store
 
     def dag_workloads(self) -> tuple[str, ...]:
-        """Return the workloads whose DAG files a session of ours writes: (d) when it has tables."""
-        return ("a", "b", "c", "d") if self.tables is not None else ("a", "b", "c")
+        """Return the workloads whose DAG files a session of ours writes: d with tables, a_s3 with a store."""
+        return (
+            ("a", "b", "c")
+            + (("d",) if self.tables is not None else ())
+            + (("a_s3",) if self.store is not None else ())
+        )
 
     def connection_env(self) -> dict[str, str]:
-        """Return the Airflow Connection of (d)'s database as the environment variable users set."""
+        """Return the Airflow Connections of (d)'s database and of the S3 store as users set them."""
+        env = self.store.connection_env() if self.store is not None else {}
         if self.tables is None:
-            return {}
-        return {f"AIRFLOW_CONN_{CONN_ID.upper()}": self.tables.connection_json()}
+            return env
+        return {**env, f"AIRFLOW_CONN_{CONN_ID.upper()}": self.tables.connection_json()}
 
     def unavailable(self) -> str | None:
         """Return why this contender cannot run here, or None."""
@@ -316,6 +363,9 @@ class ProcessPool(Contender):
             command = [sys.executable, script, "sql", "--url", job.tables.url, "--model", str(job.model)]
             command += ["--input", job.tables.customers, "--output", job.tables.scores(self.name)]
             command += ["--workers", "2", "--batch", str(job.tables.mini_batch_rows)]
+        elif job.remote is not None:
+            command = [sys.executable, script, "tabular", "--input", job.input_url, "--model", str(job.model)]
+            command += ["--workers", "2", "--output", job.output_url(output)]
         elif job.tabular:
             command = [sys.executable, script, "tabular", *common, "--output", str(output)]
         else:
@@ -324,8 +374,10 @@ class ProcessPool(Contender):
             if job.slow_init:
                 command += ["--init-sleep", str(INIT_SLEEP_SECONDS), "--counts-dir", str(counts)]
         sampler = Sampler(interval=self.sample_interval)
-        wall, code, last = self._subprocess(command, output.parent / f"{output.name}.log", sampler)
+        env = {**os.environ, **job.remote.baseline_env()} if job.remote is not None else None
+        wall, code, last = self._subprocess(command, output.parent / f"{output.name}.log", sampler, env=env)
         inner = json.loads(last) if last.startswith("{") else {}
+        _fetch_output(job, output)
         if job.tables is not None:
             digest = digest_scores(job.tables.url, job.tables.scores(self.name))
         elif job.tabular:
@@ -452,9 +504,10 @@ class OursDagsTest(Contender):
 
     def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
         conf = json.dumps(_conf(job, output, counts))
-        command = [sys.executable, "-m", "airflow", "dags", "test", dag_id(job.workload), "-c", conf]
+        command = [sys.executable, "-m", "airflow", "dags", "test", job.dag, "-c", conf]
         sampler = Sampler(classify=classify_ours, interval=self.sample_interval)
         wall, code, _ = self._subprocess(command, output.parent / f"{output.name}.log", sampler, env=self.env)
+        _fetch_output(job, output)
         figures = ours_figures(job, output, self.name)
         return {
             "ok": code == 0 and figures.pop("ok"),
@@ -521,7 +574,7 @@ class OursScheduler(Contender):
 
     def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
         airflow = self.airflow
-        dag = dag_id(job.workload)
+        dag = job.dag
         # The tree: every process of this Airflow, its idle components included (tree_first).
         sampler = Sampler(classify=classify_ours, interval=self.sample_interval, member=airflow.owns)
         with sampler:
@@ -537,6 +590,7 @@ class OursScheduler(Contender):
         ended = _parse_time(run.get("end_date"))
         # The scheduler's end_date is exact; polling every second is not.
         wall = ended - started_wall if ended else polled
+        _fetch_output(job, output)
         tis = airflow.task_instances(dag, run_id)
         runs = [t for t in tis if t["task_id"].endswith(".run")]
         by_id = {t["task_id"].rsplit(".", 1)[-1]: t for t in tis if t["map_index"] == -1}

@@ -138,7 +138,61 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
             "merge_memory_ratio": ratio("merge_peak_rss_mb"),
             "partition_memory_ratio": ratio("partition_peak_rss_mb"),
         }
-    return {"main": main, "scaling": scaling, "growth": growth, "partition_probes": list(probes.values())}
+    return {
+        "main": main,
+        "scaling": scaling,
+        "growth": growth,
+        "partition_probes": list(probes.values()),
+        "remote": _remote(main),
+    }
+
+
+def _remote(main: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return, per contender, (a) on S3 against (a) on local disk, and each one's ratio to the pool.
+
+    The issue's goals: ours on S3 within 1.2x of ours on local disk, and ours' ratio to the pool
+    on S3 no worse than on local disk.
+    """
+    walls = {(f["job"], f["contender"]): f for f in main if f["workload"] == "a"}
+    out: dict[str, Any] = {}
+    for (job, contender), remote in walls.items():
+        local = walls.get(("a", contender))
+        if (
+            not job.endswith("-s3")
+            or local is None
+            or not (remote["wall_median_s"] and local["wall_median_s"])
+        ):
+            continue
+        out[contender] = {
+            "local_s": local["wall_median_s"],
+            "remote_s": remote["wall_median_s"],
+            "remote_to_local": round(remote["wall_median_s"] / local["wall_median_s"], 2),
+            "local_to_pool": local.get("ratio_to_baseline"),
+            "remote_to_pool": remote.get("ratio_to_baseline"),
+        }
+    return out
+
+
+def _remote_lines(record: dict[str, Any]) -> list[str]:
+    remote = record["summary"].get("remote") or {}
+    store = record.get("store") or {}
+    if not remote:
+        return []
+    lines = [
+        "",
+        f"(a) on S3 (moto's server behind a proxy adding {store.get('latency_ms', '?'):g} ms per request) "
+        "against (a) on local disk:",
+        "",
+        "| contender | local s | S3 s | S3 / local | x pool, local | x pool, S3 |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for contender, f in remote.items():
+        lines.append(
+            f"| {contender} | {_num(f['local_s'])} | {_num(f['remote_s'])} | "
+            f"{_num(f['remote_to_local'], 2, 'x')} | {_num(f['local_to_pool'], 2, 'x')} | "
+            f"{_num(f['remote_to_pool'], 2, 'x')} |"
+        )
+    return lines
 
 
 def _num(value: Any, digits: int = 1, suffix: str = "") -> str:
@@ -181,7 +235,7 @@ def _walls(figures: dict[str, Any]) -> str:
 def _workload_title(figures: dict[str, Any], size: dict[str, Any]) -> str:
     w = figures["workload"]
     if w == "a":
-        return f"(a) {figures['mini_batches']} parquet files x {size['rows_per_file']:,} rows"
+        return f"(a) {figures['mini_batches']} parquet files x {size['rows_per_file']:,} rows{where(figures)}"
     if w == "b":
         return f"(b) {figures['items']:,} PNG files, 10 per mini-batch"
     if w == "d":
@@ -219,6 +273,10 @@ def _sql_lines(sql: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def where(figures: dict[str, Any]) -> str:
+    return " on S3" if figures["job"].endswith("-s3") else ""
+
+
 def render_markdown(record: dict[str, Any]) -> str:
     """Return the results as markdown: a header naming the machine, then the tables."""
     m = record["machine"]
@@ -250,6 +308,7 @@ def render_markdown(record: dict[str, Any]) -> str:
         lines.append(f"| all | {name} | unavailable: {reason} | | | | | | | |")
 
     lines += _sql_lines([f for f in main if f["workload"] == "d"])
+    lines += _remote_lines(record)
     ours = [f for f in main if f["contender"].startswith("ours")]
     if ours:
         lines += [
@@ -265,7 +324,8 @@ def render_markdown(record: dict[str, Any]) -> str:
         for f in ours:
             tis = f["task_instances"] if f["task_instances"] is not None else "-"
             lines.append(
-                f"| {WORKLOAD_TITLES[f['workload']]} | {f['contender']} | {f['mini_batches']} / {tis} | "
+                f"| {WORKLOAD_TITLES[f['workload']]}{where(f)} | {f['contender']} | "
+                f"{f['mini_batches']} / {tis} | "
                 f"{_num(f['engine_overhead_ms_per_mini_batch'], 0)} | "
                 f"{_num(f['ti_overhead_ms_per_mini_batch'], 0)} | {_num(f['workers_seen'])} | "
                 f"{_num(f['run_task_peak_rss_mb'], 0)} | {_num(f['aggregate_task_peak_rss_mb'], 0)} | "

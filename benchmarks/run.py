@@ -21,6 +21,7 @@ if __package__ in (None, ""):  # python benchmarks/run.py
 
 from benchmarks.contenders import CONTENDERS, TABULAR_MINI_BATCH_SIZE, Contender, Job
 from benchmarks.measure import machine, run_probe
+from benchmarks.remote import RemoteStore
 from benchmarks.report import render_markdown, summarize
 from benchmarks.sql_tables import POSTGRES_URL, SqlTables, drop_tables, safe_url, unreachable
 from benchmarks.workloads import FILES_PER_MINI_BATCH, REPO, SIZES, Paths, Size, prepare
@@ -162,6 +163,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=7200, help="seconds one job may take")
     parser.add_argument("--sample-interval", type=float, default=0.1, help="seconds between RSS samples")
     parser.add_argument("--keep-outputs", action="store_true", help="keep every contender's output")
+    parser.add_argument(
+        "--store",
+        choices=["local", "s3"],
+        default="local",
+        help="s3: also run (a) with input and output on moto's S3 server, behind a proxy adding latency",
+    )
+    parser.add_argument("--latency-ms", type=float, default=20.0, help="--store s3: ms added per request")
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -171,7 +179,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for c in args.contenders:
         if c not in CONTENDERS:
             parser.error(f"unknown contender {c!r}; use {', '.join(CONTENDERS)}")
+    if args.store == "s3" and "a" not in args.workloads:
+        parser.error("--store s3 runs workload a on S3 beside its local run: include a in --workloads")
     return args
+
+
+def remote_job(store: RemoteStore, size: Size, paths: Paths) -> Job:
+    """Return (a) with its input uploaded to the store (straight to the server, not timed)."""
+    url = store.url("inputs", size.name, "a")
+    _log(f"uploading (a)'s {size.tabular_files} input files to {url} (not timed)")
+    store.upload(paths.tabular_input, url)
+    items = size.tabular_files * size.rows_per_file
+    return Job(
+        "a",
+        "a-s3",
+        paths.tabular_input,
+        paths.tabular_model,
+        size.tabular_files,
+        items,
+        remote=store,
+        input_url=url,
+    )
 
 
 def sql_tables(args: argparse.Namespace, size: Size) -> SqlTables | None:
@@ -199,13 +227,39 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = paths.root / "work"
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    options = {"timeout": args.timeout, "sample_interval": args.sample_interval, "tables": tables}
+    store = RemoteStore(args.latency_ms).start() if args.store == "s3" else None
+    try:
+        return _run(args, size, reps, started, tables, paths, work, store, argv)
+    finally:
+        if store is not None:
+            store.stop()
+
+
+def _run(
+    args: argparse.Namespace,
+    size: Size,
+    reps: int,
+    started: float,
+    tables: SqlTables | None,
+    paths: Paths,
+    work: Path,
+    store: RemoteStore | None,
+    argv: list[str] | None,
+) -> dict[str, Any]:
+    options = {
+        "timeout": args.timeout,
+        "sample_interval": args.sample_interval,
+        "tables": tables,
+        "store": store,
+    }
     contenders = [CONTENDERS[name](work, **options) for name in args.contenders]
     unavailable = {c.name: reason for c in contenders if (reason := c.unavailable())}
     for name, reason in unavailable.items():
         _log(f"{name} unavailable: {reason}")
     active = [c for c in contenders if c.name not in unavailable]
     jobs = jobs_for(size, paths, args.workloads, tables)
+    if store is not None:
+        jobs.append(remote_job(store, size, paths))
 
     results: list[dict[str, Any]] = []
     # A B A B: every rep runs every contender, so drift on a shared machine hits them alike.
@@ -230,7 +284,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                     measure_one(contender, job, 0, work / "runs", args.keep_outputs)
                     for job in scaling_jobs(size, paths)
                 )
-        probes = partition_probes(paths, size, scaling_jobs(size, paths) + jobs, work)
+        local = [j for j in jobs if j.remote is None]
+        probes = partition_probes(paths, size, scaling_jobs(size, paths) + local, work)
 
     record = {
         "command": " ".join(
@@ -240,6 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "size": size.name,
         "size_parameters": size.__dict__,
         "sql_tables": {"customers": tables.customers, "prefix": tables.prefix} if tables else None,
+        "store": {"kind": "s3", "latency_ms": store.latency_ms} if store is not None else None,
         "reps": reps,
         "workloads": args.workloads,
         "contenders": args.contenders,

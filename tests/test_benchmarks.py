@@ -180,3 +180,29 @@ def test_tiny_sql_run_under_a_real_scheduler_against_the_read_sql_loop(tmp_path:
     # Ours' tree is the whole Airflow: its idle components were there before the run, and more ran.
     assert 0 < ours["tree_first_rss_mb"] < ours["tree_peak_rss_mb"]
     assert "| ours-scheduler |" in (tmp_path / "results" / "latest.md").read_text().split("(d) SQL")[-1]
+
+
+def test_tiny_run_on_s3_behind_latency_against_the_pool_on_the_same_store(tmp_path: Path) -> None:
+    """``--store s3``: (a) on moto's S3 server behind the latency proxy, beside (a) on local disk."""
+    record = run_harness(
+        tmp_path,
+        *("--contenders", "ours-dags-test,process-pool", "--workloads", "a", "--scaling", "off"),
+        *("--store", "s3", "--latency-ms", "20"),
+    )
+    assert record["store"] == {"kind": "s3", "latency_ms": 20.0}
+    for contender in ("ours-dags-test", "process-pool"):
+        for job in ("a", "a-s3"):
+            f = figures(record, job, contender)
+            assert f["ok"], (job, contender, f["errors"])
+            assert f["rows"] == f["items"], (job, contender)
+    # The same rows whichever the store, and the same as the pool's on that store.
+    assert figures(record, "a-s3", "ours-dags-test")["same_output_as_baseline"] is True
+    pool_digests = [figures(record, job, "process-pool")["digests"] for job in ("a", "a-s3")]
+    assert pool_digests[0] == pool_digests[1]
+    remote = record["summary"]["remote"]
+    assert set(remote) == {"ours-dags-test", "process-pool"}
+    assert all(r["remote_to_local"] > 0 for r in remote.values())
+    assert "(a) on S3" in (tmp_path / "results" / "latest.md").read_text()
+    # What was read and written on the store, through the Connection: the merged output of ours.
+    runs = runs_dir(tmp_path) / "rep1"
+    assert (runs / "ours-dags-test" / "a-s3" / "parallel_run_step.parquet").is_file()

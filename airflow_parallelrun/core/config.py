@@ -92,6 +92,9 @@ class ParallelRunConfig:
     gives one task instance per mini-batch up to ``AUTO_TASKS_PER_PROCESS`` per process of the
     run, and shares them evenly among that many above it, so Airflow's per-task cost stays small
     next to the scoring.
+    ``prefetch_mini_batches`` (default 1) is how many of a task instance's next mini-batches
+    have their remote inputs fetched to the node's local scratch disk while ``run()`` scores the
+    current one; 0 fetches each only when its turn comes. Local inputs are never copied.
     ``warm_workers`` (default on) keeps up to ``process_count_per_node`` entry-script processes
     of the run warm on each node, so imports and ``init()`` are paid once per process rather
     than once per task instance; they stop after ``worker_idle_timeout`` seconds without work.
@@ -120,6 +123,7 @@ class ParallelRunConfig:
     warm_workers: bool = True
     worker_idle_timeout: float = 60
     mini_batches_per_task: int | str = "auto"
+    prefetch_mini_batches: int = 1
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -144,6 +148,7 @@ class ParallelRunConfig:
             warm_workers: bool = True,
             worker_idle_timeout: float = 60,
             mini_batches_per_task: int | str = "auto",
+            prefetch_mini_batches: int = 1,
         ) -> None: ...
 
     def __post_init__(self) -> None:

@@ -53,6 +53,8 @@ class ConfigFields(Protocol):
     def worker_idle_timeout(self) -> float: ...
     @property
     def mini_batches_per_task(self) -> int | str: ...
+    @property
+    def prefetch_mini_batches(self) -> int: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -247,6 +249,12 @@ def _check_workers(config: ConfigFields) -> None:
             1,
             "give 'auto', or how many consecutive mini-batches one run task instance runs, e.g. 1",
         )
+    _require_int(
+        "prefetch_mini_batches",
+        config.prefetch_mini_batches,
+        0,
+        "give how many next mini-batches to fetch while one runs, e.g. 1 (0: fetch each when its turn comes)",
+    )
 
 
 def _check_logging_level(config: ConfigFields) -> None:

@@ -246,6 +246,9 @@ INVALID = [
     ("warm_workers", "yes", "expected True"),
     ("worker_idle_timeout", 0, "seconds > 0 a warm worker waits"),
     ("worker_idle_timeout", float("inf"), "e.g. 60"),
+    ("prefetch_mini_batches", -1, "0: fetch each when its turn comes"),
+    ("prefetch_mini_batches", True, "expected a whole number >= 0"),
+    ("prefetch_mini_batches", "1", "how many next mini-batches to fetch"),
 ]
 
 

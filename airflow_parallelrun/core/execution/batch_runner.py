@@ -13,6 +13,7 @@ import os
 import shutil
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,8 @@ from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, l
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
-from airflow_parallelrun.core.inputs.reading import count_piece_items, stage_mini_batch
+from airflow_parallelrun.core.inputs.prefetch import Prefetch
+from airflow_parallelrun.core.inputs.reading import count_piece_items
 from airflow_parallelrun.core.outputs.counting import count_items
 from airflow_parallelrun.core.outputs.parts import PART_EXTENSIONS
 from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus
@@ -139,6 +141,7 @@ class BatchRunner:
         )
         self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
+        self.prefetch = Prefetch(lambda mb: self._folder("input", mb.id), spec.config.prefetch_mini_batches)
 
     def _folder(self, *parts: str) -> str:
         path = os.path.join(self.scratch, *parts)
@@ -149,14 +152,19 @@ class BatchRunner:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.prefetch.close()
         if self.worker is not None:
             result = self.worker.shutdown()
             if result is not None and not result.ok:
                 log.warning("shutdown() failed: %s\n%s", result.message, result.traceback)
             self.worker = None
 
-    def run(self, mb: MiniBatch, run_id: str | None) -> BatchStatus:
-        """Stage, try, and publish one mini-batch; return its status."""
+    def run(self, mb: MiniBatch, run_id: str | None, upcoming: Sequence[MiniBatch] = ()) -> BatchStatus:
+        """Stage, try, and publish one mini-batch; return its status.
+
+        ``upcoming`` are the mini-batches this task runs next: their inputs are fetched while
+        this one runs (see ``Prefetch``).
+        """
         config, out = self.spec.config, self.layout.output
         started = time.perf_counter()
         # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
@@ -164,7 +172,7 @@ class BatchRunner:
         ext = PART_EXTENSIONS[fmt]
         wants_part = config.output_action == "append_row" or self.spec.sink is not None
         part_local = os.path.join(self.scratch, f"{mb.id}.{ext}") if wants_part else None
-        result, tries = self._stage_and_try(mb, part_local, fmt)
+        result, tries = self._stage_and_try(mb, part_local, fmt, upcoming)
         status = _status_of(mb, result, tries, run_id)
         status.run_key, status.task_try = self.run_key, self.task_try
         if self.run_key is not None:
@@ -210,12 +218,22 @@ class BatchRunner:
         os.unlink(part_local)  # summary_only: the table instead of the merged file
         return None
 
-    def _stage_and_try(self, mb: MiniBatch, part_local: str | None, fmt: str) -> tuple[TryResult, int]:
-        """Fetch the mini-batch's inputs to a local folder and try it; return the last try and the count."""
+    def drop(self, mb: MiniBatch) -> None:
+        """Forget a mini-batch this task will not run: stop fetching it and remove what was fetched."""
+        self.prefetch.drop(mb.id)
+
+    def _stage_and_try(
+        self, mb: MiniBatch, part_local: str | None, fmt: str, upcoming: Sequence[MiniBatch]
+    ) -> tuple[TryResult, int]:
+        """Fetch the mini-batch's inputs to a local folder and try it; return the last try and the count.
+
+        The next mini-batches' fetch starts once this one's inputs are here, so the two never
+        share the network and the worker never waits on both.
+        """
         staged = self._folder("input", mb.id)
         try:
             try:
-                local_mb = stage_mini_batch(mb, staged)
+                local_mb = self.prefetch.take(mb)
             except StorageError:
                 # The storage kept failing, not the input: fail the task, to be retried or cleared.
                 raise
@@ -231,6 +249,7 @@ class BatchRunner:
                     ),
                     1,
                 )
+            self.prefetch.start(upcoming)
             return self._tries(local_mb, part_local, fmt)
         finally:
             shutil.rmtree(staged, ignore_errors=True)

@@ -12,6 +12,7 @@ import csv
 import logging
 import os
 import posixpath
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
@@ -227,13 +228,24 @@ def count_piece_items(mb: MiniBatch) -> int | None:
     return None
 
 
-def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
+class FetchCancelled(Exception):
+    """A fetch was stopped before it finished: its mini-batch will not run here."""
+
+
+def stage_mini_batch(mb: MiniBatch, scratch: str, *, stop: threading.Event | None = None) -> MiniBatch:
     """Return ``mb`` with every remote input copied into ``scratch``; local inputs stay where they are.
 
-    The worker process then reads only local files, whatever filesystem the input is on. A
-    local file that cannot be opened any more raises ``InputReadError`` naming it, before
-    ``run()`` spends its tries on it.
+    The worker process then reads only local files, whatever filesystem the input is on; a
+    remote file keeps its own name (see :func:`staged_names`). A local file that cannot be
+    opened any more raises ``InputReadError`` naming it, before ``run()`` spends its tries on
+    it. ``stop``, once set, ends the copy between two files with ``FetchCancelled``.
     """
+
+    def check_stop() -> None:
+        if stop is not None and stop.is_set():
+            raise FetchCancelled(f"the fetch of {mb.id} was cancelled")
+
+    check_stop()
     if mb.piece is not None:
         if is_local(mb.piece.path):
             return mb
@@ -246,7 +258,18 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
 
             def fetch() -> None:
                 with open_url(piece.path) as f:
-                    pq.write_table(read_parquet_piece(f, piece), local)
+                    source = pq.ParquetFile(f)
+                    groups = source.metadata.num_row_groups
+                    if not (
+                        piece.unit == "file"
+                        or (piece.unit == "row_groups" and piece.start == 0 and piece.end >= groups)
+                    ):
+                        pq.write_table(read_parquet_piece(f, piece), local)
+                        return
+                # The piece is the whole file: its bytes as they are, without decoding and
+                # encoding them again in the task's process (CPU the workers need).
+                fs, path = url_to_fs(piece.path)
+                fs.get_file(path, local)
 
             call_with_retries(fetch)
             return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
@@ -259,15 +282,61 @@ def stage_mini_batch(mb: MiniBatch, scratch: str) -> MiniBatch:
         call_with_retries(fetch_text)
         return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
     check_files_readable([url_to_fs(url)[1] for url in mb.files if is_local(url)])
+    remote = [url for url in mb.files if not is_local(url)]
+    names = dict(zip(remote, staged_names(remote), strict=True))
     local_files = []
     folder = os.path.join(scratch, mb.id)
-    for i, url in enumerate(mb.files):
-        if is_local(url):
+    for url in mb.files:
+        if url not in names:
             local_files.append(url_to_fs(url)[1])
             continue
-        os.makedirs(folder, exist_ok=True)
-        target = os.path.join(folder, f"{i:05d}-{posixpath.basename(url.rstrip('/'))}")
+        check_stop()
+        target = os.path.join(folder, *names[url].split("/"))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
         fs, path = url_to_fs(url)
-        call_with_retries(fs.get_file, path, target)
+        try:
+            call_with_retries(fs.get_file, path, target)
+        except FileNotFoundError as exc:
+            raise InputReadError(
+                f"{url}: the file is gone ({exc}); it was listed but cannot be read", len(mb.files)
+            ) from exc
+        except PermissionError as exc:
+            raise InputReadError(
+                f"{url}: permission denied ({exc}); let the worker read it", len(mb.files)
+            ) from exc
         local_files.append(target)
     return replace(mb, files=tuple(local_files))
+
+
+def staged_names(urls: Sequence[str]) -> list[str]:
+    """Return where each remote input of a mini-batch is staged, relative to the mini-batch's folder.
+
+    Each file keeps its own name, so an entry script that names its outputs after its inputs
+    writes the names it would write for local files. Files of one folder stay side by side;
+    files of several folders keep the sub-folders below the deepest folder they share, so equal
+    names from different folders never overwrite each other (Azure's mounted inputs differ by
+    their folders the same way).
+
+    >>> staged_names(["s3://b/in/img_0001.png", "s3://b/in/img_0002.png"])
+    ['img_0001.png', 'img_0002.png']
+    >>> staged_names(["s3://b/in/a/x.png", "s3://b/in/b/x.png", "s3://b/in/b/c/y.png"])
+    ['a/x.png', 'b/x.png', 'b/c/y.png']
+    >>> staged_names(["s3://b/in/x.png", "abfs://b/in/x.png"])
+    ['s3/b/in/x.png', 'abfs/b/in/x.png']
+    >>> staged_names([])
+    []
+    """
+    # The scheme is a folder of its own, so equal paths on two stores stay apart too.
+    keys = [_safe_parts(url.replace("://", "/", 1)) for url in urls]
+    if not keys:
+        return []
+    shared = 0
+    folders = [k[:-1] for k in keys]
+    while all(len(f) > shared and f[shared] == folders[0][shared] for f in folders):
+        shared += 1
+    return ["/".join(k[shared:]) for k in keys]
+
+
+def _safe_parts(path: str) -> list[str]:
+    """Split a path into the parts a local path may hold: no empty, ``.`` or ``..`` part."""
+    return [{"..": "%2E%2E"}.get(p, p) for p in path.split("/") if p not in ("", ".")]

@@ -17,11 +17,12 @@ the reuse, the abort and threshold counting here and by the aggregate step.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
 import shutil
 import tempfile
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ from airflow_parallelrun.core.storage.manifest import (
 )
 
 if TYPE_CHECKING:
+    from airflow_parallelrun.core.inputs.minibatch import MiniBatch
     from airflow_parallelrun.core.spec import RunSpec
 
 log = logging.getLogger(__name__)
@@ -95,15 +97,17 @@ def run_mini_batches(
     run_key, accepted = header.get("run_key"), accepted_keys(header)
     statuses: list[BatchStatus] = []
     with _scratch() as scratch, BatchRunner(spec, scratch, run_key, task_try) as runner:
-        for mb in read_mini_batches(layout, indexes, header):
-            previous = _previous_status(layout, mb.id)
-            if previous is not None and previous.succeeded and previous.run_key in accepted:
+        queue = _Upcoming(layout, read_mini_batches(layout, indexes, header), accepted)
+        for mb, previous in queue:
+            if _reusable(previous, accepted):
+                assert previous is not None
                 log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
                 statuses.append(previous)
                 continue
             reason = abort_reason(layout, accepted) if honour_abort else None
             if reason is not None:
                 log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
+                runner.drop(mb)
                 statuses.append(
                     BatchStatus(
                         id=mb.id,
@@ -115,7 +119,7 @@ def run_mini_batches(
                     )
                 )
                 continue
-            status = runner.run(mb, run_id)
+            status = runner.run(mb, run_id, queue.next_to_run(spec.config.prefetch_mini_batches))
             statuses.append(status)
             if status.items_failed or not status.succeeded:
                 _abort_if_hopeless(layout, spec, status, accepted, int(header["total_mini_batches"]))
@@ -125,6 +129,46 @@ def run_mini_batches(
 def run_mini_batch(index: int, spec: RunSpec, **kwargs: Any) -> BatchStatus:
     """Run one mini-batch; see :func:`run_mini_batches`."""
     return run_mini_batches([index], spec, **kwargs)[0]
+
+
+def _reusable(previous: BatchStatus | None, accepted: Collection[str | None]) -> bool:
+    """Tell whether a mini-batch's earlier status lets its output be reused instead of running it."""
+    return previous is not None and previous.succeeded and previous.run_key in accepted
+
+
+class _Upcoming:
+    """A task's mini-batches in order, each with its earlier status, read a few ahead when asked.
+
+    The earlier status of a mini-batch is read once, when it is first looked at: at its turn,
+    or earlier when the mini-batches to fetch ahead are chosen (only those that will run).
+    """
+
+    def __init__(
+        self, layout: RunLayout, mini_batches: Iterable[MiniBatch], accepted: Collection[str | None]
+    ) -> None:
+        self.layout, self.accepted = layout, accepted
+        self._source = iter(mini_batches)
+        self._read: collections.deque[tuple[MiniBatch, BatchStatus | None]] = collections.deque()
+
+    def _read_one(self) -> bool:
+        mb = next(self._source, None)
+        if mb is None:
+            return False
+        self._read.append((mb, _previous_status(self.layout, mb.id)))
+        return True
+
+    def __iter__(self) -> Iterator[tuple[MiniBatch, BatchStatus | None]]:
+        while self._read or self._read_one():
+            yield self._read.popleft()
+
+    def next_to_run(self, count: int) -> list[MiniBatch]:
+        """Return the next ``count`` mini-batches that will run (their output is not reusable)."""
+        found = [mb for mb, previous in self._read if not _reusable(previous, self.accepted)]
+        while len(found) < count and self._read_one():
+            mb, previous = self._read[-1]
+            if not _reusable(previous, self.accepted):
+                found.append(mb)
+        return found[:count]
 
 
 def _previous_status(layout: RunLayout, mb_id: str) -> BatchStatus | None:
