@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -35,6 +36,7 @@ class ServerProcess:
             text=True,
             env={**os.environ, **(self.env or {})},
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         found = threading.Event()
 
@@ -76,6 +78,14 @@ class ServerProcess:
             with _suppress_lookup():
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+
+
+def _die_with_parent() -> None:
+    """Ask Linux to stop the server when the process that started it dies (a test run killed)."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class _suppress_lookup:
