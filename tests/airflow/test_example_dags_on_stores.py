@@ -133,6 +133,22 @@ def test_the_data_dir_param_takes_the_configured_store_folder_and_no_other_url(
         assert not accepts(name, "s3://team-bucket/examples"), name
 
 
+@pytest.fixture
+def s3_examples(s3_store: ObjectStore, local_examples: Path, monkeypatch: pytest.MonkeyPatch) -> ObjectStore:
+    """The examples' store folder on S3, with the local examples folder shared by the tests."""
+    _use_store(monkeypatch, local_examples, s3_store)
+    return s3_store
+
+
+@pytest.fixture
+def azure_examples(
+    azure_store: ObjectStore, local_examples: Path, monkeypatch: pytest.MonkeyPatch
+) -> ObjectStore:
+    """The examples' store folder on Azure Blob, with the local examples folder shared by the tests."""
+    _use_store(monkeypatch, local_examples, azure_store)
+    return azure_store
+
+
 def _example(name: str) -> Any:
     return load_dag_module(DAGS / f"{name}.py")
 
@@ -157,74 +173,68 @@ def _summary(store: ObjectStore, *parts: str) -> dict[str, Any]:
 
 def test_the_sensor_example_claims_and_scores_new_images_on_the_store(
     airflow_db: None,
-    s3_store: ObjectStore,
+    s3_examples: ObjectStore,
     local_examples: Path,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The images are new when the run starts: the sensor defers, its trigger reports them."""
-    _use_store(monkeypatch, local_examples, s3_store)
-    names = _drop_images(s3_store, "incoming/sensor", tmp_path)
-    dag_run = _example("parallelrun_sensor").dag.test(run_conf={"data_dir": s3_store.url("examples")})
+    names = _drop_images(s3_examples, "incoming/sensor", tmp_path)
+    dag_run = _example("parallelrun_sensor").dag.test(run_conf={"data_dir": s3_examples.url("examples")})
     assert dag_run.state == "success", task_instances(dag_run)
 
-    assert [line.split(":")[0] for line in _lines(s3_store, "out", "sensor", dag_run.run_id)] == names
+    assert [line.split(":")[0] for line in _lines(s3_examples, "out", "sensor", dag_run.run_id)] == names
     # Claimed on the store, by this run.
-    ledger = ClaimLedger(default_state_path(s3_store.url("examples", "incoming", "sensor")), s3_store.fs())
+    ledger = ClaimLedger(
+        default_state_path(s3_examples.url("examples", "incoming", "sensor")), s3_examples.fs()
+    )
     for name in names:
-        record = ledger.record(s3_store.url("examples", "incoming", "sensor", "batch", name))
+        record = ledger.record(s3_examples.url("examples", "incoming", "sensor", "batch", name))
         assert record is not None and record["owner"].startswith(f"parallelrun_sensor/{dag_run.run_id}/")
     assert not (local_examples / "incoming").exists()
 
 
 def test_the_nightly_example_scores_its_day_on_the_store_and_the_report_reads_the_output_there(
     airflow_db: None,
-    azure_store: ObjectStore,
+    azure_examples: ObjectStore,
     local_examples: Path,
-    monkeypatch: pytest.MonkeyPatch,
     asset_triggered: Any,
 ) -> None:
-    _use_store(monkeypatch, local_examples, azure_store)
     nightly, report = _example("parallelrun_nightly").dag, _example("parallelrun_report").dag
     # Scheduled runs take the default: the deployment's store folder.
-    assert nightly.params["data_dir"] == azure_store.url("examples")
+    assert nightly.params["data_dir"] == azure_examples.url("examples")
     sync_dags_folder()
     unpause("parallelrun_report")
 
     scored = nightly.test(logical_date=at(2024, 3, 9, 2, 0))
     assert scored.state == "success", task_instances(scored)
-    local = local_examples
-    day = read_table(local / "tabular" / "daily" / "2024-03-09")  # made locally, then uploaded
-    expected = expected_lines(day, local / "tabular" / "model.joblib")
-    assert _lines(azure_store, "out", "nightly", "2024-03-09") == expected
-    processed = azure_store.fs().cat_file(
-        azure_store.path(
+    day = read_table(local_examples / "tabular" / "daily" / "2024-03-09")  # made locally, then uploaded
+    expected = expected_lines(day, local_examples / "tabular" / "model.joblib")
+    assert _lines(azure_examples, "out", "nightly", "2024-03-09") == expected
+    processed = azure_examples.fs().cat_file(
+        azure_examples.path(
             "examples", "out", "nightly", "2024-03-09", "_parallelrun", "processed_mini_batches.csv"
         )
     )
-    assert azure_store.url("examples", "tabular", "daily", "2024-03-09") in processed.decode()
+    assert azure_examples.url("examples", "tabular", "daily", "2024-03-09") in processed.decode()
     (event,) = asset_events("parallelrun_scores", scored.run_id)
-    output = azure_store.url("examples", "out", "nightly", "2024-03-09", "parallel_run_step.txt")
+    output = azure_examples.url("examples", "out", "nightly", "2024-03-09", "parallel_run_step.txt")
     assert event["extra"]["output"] == output
 
     # The report counts the rows of that output on the store, through the examples' Connection.
     asset_triggered([event["id"]])
     reported = report.test(logical_date=None)
     assert reported.state == "success", task_instances(reported)
-    (report_file,) = new_reports(local, set())
+    (report_file,) = new_reports(local_examples, set())
     (entry,) = json.loads(report_file.read_text())["runs"]
     assert (entry["output"], entry["output_rows"], entry["rows_match"]) == (output, len(expected), True)
 
 
 def test_the_form_example_scores_the_folder_it_is_given_on_the_store(
     airflow_db: None,
-    s3_store: ObjectStore,
-    local_examples: Path,
-    monkeypatch: pytest.MonkeyPatch,
+    s3_examples: ObjectStore,
 ) -> None:
-    _use_store(monkeypatch, local_examples, s3_store)
     conf = {
-        "data_dir": s3_store.url("examples"),
+        "data_dir": s3_examples.url("examples"),
         "input_path": "digits/images/batch_3",
         "model_version": "v2",
     }
@@ -232,72 +242,69 @@ def test_the_form_example_scores_the_folder_it_is_given_on_the_store(
     assert dag_run.state == "success", task_instances(dag_run)
 
     out = ("out", "form", "v2", dag_run.run_id)
-    summary = _summary(s3_store, *out)
+    summary = _summary(s3_examples, *out)
     assert (summary["total_items"], summary["succeeded_items"]) == (297, 297)  # digits 1500 to 1796
-    assert summary["output"] == s3_store.url("examples", *out, "parallel_run_step.csv")
+    assert summary["output"] == s3_examples.url("examples", *out, "parallel_run_step.csv")
     header, *rows = (
-        s3_store.fs().cat_file(s3_store.path("examples", *out, "parallel_run_step.csv")).decode().splitlines()
+        s3_examples.fs()
+        .cat_file(s3_examples.path("examples", *out, "parallel_run_step.csv"))
+        .decode()
+        .splitlines()
     )
     assert len(rows) == 297 and all("v2" in row for row in rows), header
-    processed = s3_store.fs().cat_file(
-        s3_store.path("examples", *out, "_parallelrun", "processed_mini_batches.csv")
+    processed = s3_examples.fs().cat_file(
+        s3_examples.path("examples", *out, "_parallelrun", "processed_mini_batches.csv")
     )
-    assert s3_store.url("examples", "digits", "images", "batch_3") in processed.decode()
+    assert s3_examples.url("examples", "digits", "images", "batch_3") in processed.decode()
 
 
 def test_the_asset_or_time_example_rescores_the_reference_table_on_the_store(
-    airflow_db: None, azure_store: ObjectStore, local_examples: Path, monkeypatch: pytest.MonkeyPatch
+    airflow_db: None, azure_examples: ObjectStore
 ) -> None:
-    _use_store(monkeypatch, local_examples, azure_store)
     dag_run = _example("parallelrun_asset_or_time").dag.test()  # the default data_dir: the store
     assert dag_run.state == "success", task_instances(dag_run)
 
-    lines = _lines(azure_store, "out", "rescore", dag_run.run_id)
+    lines = _lines(azure_examples, "out", "rescore", dag_run.run_id)
     assert [int(line.split()[0]) for line in lines] == list(range(3000))
-    assert azure_store.fs().find(azure_store.path("examples", "tabular", "reference"))
+    assert azure_examples.fs().find(azure_examples.path("examples", "tabular", "reference"))
 
 
 def test_the_sql_example_writes_its_summary_to_the_store(
     airflow_db: None,
-    s3_store: ObjectStore,
+    s3_examples: ObjectStore,
     local_examples: Path,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The customers table is the examples' SQLite database; the run's own files go to the store."""
-    _use_store(monkeypatch, local_examples, s3_store)
     dag_run = _example("parallelrun_sql").dag.test(logical_date=at(2024, 6, 1, 3, 0))
     assert dag_run.state == "success", task_instances(dag_run)
 
-    summary = _summary(s3_store, "out", "sql", dag_run.run_id)
+    summary = _summary(s3_examples, "out", "sql", dag_run.run_id)
     assert (summary["total_items"], summary["succeeded_items"], summary["failed_items"]) == (10000, 10000, 0)
     assert not (local_examples / "out" / "sql").exists()
 
 
 def test_the_event_driven_example_watches_the_store_and_scores_what_its_trigger_claimed(
     airflow_db: None,
-    azure_store: ObjectStore,
-    local_examples: Path,
+    azure_examples: ObjectStore,
     tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
     asset_triggered: Any,
 ) -> None:
     from airflow.assets.manager import AssetManager
     from airflow.models.asset import AssetModel
     from airflow.utils.session import create_session
 
-    _use_store(monkeypatch, local_examples, azure_store)
     module = _example("parallelrun_event_driven")
     (watcher,) = module.incoming_images.watchers
     trigger = watcher.trigger
     assert (trigger.path, trigger.conn_id) == (
-        azure_store.url("examples", "incoming", "events"),
-        azure_store.conn_id,
+        azure_examples.url("examples", "incoming", "events"),
+        azure_examples.conn_id,
     )
-    names = _drop_images(azure_store, "incoming/events", tmp_path)
+    names = _drop_images(azure_examples, "incoming/events", tmp_path)
 
     fired = asyncio.run(_next_event(trigger, timeout=HANG))
     assert fired is not None
-    incoming = [azure_store.url("examples", "incoming", "events", "batch", name) for name in names]
+    incoming = [azure_examples.url("examples", "incoming", "events", "batch", name) for name in names]
     assert fired.payload["files"] == incoming
     # Recorded as the triggerer records a watcher's event; the scheduler would start this run on it.
     sync_dags_folder()
@@ -315,4 +322,4 @@ def test_the_event_driven_example_watches_the_store_and_scores_what_its_trigger_
     dag_run = module.dag.test(logical_date=None)
     assert dag_run.state == "success", task_instances(dag_run)
 
-    assert [line.split(":")[0] for line in _lines(azure_store, "out", "events", dag_run.run_id)] == names
+    assert [line.split(":")[0] for line in _lines(azure_examples, "out", "events", dag_run.run_id)] == names
