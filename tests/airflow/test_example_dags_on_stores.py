@@ -323,3 +323,26 @@ def test_the_event_driven_example_watches_the_store_and_scores_what_its_trigger_
     assert dag_run.state == "success", task_instances(dag_run)
 
     assert [line.split(":")[0] for line in _lines(azure_examples, "out", "events", dag_run.run_id)] == names
+
+
+def test_a_day_delivered_on_the_store_is_left_as_it_is_and_a_missing_one_is_uploaded(
+    s3_examples: ObjectStore, tmp_path: Path
+) -> None:
+    """What the nightly example's ``materialise_day`` does with the day's folder on the store."""
+    from parallelrun_examples.on_store import publish
+
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "part-000.csv").write_text("id\n1\n")
+    delivered = s3_examples.put("examples/tabular/daily/2024-03-10/export.csv", b"id\n7\n")
+    data_dir = s3_examples.url("examples")
+
+    day = publish(data_dir, made, "tabular/daily/2024-03-10", unless_delivered=True)
+    assert day == s3_examples.url("examples", "tabular", "daily", "2024-03-10")
+    assert s3_examples.fs().find(s3_examples.path("examples", "tabular", "daily", "2024-03-10")) == [
+        delivered.split("://", 1)[1]
+    ]
+    publish(data_dir, made, "tabular/daily/2024-03-11", unless_delivered=True)
+    assert s3_examples.fs().cat_file(
+        s3_examples.path("examples", "tabular", "daily", "2024-03-11", "part-000.csv")
+    )
