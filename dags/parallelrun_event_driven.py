@@ -7,14 +7,17 @@ size for 5 seconds and that no one has taken, and records an event on the asset
 ``score`` step classifies exactly the files of the events that triggered the run
 (``FileDataset(files=TRIGGERING_FILES)``). A file fires once, even when the triggerer restarts.
 
-The watched folder is fixed when the DAG file is parsed: ``$PARALLELRUN_EXAMPLES_DIR``, else
-``$AIRFLOW_HOME/parallelrun-examples``.
+The watched folder is fixed when the DAG file is parsed (a trigger has no run, so no Params):
+under the deployment's store folder ``$PARALLELRUN_EXAMPLES_STORE`` when one is set (reached with
+the Connection ``$PARALLELRUN_EXAMPLES_CONN_ID``; the claims and the output go there too), else
+under ``$PARALLELRUN_EXAMPLES_DIR``, else ``$AIRFLOW_HOME/parallelrun-examples``. The model stays
+in the local examples folder.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import DAG, Asset, AssetWatcher, task
-from parallelrun_examples.settings import examples_dir
+from parallelrun_examples.settings import examples_conn_id, examples_dir, examples_store
 
 from airflow_parallelrun import (
     TRIGGERING_FILES,
@@ -24,7 +27,8 @@ from airflow_parallelrun import (
     ParallelRunOperator,
 )
 
-DATA_DIR = examples_dir()
+DATA_DIR = examples_store() or examples_dir()
+MODELS_DIR = examples_dir()
 
 incoming_images = Asset(
     "parallelrun_incoming_images",
@@ -34,6 +38,7 @@ incoming_images = Asset(
             trigger=NewFilesTrigger(
                 path=f"{DATA_DIR}/incoming/events",
                 pattern="**/*.png",
+                conn_id=examples_conn_id(),
                 settle_seconds=5,
                 poke_interval=5,
                 max_files=1000,
@@ -55,18 +60,19 @@ with DAG(
         """Make the model, if it is not there yet."""
         from parallelrun_examples.data import prepare_examples
 
-        return prepare_examples(DATA_DIR)
+        return prepare_examples(MODELS_DIR)
 
     score = ParallelRunOperator(
         task_id="score",
-        inputs=FileDataset(files=TRIGGERING_FILES),
+        inputs=FileDataset(files=TRIGGERING_FILES, conn_id=examples_conn_id()),
         output_path=f"{DATA_DIR}/out/events/{{{{ run_id }}}}",
+        output_conn_id=examples_conn_id(),
         config=ParallelRunConfig(
             entry_script="scripts/digits_score.py",
             mini_batch_size="100",
             error_threshold=0,
             process_count_per_node=2,
         ),
-        arguments=["--model_path", f"{DATA_DIR}/digits/model.joblib"],
+        arguments=["--model_path", f"{MODELS_DIR}/digits/model.joblib"],
     )
     prepare() >> score

@@ -7,8 +7,12 @@ naming the Param, and no task starts.
 
 What each field does:
 
-- **Input folder** (``input_path``): the folder of PNG images scored, under the examples' data
-  folder; the operator refuses a rendered path outside it.
+- **Folder of the example data and models** (``data_dir``): the local examples folder, or the
+  deployment's store folder (``$PARALLELRUN_EXAMPLES_STORE``, through
+  ``$PARALLELRUN_EXAMPLES_CONN_ID``) when one is set, or a folder under either; on a store
+  ``prepare`` uploads the images, and the models stay local.
+- **Input folder** (``input_path``): the folder of PNG images scored, relative to the data folder;
+  no absolute path and no "..", so it stays under it.
 - **Model version** (``model_version``): the model loaded by ``scripts/digits_score_versioned.py``;
   every output row names it, and the output goes to ``<data>/out/form/<version>/<run id>/``.
 - **Mini-batch size** and **Error threshold** (``mini_batch_size``, ``error_threshold``): go to
@@ -20,11 +24,11 @@ from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 from parallelrun_examples.model_versions import MODEL_VERSIONS
-from parallelrun_examples.settings import examples_dir
+from parallelrun_examples.settings import data_dir_param, examples_conn_id
 
 from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
 
-DATA = examples_dir()
+DATA = "{{ params.data_dir }}"
 MINI_BATCH_SIZE = "50"
 ERROR_THRESHOLD = 0
 # Folder names of letters, digits, "_", "." and "-", separated by "/": no absolute path, no "..".
@@ -37,11 +41,12 @@ with DAG(
     tags=["parallelrun", "example"],
     doc_md=__doc__,
     params={
+        "data_dir": data_dir_param(on_store=True),
         "input_path": Param(
             "digits/images/batch_3",
             type="string",
             title="Input folder",
-            description=f"Folder of PNG digit images to score, relative to {DATA}.",
+            description="Folder of PNG digit images to score, relative to the data folder.",
             minLength=1,
             maxLength=200,
             pattern=RELATIVE_FOLDER,
@@ -73,17 +78,22 @@ with DAG(
 ) as dag:
 
     @task
-    def prepare() -> dict[str, str]:
+    def prepare(params: dict | None = None) -> dict[str, str]:
         """Make the example digit images and both model versions, if they are not there yet."""
-        from parallelrun_examples.data import prepare_examples
         from parallelrun_examples.model_versions import prepare_model_versions
+        from parallelrun_examples.on_store import local_dir, prepare_examples_at
 
-        return {**prepare_examples(DATA), **prepare_model_versions(DATA)}
+        assert params is not None, "Airflow passes the DAG's params to a task that asks for them"
+        data_dir = params["data_dir"]
+        return {**prepare_examples_at(data_dir), **prepare_model_versions(local_dir(data_dir))}
 
     score = ParallelRunOperator(
         task_id="score",
-        inputs=FileDataset(path=f"{DATA}/{{{{ params.input_path }}}}", pattern="**/*.png"),
+        inputs=FileDataset(
+            path=f"{DATA}/{{{{ params.input_path }}}}", pattern="**/*.png", conn_id=examples_conn_id()
+        ),
         output_path=f"{DATA}/out/form/{{{{ params.model_version }}}}/{{{{ run_id }}}}",
+        output_conn_id=examples_conn_id(),
         config=ParallelRunConfig(
             entry_script="scripts/digits_score_versioned.py",
             mini_batch_size="{{ params.mini_batch_size }}",
@@ -94,7 +104,8 @@ with DAG(
         ),
         arguments=[
             "--model_path",
-            f"{DATA}/digits/models/{{{{ params.model_version }}}}.joblib",
+            # The models are local, also when the data is on a store: prepare says where.
+            "{{ ti.xcom_pull(task_ids='prepare')[params.model_version] }}",
             "--model_version",
             "{{ params.model_version }}",
         ],

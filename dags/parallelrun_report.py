@@ -6,6 +6,10 @@ event, ``report`` takes the run's counts and merged output URL from the event's 
 rows of that output and checks they match ``succeeded_items``; it writes
 ``<data>/reports/<run id>.json`` and ``.md`` (one line per scoring run) and fails if any output
 does not hold the rows its run counted.
+
+An output on the deployment's store (the scoring DAG ran with ``data_dir`` there) is read through
+the Connection ``$PARALLELRUN_EXAMPLES_CONN_ID``. The reports stay in the local examples folder:
+this DAG is started by asset events, not by a form, so it has no ``data_dir`` to choose.
 """
 
 from __future__ import annotations
@@ -32,17 +36,20 @@ with DAG(
     def report(triggering_asset_events: Any = None, dag_run: Any = None) -> dict[str, Any]:
         """Write the report of the scoring runs whose events triggered this run; fail on a row mismatch."""
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from parallelrun_examples.on_store import store_filesystem
         from parallelrun_examples.report import format_markdown, report_entry, write_report
+        from parallelrun_examples.settings import is_on_store
 
         events = list(triggering_asset_events[SCORES]) if triggering_asset_events else []
         if not events:
             raise AirflowSkipException(
                 "no parallelrun_scores event triggered this run (a manual run?): nothing to report"
             )
-        entries = [
-            report_entry(e.extra, source=f"{e.source_dag_id}/{e.source_run_id}")
-            for e in sorted(events, key=lambda e: e.timestamp)
-        ]
+        entries = []
+        for e in sorted(events, key=lambda e: e.timestamp):
+            output = str(e.extra.get("output") or "")
+            fs = store_filesystem(output) if is_on_store(output) else None
+            entries.append(report_entry(e.extra, source=f"{e.source_dag_id}/{e.source_run_id}", fs=fs))
         path = write_report(f"{DATA}/reports", dag_run.run_id, entries)
         log.info("report written to %s\n%s", path, format_markdown(entries))
         mismatched = [e for e in entries if e["rows_match"] is False]

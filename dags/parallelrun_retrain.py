@@ -3,6 +3,10 @@
 Trigger it by hand (or from a training pipeline); its event starts ``parallelrun_asset_or_time``,
 which re-scores the reference table with the new model without waiting for its nightly slot. The
 event's extra names the saved model and its SHA-256, so a consumer can tell which model it got.
+
+Its only data is the model, and the model stays in the local examples folder also when the other
+examples run on the deployment's store: the entry scripts load a model from a local path, as on
+Azure ML. So this example has no ``data_dir`` to point at a store.
 """
 
 from __future__ import annotations

@@ -12,13 +12,18 @@ database, a file in the examples folder that this example creates (nothing to se
 an Airflow Connection of type ``postgres``, ``mysql`` or ``sqlite`` (for example one defined as
 ``AIRFLOW_CONN_WAREHOUSE='postgresql://scorer:...@db:5432/analytics'``), where ``prepare`` creates
 the ``customers`` table if it does not exist and never touches it if it does. See docs/sql.md.
+
+The run's summary and report go to ``<data_dir>/out/sql/<run id>/`` (the ``data_dir`` Param):
+the local examples folder, or the deployment's store folder (``$PARALLELRUN_EXAMPLES_STORE``,
+through ``$PARALLELRUN_EXAMPLES_CONN_ID``) when one is set, which scheduled runs then take. The
+SQLite database and the model stay in the local examples folder.
 """
 
 from __future__ import annotations
 
 from airflow.sdk import DAG, Param, task
 from parallelrun_examples.customers import examples_database_url
-from parallelrun_examples.settings import examples_dir
+from parallelrun_examples.settings import data_dir_param, examples_conn_id, examples_dir
 from parallelrun_examples.timetables import CronTriggerTimetable
 from pendulum import datetime
 
@@ -38,6 +43,8 @@ with DAG(
     tags=["parallelrun", "example"],
     doc_md=__doc__,
     params={
+        # Scheduled runs take the default: the store folder when the deployment sets one.
+        "data_dir": data_dir_param(on_store=True, store_by_default=True),
         "conn_id": Param(
             "",
             type="string",
@@ -70,7 +77,8 @@ with DAG(
         output=SqlTable(
             conn_id=CONN_ID, url=EXAMPLES_DB, table="customer_scores", key=["customer_id"], if_exists="upsert"
         ),
-        output_path=f"{DATA}/out/sql/{{{{ run_id }}}}",
+        output_path="{{ params.data_dir }}/out/sql/{{ run_id }}",
+        output_conn_id=examples_conn_id(),
         config=ParallelRunConfig(
             entry_script="scripts/customers_score.py",
             mini_batch_size="2000 rows",

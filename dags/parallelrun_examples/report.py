@@ -24,27 +24,33 @@ COUNT_KEYS = (
 )
 
 
-def count_output_rows(url: str) -> int:
+def count_output_rows(url: str, fs: Any = None) -> int:
     """Return how many result rows a merged output holds: text lines, csv rows after the header, parquet rows.
 
-    ``url`` is a local path or any fsspec URL; the file is streamed, never read whole.
+    ``url`` is a local path or any fsspec URL, read with ``fs`` when given (a store's credentials);
+    the file is streamed, never read whole.
     """
     import fsspec
+
+    def opened() -> Any:
+        return fs.open(url, "rb") if fs is not None else fsspec.open(url, "rb")
 
     if url.endswith(".parquet"):
         import pyarrow.parquet as pq
 
-        with fsspec.open(url, "rb") as f:
+        with opened() as f:
             return int(pq.ParquetFile(f).metadata.num_rows)
     lines = 0
-    with fsspec.open(url, "rb") as f:
+    with opened() as f:
         for _ in f:
             lines += 1
     return max(lines - 1, 0) if url.endswith(".csv") else lines
 
 
-def report_entry(extra: Mapping[str, Any], *, source: str) -> dict[str, Any]:
+def report_entry(extra: Mapping[str, Any], *, source: str, fs: Any = None) -> dict[str, Any]:
     """Return one run's report entry: the event's metadata, the output's row count and whether they agree.
+
+    ``fs`` reads the output (``count_output_rows``).
 
     >>> extra = {"run_id": "r1", "output": None, "status": "succeeded", "succeeded_items": 0}
     >>> report_entry(extra, source="d/r1")
@@ -54,7 +60,7 @@ def report_entry(extra: Mapping[str, Any], *, source: str) -> dict[str, Any]:
      'rows_match': None}
     """
     output = extra.get("output")
-    rows = count_output_rows(str(output)) if output else None
+    rows = count_output_rows(str(output), fs) if output else None
     succeeded = extra.get("succeeded_items")
     return {
         "source": source,

@@ -61,16 +61,17 @@ def data_dir_pattern(on_store: bool = False) -> str:
     return r"^(?![\s\S]*[\n\r])(?:" + choice + r")(/[A-Za-z0-9_][A-Za-z0-9_.-]*)*/?$"
 
 
-def data_dir_param(on_store: bool = False) -> Any:
+def data_dir_param(on_store: bool = False, store_by_default: bool = False) -> Any:
     """Return the ``data_dir`` Param of the examples: the examples folder or a folder under it.
 
     ``on_store``: the example can run on ``$PARALLELRUN_EXAMPLES_STORE`` too, when it is set.
+    ``store_by_default``: that store folder is the default (what scheduled runs take), when set.
     """
     from airflow.sdk import Param
 
-    roots = filter(None, [examples_dir(), examples_store() if on_store else None])
+    roots = list(filter(None, [examples_dir(), examples_store() if on_store else None]))
     return Param(
-        examples_dir(),
+        roots[-1] if store_by_default else roots[0],
         type="string",
         title="Folder of the example data and models",
         description=" or ".join(roots) + ", or a folder under it.",

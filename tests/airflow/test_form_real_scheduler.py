@@ -44,7 +44,7 @@ def run_count(airflow: RealAirflow) -> int:
 
 def test_the_form_fields_are_served_with_titles_descriptions_and_schemas(form_airflow: RealAirflow) -> None:
     params: dict[str, Any] = form_airflow.api("GET", f"/api/v2/dags/{DAG_ID}/details").json()["params"]
-    assert set(params) == {"input_path", "model_version", "mini_batch_size", "error_threshold"}
+    assert set(params) == {"data_dir", "input_path", "model_version", "mini_batch_size", "error_threshold"}
     for name, param in params.items():
         assert param["schema"].get("title"), name
         assert param["description"], name

@@ -291,8 +291,9 @@ def test_nightly_runs_at_two_utc_every_day_without_catching_up(
     render = dag.get_template_env().from_string(path).render
     scheduled = SimpleNamespace(logical_date=at(2024, 3, 5, 2, 0), run_after=at(2024, 3, 5, 2, 0, 3))
     manual = SimpleNamespace(logical_date=None, run_after=at(2024, 3, 9, 23, 59))
-    assert render(dag_run=scheduled) == str(tmp_path / "tabular" / "daily" / "2024-03-05")
-    assert render(dag_run=manual) == str(tmp_path / "tabular" / "daily" / "2024-03-09")
+    params = {"data_dir": dag.params["data_dir"]}  # a scheduled run's: the default, the examples folder
+    assert render(dag_run=scheduled, params=params) == str(tmp_path / "tabular" / "daily" / "2024-03-05")
+    assert render(dag_run=manual, params=params) == str(tmp_path / "tabular" / "daily" / "2024-03-09")
     # What it emits is what the report DAG is scheduled on.
     (outlet,) = dag.get_task("score.aggregate").outlets
     report = load_example("parallelrun_report", tmp_path, monkeypatch)
@@ -326,7 +327,7 @@ def test_form_is_manual_and_its_params_carry_titles_enums_and_validation(
     dag = load_example("parallelrun_form", tmp_path, monkeypatch)
     assert isinstance(as_scheduled(dag).timetable, NullTimetable)
     params = {name: dag.params.get_param(name) for name in dag.params}
-    assert set(params) == {"input_path", "model_version", "mini_batch_size", "error_threshold"}
+    assert set(params) == {"data_dir", "input_path", "model_version", "mini_batch_size", "error_threshold"}
     assert all(p.schema.get("title") and p.description for p in params.values())
     schemas = {name: p.schema for name, p in params.items()}
     assert schemas["model_version"]["enum"] == ["v1", "v2"]
@@ -344,6 +345,7 @@ def test_form_is_manual_and_its_params_carry_titles_enums_and_validation(
         ({"input_path": "/etc"}, "input_path", "does not match"),
         ({"input_path": "digits/../../etc"}, "input_path", "does not match"),
         ({"input_path": ""}, "input_path", "should be non-empty"),
+        ({"data_dir": "/etc"}, "data_dir", "does not match"),
     ],
 )
 def test_form_refuses_a_bad_value_naming_the_param(
