@@ -15,7 +15,7 @@ Local disk gains nothing from threads: callers pass ``ahead=0`` there and keep t
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
@@ -28,7 +28,7 @@ READS_IN_FLIGHT = 16
 PARTS_AHEAD = 8
 
 
-def map_ahead(fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Iterator[R]:
+def map_ahead(fn: Callable[[T], R], items: Iterable[T], ahead: int) -> Generator[R, None, None]:
     """Yield ``fn(item)`` for each item in order, computing up to ``ahead`` of them at once in threads.
 
     Bounded: ``items`` is consumed lazily and at most ``ahead`` calls are in flight or done and
