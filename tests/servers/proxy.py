@@ -57,6 +57,8 @@ class FaultyProxy:
         self.delay = delay
         self.fault = fault
         self.requests = 0
+        #: Every request answered: ``(start, end, method, path)``, times from ``time.monotonic()``.
+        self.spans: list[tuple[float, float, str, str]] = []
         self.faults: list[tuple[int, str, str, str]] = []
         self._lock = threading.Lock()
         proxy = self
@@ -82,6 +84,14 @@ class FaultyProxy:
                 return self.rfile.read(length) if length else b""
 
             def _forward(self) -> None:
+                start = time.monotonic()
+                try:
+                    self._answer()
+                finally:
+                    with proxy._lock:
+                        proxy.spans.append((start, time.monotonic(), self.command, self.path))
+
+            def _answer(self) -> None:
                 body = self._body()
                 with proxy._lock:
                     proxy.requests += 1
@@ -148,6 +158,17 @@ class FaultyProxy:
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, name="faulty-proxy", daemon=True)
         self._thread.start()
+
+    def most_at_once(self, method: str, path_part: str, since: float = 0.0) -> int:
+        """Return the most requests of ``method`` on a path holding ``path_part`` answered at once."""
+        with self._lock:
+            spans = [(s, e) for s, e, m, p in self.spans if m == method and path_part in p and s >= since]
+        edges = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+        most = now = 0
+        for _, step in edges:  # an end sorts before a start at the same instant
+            now += step
+            most = max(most, now)
+        return most
 
     def close(self) -> None:
         self.server.shutdown()

@@ -11,7 +11,9 @@ from airflow_parallelrun.core.inputs.datasets import Dataset, FileDataset, Tabul
 from airflow_parallelrun.core.inputs.formats import table_format
 from airflow_parallelrun.core.inputs.listing import list_input_files, with_retries
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.inputs.reading import is_local
 from airflow_parallelrun.core.sizes import MiniBatchSize
+from airflow_parallelrun.core.storage.concurrent import READS_IN_FLIGHT, map_ahead
 from airflow_parallelrun.core.storage.location import open_url, url_to_fs
 
 log = logging.getLogger(__name__)
@@ -128,32 +130,44 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
     """
     if size.unit not in ("bytes", "rows") or size.value < 1:
         raise ValueError(f"a TabularDataset needs a positive byte or row size per mini-batch, got {size}")
-    pieces: list[tuple[TabularPiece, int | None]] = []
-    for url, file_size in files:
-        named = _PIECE.match(url)
-        if named is not None:
-            # A piece named as the report and the dead letters name it: re-run exactly that piece.
-            path, unit, start, end = named.groups()
-            piece = TabularPiece(path, fmt, unit, int(start), int(end))  # type: ignore[arg-type]
-            pieces.append((piece, end_minus_start(piece)))
-            continue
-        try:
-            pieces.extend(_pieces_of(url, file_size, fmt, size))
-        except StorageError:
-            raise
-        except Exception as exc:
-            log.warning(
-                "cannot read the layout of %s (%s: %s); it becomes one whole-file mini-batch, where "
-                "reading it fails and is counted",
-                url,
-                type(exc).__name__,
-                exc,
-            )
-            pieces.append((TabularPiece(url, fmt, "file"), None))
+    # On a remote store the files' layouts (parquet footers) are read several at once, in order.
+    remote = any(not is_local(url) for url, _ in files)
+    pieces = [
+        piece
+        for pieces_of_file in map_ahead(
+            lambda listed: _pieces_or_whole(*listed, fmt, size), files, READS_IN_FLIGHT if remote else 0
+        )
+        for piece in pieces_of_file
+    ]
     return [
         MiniBatch(index=i, kind="tabular", piece=piece, items=items)
         for i, (piece, items) in enumerate(pieces)
     ]
+
+
+def _pieces_or_whole(
+    url: str, file_size: int | None, fmt: str, size: MiniBatchSize
+) -> list[tuple[TabularPiece, int | None]]:
+    """Cut one listed table file (or a piece named by a report) into pieces, or keep it whole."""
+    named = _PIECE.match(url)
+    if named is not None:
+        # A piece named as the report and the dead letters name it: re-run exactly that piece.
+        path, unit, start, end = named.groups()
+        piece = TabularPiece(path, fmt, unit, int(start), int(end))  # type: ignore[arg-type]
+        return [(piece, end_minus_start(piece))]
+    try:
+        return _pieces_of(url, file_size, fmt, size)
+    except StorageError:
+        raise
+    except Exception as exc:
+        log.warning(
+            "cannot read the layout of %s (%s: %s); it becomes one whole-file mini-batch, where "
+            "reading it fails and is counted",
+            url,
+            type(exc).__name__,
+            exc,
+        )
+        return [(TabularPiece(url, fmt, "file"), None)]
 
 
 def _pieces_of(

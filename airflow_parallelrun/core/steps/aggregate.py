@@ -5,8 +5,11 @@ The counting rules are in ``outputs/counting.py``, the summary's fields in ``out
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
+import os
+import tempfile
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -27,6 +30,7 @@ from airflow_parallelrun.core.outputs.status import NOT_RUN, SKIPPED, SUCCEEDED,
 from airflow_parallelrun.core.outputs.summary import build_summary, failed_summary, first_errors
 from airflow_parallelrun.core.outputs.thresholds import exceeded, thresholds_of
 from airflow_parallelrun.core.steps.run import abort_reason
+from airflow_parallelrun.core.storage.concurrent import PARTS_AHEAD, READS_IN_FLIGHT, map_ahead
 from airflow_parallelrun.core.storage.manifest import (
     RunLayout,
     accepted_keys,
@@ -95,9 +99,13 @@ def _aggregate(
     config = spec.config
     accepted = accepted_keys(header)
     aborted = abort_reason(layout, accepted)
-    statuses = [
-        _status_of(layout, mb, run_id, aborted, accepted, run_key) for mb in iter_mini_batches(layout, header)
-    ]
+    statuses = list(
+        map_ahead(
+            lambda mb: _status_of(layout, mb, run_id, aborted, accepted, run_key),
+            iter_mini_batches(layout, header),
+            0 if layout.output.is_local else READS_IN_FLIGHT,
+        )
+    )
     skipped = sum(s.status == SKIPPED for s in statuses)
     reasons = exceeded(thresholds_of(config), count_run(statuses))
     if aborted and skipped and not reasons:
@@ -218,21 +226,39 @@ def _write_dead_letters(layout: RunLayout, statuses: list[BatchStatus]) -> None:
 
 def _merge(layout: RunLayout, statuses: list[BatchStatus], config: ParallelRunConfig) -> str | None:
     """Merge the succeeded parts in mini-batch order into the output file; return its URL."""
-    out = layout.output
+    out, fmt = layout.output, config.append_row_format
+
+    def sql_part(part: str) -> bool:
+        return part.endswith(".parquet") and fmt != "parquet"  # a SQL sink's part, to convert
 
     def parts() -> Iterator[BinaryIO | None]:
-        for s in statuses:
-            if s.succeeded and s.part:
+        wanted = [s.part for s in statuses if s.succeeded and s.part]
+        if out.is_local:
+            for part in wanted:
                 # One part in memory at a time, read with the storage retries.
-                data = out.read_bytes(s.part)
-                if s.part.endswith(".parquet") and config.append_row_format != "parquet":
-                    data = as_format(data, config.append_row_format)  # a SQL sink's part
-                yield io.BytesIO(data)
+                data = out.read_bytes(part)
+                yield io.BytesIO(as_format(data, fmt) if sql_part(part) else data)
+            return
+        # A remote store: the next parts download while this one is merged, each into a local
+        # temporary file removed once merged (or with the folder, whatever stops the merge).
+        with tempfile.TemporaryDirectory(prefix="parallelrun-parts-") as folder:
+
+            def fetch(numbered: tuple[int, str]) -> tuple[str, str]:
+                local = os.path.join(folder, f"{numbered[0]:08d}")
+                out.get_file(numbered[1], local)  # with the storage retries
+                return numbered[1], local
+
+            # Closed before the folder goes: a merge that stops waits for the downloads in flight.
+            with contextlib.closing(map_ahead(fetch, enumerate(wanted), PARTS_AHEAD)) as fetched:
+                for part, local in fetched:
+                    with open(local, "rb") as f:
+                        yield io.BytesIO(as_format(f.read(), fmt)) if sql_part(part) else f
+                    os.unlink(local)
 
     target = out.join(config.output_file_name)
-    if config.append_row_format == "parquet" and not any(s.succeeded and s.part for s in statuses):
+    if fmt == "parquet" and not any(s.succeeded and s.part for s in statuses):
         out.remove(target)
         return None
     with out.writer(target) as f:
-        merge_parts(parts(), config.append_row_format, f)
+        merge_parts(parts(), fmt, f)
     return out.url_of(target)
