@@ -113,6 +113,11 @@ def _check_resume(resume: bool, output: SqlTable | None) -> None:
         )
 
 
+def _output_location(output_path: Any, output_conn_id: str | None) -> tuple[Any, str | None]:
+    """Return ``output_path`` as a URL and its Connection: an ``ObjectStoragePath`` names its own."""
+    return storage_path("ParallelRunOperator", "output_path", output_path, output_conn_id)
+
+
 def _task_connections(inputs: Any, output_conn_id: str | None, output: SqlTable | None) -> dict[str, Any]:
     """Return what the run and aggregate tasks take of the run's Connections and its SQL output."""
     return {"input_conn_id": storage_conn_id(inputs), "output_conn_id": output_conn_id, "sql_output": output}
@@ -172,9 +177,7 @@ class ParallelRunOperator(TaskGroup):
         dag: Any = None,
         **operator_kwargs: Any,
     ) -> None:
-        output_path, output_conn_id = storage_path(
-            "ParallelRunOperator", "output_path", output_path, output_conn_id
-        )
+        output_path, output_conn_id = _output_location(output_path, output_conn_id)
         _check_group_arguments(inputs, config, arguments, output, resume)
         run_kwargs = {**operator_kwargs, **_check_run_task_args(run_task_args)}
         if "mini_batch_size" not in config.templates:

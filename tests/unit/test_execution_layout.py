@@ -50,9 +50,9 @@ def test_execution_modules_and_functions_stay_small() -> None:
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     assert tool.report([str(EXECUTION)], 400, 50) == []
-    # The rest of the package too; the task group's __init__ is 59 lines, 16 of them its signature.
+    # The rest of the package too; the task group's __init__ is 60 lines, 16 of them its signature.
     over = [line.split(": ", 1)[1] for line in tool.report([str(PACKAGE)], 400, 50)]
-    assert over == ["ParallelRunOperator.__init__ 59 lines"]
+    assert over == ["ParallelRunOperator.__init__ 60 lines"]
     # The limits are checked, not just the file list: a tighter one finds the longest function.
     assert any("run_one" in line for line in tool.report([str(EXECUTION / "worker.py")], 400, 30))
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError, StorageError
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
+from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
@@ -27,7 +28,6 @@ from airflow_parallelrun.core.inputs.reading import count_piece_items
 from airflow_parallelrun.core.outputs.counting import count_items
 from airflow_parallelrun.core.outputs.parts import PART_EXTENSIONS
 from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus
-from airflow_parallelrun.core.storage.location import Location
 from airflow_parallelrun.core.storage.manifest import check_run_key
 
 if TYPE_CHECKING:
@@ -180,7 +180,7 @@ class BatchRunner:
                 check_run_key(self.layout, self.run_key)
             except Exception:
                 if self.upload_dir is not None:
-                    _clear_outputs(self.upload_dir, keep_logs=False)
+                    clear_outputs(self.upload_dir, keep_logs=False)
                 raise
         if status.succeeded and part_local is not None and self.spec.sink is not None:
             part_local = self._stage_rows(mb, status, part_local)
@@ -265,8 +265,8 @@ class BatchRunner:
         if self.upload_dir is not None:
             if not status.succeeded:
                 # Publish only a succeeded try's outputs; the user's logs of every try are kept.
-                _clear_outputs(self.upload_dir, keep_logs=True)
-            _upload_tree(self.upload_dir, out)
+                clear_outputs(self.upload_dir, keep_logs=True)
+            upload_tree(self.upload_dir, out)
         if status.items_failed or not status.succeeded:
             out.write_json(self.layout.error(mb.id), status.dead_letter())
         else:
@@ -315,7 +315,7 @@ class BatchRunner:
                     ), tries
             if self.upload_dir is not None:
                 # What an earlier, failed try wrote must not be published with this one's.
-                _clear_outputs(self.upload_dir, keep_logs=True)
+                clear_outputs(self.upload_dir, keep_logs=True)
             result = self.worker.run(mb, part_local, fmt, config.run_invocation_timeout)
             if result.ok or result.category == "input":
                 return result, tries
@@ -374,25 +374,6 @@ def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None)
         status.error_category = "rejected_rows" if result.rejected else "shortfall"
         status.error_message = "; ".join(notes)
     return status
-
-
-def _upload_tree(local_root: str, output: Location) -> None:
-    """Publish what a ``summary_only`` script wrote locally, then forget it."""
-    for folder, _, names in os.walk(local_root):
-        for name in names:
-            local = os.path.join(folder, name)
-            output.put_file(local, output.join(os.path.relpath(local, local_root).replace(os.sep, "/")))
-            os.unlink(local)
-
-
-def _clear_outputs(local_root: str, *, keep_logs: bool) -> None:
-    """Forget what a ``summary_only`` script wrote locally, but for its logs when ``keep_logs``."""
-    logs = os.path.join(local_root, "_parallelrun", "logs")
-    for folder, _, names in os.walk(local_root):
-        if keep_logs and (folder == logs or folder.startswith(logs + os.sep)):
-            continue
-        for name in names:
-            os.unlink(os.path.join(folder, name))
 
 
 __all__ = [

@@ -13,7 +13,7 @@ import logging
 import os
 import posixpath
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
@@ -247,32 +247,37 @@ def stage_mini_batch(mb: MiniBatch, scratch: str, *, stop: threading.Event | Non
 
     check_stop()
     if mb.piece is not None:
-        if is_local(mb.piece.path):
-            return mb
-        piece = mb.piece
-        # Named as the piece is named (``t.csv[bytes=0:65536]``), so that a message naming the
-        # copy names the input, and says that its line numbers count from the piece's header.
-        local = os.path.join(scratch, posixpath.basename(mb.inputs[0].rstrip("/")) or mb.id)
-        if not table_format(piece.format).lines:
-            import pyarrow.parquet as pq
+        return mb if is_local(mb.piece.path) else _stage_piece(mb, scratch)
+    return _stage_files(mb, scratch, check_stop)
 
-            def fetch() -> None:
-                with open_url(piece.path) as f:
-                    source = pq.ParquetFile(f)
-                    groups = source.metadata.num_row_groups
-                    if not (
-                        piece.unit == "file"
-                        or (piece.unit == "row_groups" and piece.start == 0 and piece.end >= groups)
-                    ):
-                        pq.write_table(read_parquet_piece(f, piece), local)
-                        return
-                # The piece is the whole file: its bytes as they are, without decoding and
-                # encoding them again in the task's process (CPU the workers need).
-                fs, path = url_to_fs(piece.path)
-                fs.get_file(path, local)
 
-            call_with_retries(fetch)
-            return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
+def _stage_piece(mb: MiniBatch, scratch: str) -> MiniBatch:
+    """Copy a remote table piece into ``scratch``: parquet as parquet, a text piece with its header."""
+    piece = mb.piece
+    assert piece is not None
+    # Named as the piece is named (``t.csv[bytes=0:65536]``), so that a message naming the
+    # copy names the input, and says that its line numbers count from the piece's header.
+    local = os.path.join(scratch, posixpath.basename(mb.inputs[0].rstrip("/")) or mb.id)
+    if not table_format(piece.format).lines:
+        import pyarrow.parquet as pq
+
+        def fetch() -> None:
+            with open_url(piece.path) as f:
+                source = pq.ParquetFile(f)
+                groups = source.metadata.num_row_groups
+                if not (
+                    piece.unit == "file"
+                    or (piece.unit == "row_groups" and piece.start == 0 and piece.end >= groups)
+                ):
+                    pq.write_table(read_parquet_piece(f, piece), local)
+                    return
+            # The piece is the whole file: its bytes as they are, without decoding and
+            # encoding them again in the task's process (CPU the workers need).
+            fs, path = url_to_fs(piece.path)
+            fs.get_file(path, local)
+
+        call_with_retries(fetch)
+    else:
 
         def fetch_text() -> None:
             head, body, _ = _read_text(piece)
@@ -280,7 +285,11 @@ def stage_mini_batch(mb: MiniBatch, scratch: str, *, stop: threading.Event | Non
                 out.write(head + body)
 
         call_with_retries(fetch_text)
-        return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
+    return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
+
+
+def _stage_files(mb: MiniBatch, scratch: str, check_stop: Callable[[], None]) -> MiniBatch:
+    """Copy a mini-batch's remote files into ``scratch/<mb.id>`` under their own names."""
     check_files_readable([url_to_fs(url)[1] for url in mb.files if is_local(url)])
     remote = [url for url in mb.files if not is_local(url)]
     names = dict(zip(remote, staged_names(remote), strict=True))
