@@ -17,6 +17,7 @@ pytestmark = pytest.mark.airflow
 FIXTURES = Path(__file__).resolve().parents[1] / "unit" / "azure_yaml"
 IRIS = FIXTURES / "iris" / "pipeline.yml"
 MNIST = FIXTURES / "mnist" / "job.yml"
+COMPONENT = FIXTURES / "component" / "pipeline.yml"
 
 
 def test_one_call_adds_the_task_group_with_the_yamls_settings() -> None:
@@ -88,3 +89,37 @@ def test_an_iris_shaped_job_runs_from_its_yaml_and_appends_every_row(write_dag, 
     assert summary["total_items"] == summary["succeeded_items"] == 300
     assert summary["total_mini_batches"] >= 3  # "1kb" of a 3.5 KB table
     assert summary["thresholds"]["error_threshold"] == 5
+
+
+COMPONENT_DAG_SOURCE = """
+from airflow.sdk import DAG
+from airflow_parallelrun import ParallelRunOperator
+
+with DAG("azure_yaml_component", schedule=None) as dag:
+    ParallelRunOperator.from_azure_yaml(
+        "{yaml}",
+        inputs={{"images": "{images}", "digit_model": "{model}"}},
+        outputs={{"predictions": "{out}/predictions.txt"}},
+        config_overrides={{"process_count_per_node": 2}},
+    )
+"""
+
+
+@pytest.mark.slow
+def test_a_pipeline_step_of_a_component_runs_over_a_folder_with_its_program_arguments(
+    write_dag, tmp_path: Path
+) -> None:
+    images, model, out = tmp_path / "images", tmp_path / "model", tmp_path / "out"
+    images.mkdir()
+    model.mkdir()
+    for i in range(10):
+        (images / f"digit_{i:02d}.png").write_bytes(b"not really a png")
+    (model / "digit.txt").write_text("7")
+    dag = write_dag(COMPONENT_DAG_SOURCE.format(yaml=COMPONENT, images=images, model=model, out=out))
+    dag_run = dag.test()
+    assert dag_run.state == "success", task_instances(dag_run)
+    # --model and --top_k (5: the step's value over the component's default 1) reached the script.
+    lines = (out / "predictions.txt").read_text().splitlines()
+    assert lines == [f"digit_{i:02d}.png: 7 (top 5)" for i in range(10)]
+    summary = json.loads((out / "_parallelrun" / "summary.json").read_text())
+    assert (summary["total_mini_batches"], summary["succeeded_items"]) == (3, 10)  # 4 files each
