@@ -27,6 +27,7 @@ from airflow_parallelrun.operators.azure_mltable import mltable_dataset
 from airflow_parallelrun.operators.azure_yaml_job import ParallelJobFile, read_parallel_job
 from airflow_parallelrun.operators.azure_yaml_ports import (
     EXPRESSION,
+    Port,
     declared_ports,
     references,
     resolve_ports,
@@ -168,7 +169,7 @@ def _input_dataset(where: str, name: str, kind: str, value: Any) -> Dataset:
 
 
 def _output_place(
-    where: str, task: Mapping[str, Any], outputs: Mapping[str, Any], ports: Any
+    where: str, task: Mapping[str, Any], outputs: Mapping[str, Any], ports: Mapping[str, Port]
 ) -> dict[str, Any]:
     """Return ``output_path`` and the config's output fields for ``task.append_row_to``."""
     if "append_row_to" not in task:
@@ -178,6 +179,12 @@ def _output_place(
     if ports[name].type != "uri_file":
         return {"output_path": value, "output_action": "append_row"}
     folder, file_name = posixpath.split(value.rstrip("/"))
+    if not folder or not file_name:
+        raise ConfigError(
+            f"{where}: outputs.{name}={value!r} is a uri_file that task.append_row_to writes; give "
+            "the file's full path, e.g. '/data/out/{{ run_id }}/scored.csv' (its folder also holds "
+            "the run's records)"
+        )
     return {"output_path": folder, "output_action": "append_row", "append_row_file_name": file_name}
 
 
@@ -199,7 +206,7 @@ def _resolved(
     inputs: Mapping[str, Any] | None,
     outputs: Mapping[str, Any] | None,
     notes: list[str],
-) -> tuple[Dataset, list[str], dict[str, Any], dict[str, Any]]:
+) -> tuple[Dataset, list[str], dict[str, Any], str]:
     """Return the input dataset, the substituted arguments, the output placement and the input's type."""
     where, fields_ = job.source, job.fields
     task = fields_["task"]
@@ -222,12 +229,7 @@ def _resolved(
     }
     arguments = [substitute(token, values) for token in tokens]
     notes += url_notes(in_ports, {k: v for k, v in in_values.items() if k != data_name})
-    return (
-        dataset,
-        arguments,
-        _output_place(where, task, out_values, out_ports),
-        {"kind": in_ports[data_name].type},
-    )
+    return dataset, arguments, _output_place(where, task, out_values, out_ports), in_ports[data_name].type
 
 
 def _build_config(
@@ -263,7 +265,7 @@ def map_azure_job(
     notes: list[str] = []
     _check_keys(where, parsed.fields, notes)
     check_partition_keys(where, parsed.fields)
-    dataset, arguments, place, data = _resolved(parsed, inputs, outputs, notes)
+    dataset, arguments, place, kind = _resolved(parsed, inputs, outputs, notes)
     if output_path is not None and "output_path" in place:
         raise ConfigError(f"{where}: task.append_row_to sets the output; drop output_path= or append_row_to")
     output_path = place.pop("output_path", output_path)
@@ -273,7 +275,7 @@ def map_azure_job(
             "output_path= (a local path or fsspec URL for the run's records and the files the script "
             "writes to EntryScript().output_dir)"
         )
-    _check_mini_batch_size(where, parsed.fields.get("mini_batch_size"), dataset, data["kind"])
+    _check_mini_batch_size(where, parsed.fields.get("mini_batch_size"), dataset, kind)
     values = config_values(where, parsed.fields, arguments, dataset.tabular, notes)
     values.update(entry_script=_entry_script(where, parsed.fields["task"]), **place)
     config = _build_config(values, config_overrides, where)

@@ -190,6 +190,13 @@ def test_where_the_run_writes_must_be_said_once(tmp_path: Path) -> None:
         map_azure_job(path, inputs=MNIST_INPUTS, outputs=MNIST_OUTPUTS)
 
 
+def test_a_uri_file_output_needs_its_folder() -> None:
+    with pytest.raises(
+        ConfigError, match=r"outputs.predictions='predictions.txt' is a uri_file .* full path"
+    ):
+        mnist(outputs={"predictions": "predictions.txt"})
+
+
 def test_config_overrides_change_fields_and_refuse_unknown_ones() -> None:
     assert mnist(config_overrides={"warm_workers": False}).config.warm_workers is False
     with pytest.raises(
