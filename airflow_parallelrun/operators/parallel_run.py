@@ -225,3 +225,34 @@ class ParallelRunOperator(TaskGroup):
     def output(self) -> Any:
         """Return the aggregate task's summary as an XComArg."""
         return self.aggregate_task.output
+
+    @classmethod
+    def from_azure_yaml(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        inputs: Mapping[str, Any] | None = None,
+        outputs: Mapping[str, Any] | None = None,
+        job: str | None = None,
+        config_overrides: Mapping[str, Any] | None = None,
+        **operator_kwargs: Any,
+    ) -> ParallelRunOperator:
+        """Port an Azure ML v2 parallel job (``type: parallel``, or a pipeline's parallel step) in one call.
+
+        ``inputs``/``outputs`` map the job's input and output names to local paths or fsspec URLs
+        (Azure's data assets and datastores cannot be read here), ``input_data`` also to a dataset;
+        ``job`` picks the step of a pipeline with several; ``config_overrides`` changes config fields.
+        Fields with no effect here are logged; fields that cannot be mapped are refused by name
+        (``airflow_parallelrun.operators.azure_yaml``, docs/azure-migration.md).
+        """
+        from airflow_parallelrun.operators.azure_yaml import map_azure_job
+
+        mapping = map_azure_job(
+            path,
+            inputs=inputs,
+            outputs=outputs,
+            job=job,
+            config_overrides=config_overrides,
+            output_path=operator_kwargs.pop("output_path", None),
+        )
+        return cls(**mapping.operator_arguments(operator_kwargs))
