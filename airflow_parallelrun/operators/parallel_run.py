@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from airflow.sdk import TaskGroup
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset, storage_path
+from airflow_parallelrun.core.models.refs import resolve_local_sources
 from airflow_parallelrun.core.sql.sink import SqlTable
 from airflow_parallelrun.operators.aggregate import AggregateOperator
 from airflow_parallelrun.operators.partition import PartitionOperator
@@ -185,8 +187,11 @@ class ParallelRunOperator(TaskGroup):
             config = config.for_dataset(tabular=inputs.tabular)
         on_dag: dict[str, Any] = {"dag": dag} if dag is not None else {}
         super().__init__(group_id=task_id, tooltip=tooltip or "parallel run", **on_dag)
+        dag_folder = getattr(self.dag, "folder", None)
+        if config.models:  # a relative model path is relative to the DAG file's folder, as the script's
+            config = dataclasses.replace(config, models=resolve_local_sources(config.models, dag_folder))
         self.config = config
-        self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
+        self.entry_script = resolve_entry_script(config.entry_script, dag_folder)
         with self:
             self.partition_task = PartitionOperator(
                 task_id="partition",
