@@ -63,6 +63,13 @@ def resolve_entry_script(entry_script: str, dag_folder: str | None) -> str:
     return path
 
 
+def _with_model_paths(config: ParallelRunConfig, dag_folder: str | None) -> ParallelRunConfig:
+    """Return ``config`` with relative local model paths taken from the DAG file's folder, as the script's."""
+    if not config.models:
+        return config
+    return dataclasses.replace(config, models=resolve_local_sources(config.models, dag_folder))
+
+
 def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
     """Return ``run_task_args`` as a dict; raise ``ConfigError`` for a non-mapping or an own argument."""
     if run_task_args is None:
@@ -187,11 +194,8 @@ class ParallelRunOperator(TaskGroup):
             config = config.for_dataset(tabular=inputs.tabular)
         on_dag: dict[str, Any] = {"dag": dag} if dag is not None else {}
         super().__init__(group_id=task_id, tooltip=tooltip or "parallel run", **on_dag)
-        dag_folder = getattr(self.dag, "folder", None)
-        if config.models:  # a relative model path is relative to the DAG file's folder, as the script's
-            config = dataclasses.replace(config, models=resolve_local_sources(config.models, dag_folder))
-        self.config = config
-        self.entry_script = resolve_entry_script(config.entry_script, dag_folder)
+        self.config = config = _with_model_paths(config, getattr(self.dag, "folder", None))
+        self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
         with self:
             self.partition_task = PartitionOperator(
                 task_id="partition",
