@@ -76,7 +76,7 @@ def devices_of(tmp_path: Path) -> dict[int, str]:
     return {int(pid): devices for pid, devices in (line.split() for line in lines)}
 
 
-def test_each_warm_worker_gets_its_own_gpu_and_a_replaced_one_takes_the_freed_gpu(
+def test_each_warm_worker_gets_its_own_gpu_and_a_replaced_one_takes_the_freed_slots_gpu(
     tmp_path: Path, pool_dir: Path
 ) -> None:
     pool = pool_spec_of(make_spec(tmp_path, process_count_per_node=3, gpus_per_node=2))
@@ -84,12 +84,13 @@ def test_each_warm_worker_gets_its_own_gpu_and_a_replaced_one_takes_the_freed_gp
     leased = [lease_worker(pool) for _ in range(3)]
     given = devices_of(tmp_path)
     assert sorted(given[w.pid] for w in leased if w.pid is not None) == ["0", "0", "1"]
-    # The worker on GPU 1 dies; the worker started in its place gets GPU 1 again, not 0.
-    (on_one,) = [w for w in leased if given[w.pid or 0] == "1"]
-    on_one.kill()
+    # A worker on GPU 0 dies; the worker started in its place takes its slot, and so GPU 0 again:
+    # numbered by start (the 4th worker), it would have gone to GPU 1, beside a live one.
+    dying = next(w for w in leased if given[w.pid or 0] == "0")
+    dying.kill()
     again = lease_worker(pool)
     assert again.pid not in given
-    assert devices_of(tmp_path)[again.pid or 0] == "1"
+    assert devices_of(tmp_path)[again.pid or 0] == "0"
     for worker in [*leased, again]:
         worker.shutdown()
 
