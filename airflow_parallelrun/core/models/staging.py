@@ -34,9 +34,6 @@ from airflow_parallelrun.core.storage.location import filesystem_of
 
 MODEL_CACHE_ENV = "PARALLELRUN_MODEL_CACHE"
 
-# What this process staged already: a task asks once for its settings and once for its pool's.
-_STAGED: dict[tuple[ModelRef, ...], str] = {}
-
 
 def model_cache() -> str:
     """Return this user's model cache on this node: ``$PARALLELRUN_MODEL_CACHE``, else a user cache folder.
@@ -61,10 +58,11 @@ def model_environment(models: Mapping[str, str]) -> dict[str, str]:
 
 
 def stage_models(refs: list[ModelRef], cache: str | None = None) -> str:
-    """Return this node's model root for ``refs``, staging what is not here yet."""
-    memo = tuple(refs)
-    if cache is None and memo in _STAGED:
-        return _STAGED[memo]
+    """Return this node's model root for ``refs``, staging what is not here yet.
+
+    Asked again, it costs a look at each local path and one metadata call per remote model (to
+    tell a model rewritten at its URL), and downloads nothing already here.
+    """
     cache = cache or model_cache()
     targets = [(ref, _stage_one(ref, cache)) for ref in refs]
     roots = os.path.join(cache, "roots")
@@ -80,7 +78,6 @@ def stage_models(refs: list[ModelRef], cache: str | None = None) -> str:
             os.rename(building, root)
         except OSError:  # another task made the same root meanwhile: identical, keep theirs
             shutil.rmtree(building, ignore_errors=True)
-    _STAGED[memo] = root
     return root
 
 
