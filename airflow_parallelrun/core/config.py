@@ -104,6 +104,15 @@ class ParallelRunConfig:
     rendered template fields or the run's storage. A literal value whose name looks secret
     (a word KEY, SECRET, TOKEN, PASSWORD, PASSWD, PWD or CREDENTIAL) is refused, as a DAG file's
     values are stored in Airflow's metadata database; ``repr`` shows variable names only.
+    ``models`` names the models the entry script loads, as Azure registers them:
+    ``{"mnist-prs": "/models/mnist"}`` or ``{"mnist-prs:2": "s3://bucket/mnist"}`` (a key without
+    ``:version`` is version 1; a relative path is relative to the DAG file's folder). Each node
+    stages them once (a local path in place, a URL downloaded into the node's cache) and every
+    worker finds them where Azure scripts look: ``azureml.core.Model.get_model_path(name)`` and
+    ``AZUREML_MODEL_DIR`` (the model's folder for one model, the folder of all for several).
+    ``gpus_per_node`` is how many GPUs each node's workers share, one per worker as in Azure
+    (``CUDA_VISIBLE_DEVICES`` of worker ``i`` is GPU ``i % n``); None (the default) counts the
+    node's own, 0 sets nothing.
     """
 
     entry_script: str
@@ -124,6 +133,8 @@ class ParallelRunConfig:
     worker_idle_timeout: float = 60
     mini_batches_per_task: int | str = "auto"
     prefetch_mini_batches: int = 1
+    models: Mapping[str, str] = field(default_factory=dict)
+    gpus_per_node: int | None = None
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -149,6 +160,8 @@ class ParallelRunConfig:
             worker_idle_timeout: float = 60,
             mini_batches_per_task: int | str = "auto",
             prefetch_mini_batches: int = 1,
+            models: Mapping[str, str] = ...,
+            gpus_per_node: int | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.models.refs import model_refs
 from airflow_parallelrun.core.sizes import MiniBatchSize, is_mini_batch_size
 
 
@@ -55,6 +56,10 @@ class ConfigFields(Protocol):
     def mini_batches_per_task(self) -> int | str: ...
     @property
     def prefetch_mini_batches(self) -> int: ...
+    @property
+    def models(self) -> Mapping[str, str]: ...
+    @property
+    def gpus_per_node(self) -> int | None: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -269,6 +274,17 @@ def _check_logging_level(config: ConfigFields) -> None:
         raise ConfigError(f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
+def _check_models_and_gpus(config: ConfigFields) -> None:
+    model_refs(config.models)
+    if config.gpus_per_node is not None:
+        _require_int(
+            "gpus_per_node",
+            config.gpus_per_node,
+            0,
+            "give how many GPUs each node's workers share, e.g. 4, 0 for none, or None to count the node's",
+        )
+
+
 #: One check per concern, in the order a DAG author reads the fields.
 CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_entry_script,
@@ -279,5 +295,6 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_processes,
     _check_workers,
     _check_logging_level,
+    _check_models_and_gpus,
     lambda config: check_environment(config.environment_variables),
 )

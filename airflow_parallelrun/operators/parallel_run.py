@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,6 +12,7 @@ from airflow.sdk import TaskGroup
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset, storage_path
+from airflow_parallelrun.core.models.refs import resolve_local_sources
 from airflow_parallelrun.core.sql.sink import SqlTable
 from airflow_parallelrun.operators.aggregate import AggregateOperator
 from airflow_parallelrun.operators.partition import PartitionOperator
@@ -59,6 +61,13 @@ def resolve_entry_script(entry_script: str, dag_folder: str | None) -> str:
             "DAG file's folder or an absolute path"
         )
     return path
+
+
+def _with_model_paths(config: ParallelRunConfig, dag_folder: str | None) -> ParallelRunConfig:
+    """Return ``config`` with relative local model paths taken from the DAG file's folder, as the script's."""
+    if not config.models:
+        return config
+    return dataclasses.replace(config, models=resolve_local_sources(config.models, dag_folder))
 
 
 def _check_run_task_args(run_task_args: Any) -> dict[str, Any]:
@@ -185,7 +194,7 @@ class ParallelRunOperator(TaskGroup):
             config = config.for_dataset(tabular=inputs.tabular)
         on_dag: dict[str, Any] = {"dag": dag} if dag is not None else {}
         super().__init__(group_id=task_id, tooltip=tooltip or "parallel run", **on_dag)
-        self.config = config
+        self.config = config = _with_model_paths(config, getattr(self.dag, "folder", None))
         self.entry_script = resolve_entry_script(config.entry_script, getattr(self.dag, "folder", None))
         with self:
             self.partition_task = PartitionOperator(

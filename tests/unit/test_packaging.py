@@ -38,7 +38,8 @@ def test_the_wheel_carries_py_typed(tmp_path: Path) -> None:
     source.mkdir()
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, source / name)
-    shutil.copytree(ROOT / "airflow_parallelrun", source / "airflow_parallelrun")
+    for package in ("airflow_parallelrun", "azureml_user"):
+        shutil.copytree(ROOT / package, source / package)
     # An isolated build, as a release is built (the project's setuptools, not the venv's).
     built = subprocess.run(
         [
@@ -60,3 +61,5 @@ def test_the_wheel_carries_py_typed(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     assert "airflow_parallelrun/py.typed" in names
     assert "airflow_parallelrun/core/steps/partition.py" in names
+    # Azure's import path for EntryScript ships in the same wheel.
+    assert "azureml_user/parallel_run.py" in names and "azureml_user/py.typed" in names

@@ -18,13 +18,17 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError, StorageError
+from airflow_parallelrun.core.execution.gpus import with_own_gpu
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
+from airflow_parallelrun.core.execution.pool.protocol import pool_dir_path
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
 from airflow_parallelrun.core.inputs.reading import count_piece_items
+from airflow_parallelrun.core.models.refs import ModelError
+from airflow_parallelrun.core.models.staging import model_environment
 from airflow_parallelrun.core.outputs.counting import count_items
 from airflow_parallelrun.core.outputs.parts import PART_EXTENSIONS
 from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus
@@ -59,10 +63,9 @@ def thread_limits(processes: int) -> dict[str, str]:
 
 
 def worker_environment(config: Any) -> dict[str, str]:
-    """Return the variables a worker of this run starts with: thread limits, then the config's."""
-    return thread_limits(int(config.process_count_per_node or os.cpu_count() or 1)) | dict(
-        config.environment_variables
-    )
+    """Return the variables a worker of this run starts with: thread limits, models, then the config's."""
+    processes = int(config.process_count_per_node or os.cpu_count() or 1)
+    return thread_limits(processes) | model_environment(config.models) | dict(config.environment_variables)
 
 
 def worker_settings(spec: RunSpec) -> WorkerSettings:
@@ -96,6 +99,7 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
         size=int(config.process_count_per_node or os.cpu_count() or 1),
         idle_timeout=float(config.worker_idle_timeout),
         output_location=out.url,
+        gpus_per_node=config.gpus_per_node,
     )
 
 
@@ -106,12 +110,12 @@ def start_warm_workers(spec: RunSpec, tasks: int) -> int:
     scheduling the run tasks. It is a head start only: whatever goes wrong is logged, and the
     run tasks start their workers as they would have.
     """
-    pool = pool_spec_of(spec)
-    if pool is None or tasks <= 0 or not spec.entry_script:
-        return 0
     try:
+        pool = pool_spec_of(spec)
+        if pool is None or tasks <= 0 or not spec.entry_script:
+            return 0
         return warm_pool(pool, min(pool.size, tasks))
-    except (OSError, PoolUnavailable) as exc:
+    except (OSError, PoolUnavailable, ModelError) as exc:
         log.warning("could not start warm workers ahead of the run tasks: %s", exc)
         return 0
 
@@ -292,7 +296,9 @@ class BatchRunner:
                         leased.init_output.rstrip("\n"),
                     )
                 return leased
-        worker = WorkerProcess(self.settings)
+        config = self.spec.config
+        processes = int(config.process_count_per_node or os.cpu_count() or 1)
+        worker = WorkerProcess(with_own_gpu(self.settings, config.gpus_per_node, processes, pool_dir_path()))
         worker.start()
         return worker
 

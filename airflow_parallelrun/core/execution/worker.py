@@ -22,6 +22,7 @@ from types import ModuleType
 from typing import Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, StorageError
+from airflow_parallelrun.core.execution.azureml_env import arrange_azureml
 from airflow_parallelrun.core.execution.channel import Channel
 from airflow_parallelrun.core.execution.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
@@ -140,6 +141,7 @@ def serve(conn: Connection) -> None:
     """Answer the parent's requests until it asks to shut down or goes away."""
     setup = conn.recv()
     os.environ.update(setup["env"])
+    arrange_azureml(setup["env"])
     with task_output(conn, setup):
         module = _load_and_init(conn, setup)
     if module is None:

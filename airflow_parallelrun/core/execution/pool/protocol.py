@@ -117,6 +117,8 @@ class PoolSpec:
     size: int
     idle_timeout: float
     output_location: str
+    #: How many GPUs the node's workers share (None: count the node's; 0: assign none).
+    gpus_per_node: int | None = None
 
     def key(self) -> str:
         script = self.settings.entry_script
@@ -127,6 +129,7 @@ class PoolSpec:
             version = None
         engine = os.stat(os.path.join(os.path.dirname(os.path.dirname(__file__)), "worker.py")).st_mtime_ns
         rest = [asdict(self.settings), self.size, self.idle_timeout, version, sys.executable, engine]
+        rest.append(self.gpus_per_node)
         return f"{short_hash(self.output_location)}-{short_hash(rest)}"
 
     def to_dict(self) -> dict[str, Any]:

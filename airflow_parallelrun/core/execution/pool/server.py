@@ -21,6 +21,7 @@ from typing import Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError
 from airflow_parallelrun.core.execution.entry_script import TASK_PID_ENV
+from airflow_parallelrun.core.execution.gpus import WorkerSlots
 from airflow_parallelrun.core.execution.pool.protocol import (
     PoolSpec,
     PoolUnavailable,
@@ -65,6 +66,7 @@ class Pool:
         #: name may by then belong to the next pool of this key.
         self.own_files: dict[str, int] = {}
         self.keep_log = False
+        self.slots = WorkerSlots(spec.gpus_per_node)  # worker slot i gets GPU i % n
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -256,6 +258,7 @@ class Pool:
                         worker.kill()
                         self.workers -= 1
                         self.warmed.pop(worker, None)
+                        self.slots.free(worker)
                     if self.workers < self.spec.size:
                         self.workers += 1
                         self.leases += 1
@@ -272,7 +275,7 @@ class Pool:
         self, client: socket.socket, message: dict[str, Any], fds: list[int], number: int
     ) -> WorkerProcess:
         """Start worker ``number`` for the task at ``client``, its prints going to the task's output."""
-        worker = WorkerProcess(self._settings(number))
+        worker = self._new_worker(number)
         try:
             worker.launch(
                 extra_env={TASK_PID_ENV: str(message.get("pid") or "")},
@@ -284,7 +287,7 @@ class Pool:
             # Whatever it was (the script's error, the task gone, or ours), this worker is no more;
             # the caller tells the task which it was.
             worker.kill()
-            self._forget()
+            self._forget(worker)
             raise
         log.info(
             "pool %s: worker %d (pid %s) ready, init() %.2fs",
@@ -302,7 +305,7 @@ class Pool:
             with self.cond:
                 # Counted as starting at once, under the lock, so the pool is never idle meanwhile.
                 while len(started) < count and self.workers < self.spec.size and not self.closing:
-                    worker = WorkerProcess(self._settings(self.started + 1))
+                    worker = self._new_worker(self.started + 1)
                     self.started += 1
                     self.workers += 1
                     self.starting.add(worker)
@@ -343,6 +346,7 @@ class Pool:
                 else:
                     warm = False
                     self.workers -= 1
+                    self.slots.free(worker)
                 self.last_used = time.monotonic()
                 self.cond.notify_all()
             if not warm:
@@ -356,6 +360,13 @@ class Pool:
                 worker.init_seconds,
             )
 
+    def _new_worker(self, number: int) -> WorkerProcess:
+        """Return worker ``number``, not started, in the lowest free slot, with that slot's GPU."""
+        worker = WorkerProcess(self._settings(number))
+        with self.cond:
+            self.slots.place(worker)
+        return worker
+
     def _settings(self, number: int) -> WorkerSettings:
         own = os.path.join(self.scratch, f"w{number}")
         work = os.path.join(own, "work")
@@ -368,8 +379,9 @@ class Pool:
             settings = replace(settings, output_dir=output, log_dir=user_logs)
         return settings
 
-    def _forget(self) -> None:
+    def _forget(self, worker: WorkerProcess) -> None:
         with self.cond:
+            self.slots.free(worker)
             self.workers -= 1
             self.leases -= 1
             self.last_used = time.monotonic()
@@ -378,7 +390,7 @@ class Pool:
     def _give_back(self, worker: WorkerProcess, healthy: bool) -> None:
         if not healthy:
             worker.kill()
-            self._forget()
+            self._forget(worker)
             return
         with self.cond:
             self.free.append(worker)
