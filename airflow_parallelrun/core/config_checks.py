@@ -55,6 +55,8 @@ class ConfigFields(Protocol):
     def mini_batches_per_task(self) -> int | str: ...
     @property
     def prefetch_mini_batches(self) -> int: ...
+    @property
+    def resource_monitor_interval(self) -> float: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -269,6 +271,15 @@ def _check_logging_level(config: ConfigFields) -> None:
         raise ConfigError(f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
+def _check_resource_monitor(config: ConfigFields) -> None:
+    value = config.resource_monitor_interval
+    if value != 0 and not _is_seconds(value):
+        raise ConfigError(
+            f"resource_monitor_interval={value!r} is invalid: expected a finite number of seconds > 0 "
+            "between two samples of the workers' CPU and memory, e.g. 10, or 0 to take none"
+        )
+
+
 #: One check per concern, in the order a DAG author reads the fields.
 CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_entry_script,
@@ -279,5 +290,6 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_processes,
     _check_workers,
     _check_logging_level,
+    _check_resource_monitor,
     lambda config: check_environment(config.environment_variables),
 )

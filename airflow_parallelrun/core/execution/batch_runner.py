@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError, StorageError
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
+from airflow_parallelrun.core.execution.resource_monitor import node_name
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
+from airflow_parallelrun.core.execution.task_resources import TaskResources
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
@@ -96,6 +98,7 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
         size=int(config.process_count_per_node or os.cpu_count() or 1),
         idle_timeout=float(config.worker_idle_timeout),
         output_location=out.url,
+        monitor_interval=float(config.resource_monitor_interval),
     )
 
 
@@ -142,6 +145,7 @@ class BatchRunner:
         self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
         self.prefetch = Prefetch(lambda mb: self._folder("input", mb.id), spec.config.prefetch_mini_batches)
+        self.resources = TaskResources(spec, self.pool_spec, scratch, task_try)
 
     def _folder(self, *parts: str) -> str:
         path = os.path.join(self.scratch, *parts)
@@ -153,6 +157,7 @@ class BatchRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.prefetch.close()
+        self.resources.close()
         if self.worker is not None:
             result = self.worker.shutdown()
             if result is not None and not result.ok:
@@ -166,7 +171,8 @@ class BatchRunner:
         this one runs (see ``Prefetch``).
         """
         config, out = self.spec.config, self.layout.output
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.time()
+        self.resources.update(mb, own_worker=self.pool_spec is None)
         # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
         fmt = "rows" if self.spec.sink is not None else config.append_row_format
         ext = PART_EXTENSIONS[fmt]
@@ -175,6 +181,8 @@ class BatchRunner:
         result, tries = self._stage_and_try(mb, part_local, fmt, upcoming)
         status = _status_of(mb, result, tries, run_id)
         status.run_key, status.task_try = self.run_key, self.task_try
+        status.started, status.node = round(began, 3), node_name()
+        status.worker_pid = self.worker.pid if self.worker is not None else None
         if self.run_key is not None:
             try:
                 check_run_key(self.layout, self.run_key)
@@ -187,6 +195,7 @@ class BatchRunner:
         try:
             self._publish(mb, status, part_local, ext)
             status.seconds_total = round(time.perf_counter() - started, 6)
+            status.ended = round(time.time(), 3)
             out.write_json(self.layout.status(mb.id), status.to_dict())
         except Exception as exc:
             raise StorageError(
@@ -195,6 +204,7 @@ class BatchRunner:
                 "the run's storage or of this framework, not of the entry script; check the storage, then "
                 "clear the task (the mini-batch runs again)"
             ) from exc
+        self.resources.update(mb, own_worker=self.pool_spec is None)
         return status
 
     def _stage_rows(self, mb: MiniBatch, status: BatchStatus, part_local: str) -> str | None:

@@ -30,6 +30,7 @@ from airflow_parallelrun.core.execution.pool.protocol import (
     send_message,
     start_lock,
 )
+from airflow_parallelrun.core.execution.resource_monitor import start_monitor
 from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,8 @@ class Pool:
         #: name may by then belong to the next pool of this key.
         self.own_files: dict[str, int] = {}
         self.keep_log = False
+        #: Samples of the workers' resource use, in ``<key>.perf.csv`` (published by the run's tasks).
+        self.monitor = start_monitor(path[:-5] + ".perf.csv", spec.monitor_interval)
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -119,6 +122,8 @@ class Pool:
     def _stop(self, listener: socket.socket, inode: int) -> None:
         """Stop the workers and remove this pool's files, under the lock its starts take."""
         reason = "asked to" if self.stop_requested else "idle"
+        if self.monitor is not None:
+            self.monitor.stop()  # a last sample, of the workers still up
         with start_lock(self.path, wait=30.0) as lock:
             with contextlib.suppress(OSError):
                 if os.stat(self.path).st_ino == inode:
