@@ -273,7 +273,7 @@ def _check_logging_level(config: ConfigFields) -> None:
 
 def _check_resource_monitor(config: ConfigFields) -> None:
     value = config.resource_monitor_interval
-    if value != 0 and not _is_seconds(value):
+    if isinstance(value, bool) or (value != 0 and not _is_seconds(value)):
         raise ConfigError(
             f"resource_monitor_interval={value!r} is invalid: expected a finite number of seconds > 0 "
             "between two samples of the workers' CPU and memory, e.g. 10, or 0 to take none"
