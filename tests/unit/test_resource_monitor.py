@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import itertools
 import os
-import random
 import subprocess
 import sys
 import time
@@ -20,9 +19,9 @@ from airflow_parallelrun.core.execution.resource_monitor import PERF_COLUMNS, Re
 from airflow_parallelrun.core.outputs import report_data
 from airflow_parallelrun.core.outputs.perf_files import PerfPublisher
 from airflow_parallelrun.core.outputs.report_html import render_html
-from airflow_parallelrun.core.outputs.status import BatchStatus
 from airflow_parallelrun.core.storage.location import Location
 from airflow_parallelrun.core.storage.manifest import RunLayout
+from benchmarks.report_page_cost import synthetic_statuses
 
 # Holds 64 MiB (written, so resident), says so, and keeps one core busy until killed.
 BUSY = "x = bytearray(b'1') * (64 * 2**20)\nprint('ready', flush=True)\nwhile True: x[0] = (x[0] + 1) % 256\n"
@@ -100,40 +99,18 @@ def test_the_publisher_puts_whole_lines_only_and_only_when_the_file_grew(tmp_pat
     PerfPublisher(layout, str(local), "k1").publish()
     assert published.read_text().startswith("marker")
     local.write_text("time,node\n1,a\n2,b\n")
-    PerfPublisher(layout, str(local), "k1").maybe()
+    PerfPublisher(layout, str(local), "k1").maybe()  # grown, but published less than 30 s ago
+    assert published.read_text().startswith("marker")
+    PerfPublisher(layout, str(local), "k1", every=0).maybe()
     assert published.read_text() == "time,node\n1,a\n2,b\n"
-
-
-def synthetic(count: int, workers: int = 8) -> list[BatchStatus]:
-    random.seed(7)
-    free, statuses = [1.8e9] * workers, []
-    for i in range(count):
-        w = min(range(workers), key=free.__getitem__)
-        seconds = random.expovariate(0.5)
-        ok = i % 100 != 42
-        statuses.append(
-            BatchStatus(
-                id=f"mb-{i:06d}",
-                index=i,
-                status="succeeded" if ok else "failed",
-                tries=1,
-                items_total=10,
-                items_succeeded=10 if ok else 0,
-                error_category="" if ok else "entry_script",
-                error_message="" if ok else f"run() raised ValueError: bad {i}",
-                started=free[w],
-                ended=free[w] + seconds,
-                node="node-a",
-                worker_pid=1000 + w,
-            )
-        )
-        free[w] += seconds
-    return statuses
+    local.write_text("time,node\n1,a\n2,b\n3,c\n")
+    PerfPublisher(layout, str(local), "k1").publish()  # a task that ends publishes what grew
+    assert published.read_text().endswith("3,c\n")
 
 
 @pytest.mark.slow
 def test_the_report_of_100_000_mini_batches_is_bounded_and_names_the_slowest():
-    statuses = synthetic(100_000)
+    statuses = synthetic_statuses(100_000)
     timeline = report_data.timeline(statuses)
     assert timeline.binned and len(timeline.bars) <= report_data.TIMELINE_BINS * 8 * 2
     slowest = max(statuses, key=lambda s: (s.ended or 0) - (s.started or 0))
@@ -144,7 +121,7 @@ def test_the_report_of_100_000_mini_batches_is_bounded_and_names_the_slowest():
 
 
 def test_many_short_lived_workers_share_a_bounded_number_of_lanes():
-    statuses = synthetic(300)
+    statuses = synthetic_statuses(300)
     for i, s in enumerate(statuses):
         s.worker_pid = 5000 + i  # a worker of its own per mini-batch (warm_workers=False)
     timeline = report_data.timeline(statuses)

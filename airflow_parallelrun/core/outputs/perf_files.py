@@ -28,7 +28,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Seconds between two publications of one samples file by one task, at least.
+#: Seconds between two publications of one samples file by the tasks of a node, at least (but
+#: each task publishes what grew when it ends).
 PUBLISH_EVERY = 30.0
 #: The most samples files the report reads (a run without warm workers has one per task).
 MAX_PERF_FILES = 200
@@ -41,25 +42,27 @@ def perf_path(layout: RunLayout, node: str, key: str) -> str:
 
 
 class PerfPublisher:
-    """Publish the local samples file ``local`` as ``perf/<this node>/<key>.csv``, when it changed."""
+    """Publish the local samples file ``local`` as ``perf/<this node>/<key>.csv``, when it grew.
+
+    What was last published, and when, is kept next to the file (``<file>.published``), so that
+    the many tasks leasing one pool's workers publish its file once per ``every`` seconds between
+    them, not once each.
+    """
 
     def __init__(self, layout: RunLayout, local: str, key: str, every: float = PUBLISH_EVERY) -> None:
         self.layout, self.local, self.every = layout, local, every
         self.target = perf_path(layout, node_name(), key)
-        self._last = float("-inf")
-        # The size last published, by any task of this node: many short tasks share a pool's file.
         self.marker = local + ".published"
 
     def maybe(self) -> None:
-        """Publish if ``every`` seconds have passed since this publisher last did."""
-        if time.monotonic() - self._last >= self.every:
+        """Publish if the file grew and no publication of it is younger than ``every`` seconds."""
+        if time.time() - self._published()[1] >= self.every:
             self.publish()
 
     def publish(self) -> None:
         """Publish the file's complete lines if it grew; log, never raise, when it fails."""
-        self._last = time.monotonic()
         try:
-            if not os.path.exists(self.local) or os.path.getsize(self.local) == self._published():
+            if not os.path.exists(self.local) or os.path.getsize(self.local) == self._published()[0]:
                 return
             with open(self.local, "rb") as f:
                 data = f.read()
@@ -67,16 +70,18 @@ class PerfPublisher:
             data = data[: data.rfind(b"\n") + 1]
             self.layout.output.write_bytes(self.target, data)
             with open(self.marker, "w") as f:
-                f.write(str(len(data)))
+                f.write(f"{len(data)} {time.time()}")
         except Exception:
             log.warning("could not publish the resource samples %s", self.target, exc_info=True)
 
-    def _published(self) -> int:
+    def _published(self) -> tuple[int, float]:
+        """Return the size and the time of the last publication (-1 and 0: none)."""
         try:
             with open(self.marker) as f:
-                return int(f.read())
+                size, when = f.read().split()
+            return int(size), float(when)
         except (OSError, ValueError):
-            return -1
+            return -1, 0.0
 
 
 def pool_perf_file(pool_socket: str) -> str:

@@ -91,22 +91,20 @@ def _packed_lanes(timed: Sequence[BatchStatus]) -> tuple[list[str], list[int]]:
 
 def _binned(bars: list[Bar]) -> list[Bar]:
     """Merge each lane's bars into its busy stretches at ``TIMELINE_BINS`` bins (failed kept apart)."""
-    end = max(b.start + b.seconds for b in bars) or 1.0
-    width = end / TIMELINE_BINS
-    busy: dict[tuple[int, bool], set[int]] = defaultdict(set)
+    width = (max(b.start + b.seconds for b in bars) or 1.0) / TIMELINE_BINS
+    busy: dict[tuple[int, bool], bytearray] = defaultdict(lambda: bytearray(TIMELINE_BINS + 1))
     for b in bars:
-        first, last = int(b.start / width), int((b.start + b.seconds) / width)
-        busy[(b.lane, b.ok)].update(range(first, min(last, TIMELINE_BINS - 1) + 1))
+        first, last = int(b.start / width), min(int((b.start + b.seconds) / width), TIMELINE_BINS - 1)
+        busy[(b.lane, b.ok)][first : last + 1] = b"\1" * (last + 1 - first)
     merged = []
     for (lane, ok), bins in sorted(busy.items()):
-        run_start = previous = None
-        for k in [*sorted(bins), None]:
-            if k is not None and previous is not None and k == previous + 1:
-                previous = k
-                continue
-            if run_start is not None and previous is not None:
-                merged.append(Bar(lane, run_start * width, (previous + 1 - run_start) * width, ok))
-            run_start = previous = k
+        start = None
+        for k, taken in enumerate(bins):  # the extra last bin is never taken: it closes a stretch
+            if taken and start is None:
+                start = k
+            elif not taken and start is not None:
+                merged.append(Bar(lane, start * width, (k - start) * width, ok))
+                start = None
     return merged
 
 
