@@ -145,7 +145,7 @@ class BatchRunner:
         self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
         self.prefetch = Prefetch(lambda mb: self._folder("input", mb.id), spec.config.prefetch_mini_batches)
-        self.resources = TaskResources(spec, self.pool_spec, scratch, task_try)
+        self.resources = TaskResources(spec, self, scratch, task_try)
 
     def _folder(self, *parts: str) -> str:
         path = os.path.join(self.scratch, *parts)
@@ -172,7 +172,7 @@ class BatchRunner:
         """
         config, out = self.spec.config, self.layout.output
         started, began = time.perf_counter(), time.time()
-        self.resources.update(mb, own_worker=self.pool_spec is None)
+        self.resources.update(mb)
         # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
         fmt = "rows" if self.spec.sink is not None else config.append_row_format
         ext = PART_EXTENSIONS[fmt]
@@ -204,7 +204,7 @@ class BatchRunner:
                 "the run's storage or of this framework, not of the entry script; check the storage, then "
                 "clear the task (the mini-batch runs again)"
             ) from exc
-        self.resources.update(mb, own_worker=self.pool_spec is None)
+        self.resources.update(mb)
         return status
 
     def _stage_rows(self, mb: MiniBatch, status: BatchStatus, part_local: str) -> str | None:

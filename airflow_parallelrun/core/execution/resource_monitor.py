@@ -144,6 +144,8 @@ class ResourceMonitor:
                 else:
                     cpu = round(process.cpu_percent(None), 1)
                 rss = process.memory_info().rss
+                if not rss:
+                    raise psutil.ZombieProcess(pid)  # exited, not yet reaped by its parent
             except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
                 self._processes.pop(pid, None)
                 continue

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from airflow_parallelrun.core.execution.pool.protocol import PoolSpec, PoolUnavailable, pool_dir
 from airflow_parallelrun.core.execution.resource_monitor import ResourceMonitor, start_monitor
+from airflow_parallelrun.core.execution.runner import WorkerProcess
 from airflow_parallelrun.core.outputs.perf_files import PerfPublisher, pool_perf_file
 
 if TYPE_CHECKING:
@@ -23,11 +24,19 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class Runner(Protocol):
+    """What of a ``BatchRunner`` this needs: its pool (None: it runs a worker of its own) and worker."""
+
+    pool_spec: PoolSpec | None
+    worker: WorkerProcess | None
+
+
 class TaskResources:
     """Publish the samples of the workers this task uses, while it runs and when it ends."""
 
-    def __init__(self, spec: RunSpec, pool: PoolSpec | None, scratch: str, task_try: int) -> None:
-        self.layout, self.scratch, self.task_try = spec.layout(), scratch, task_try
+    def __init__(self, spec: RunSpec, runner: Runner, scratch: str, task_try: int) -> None:
+        self.layout, self.runner, self.scratch, self.task_try = spec.layout(), runner, scratch, task_try
+        pool = runner.pool_spec
         self.interval = float(spec.config.resource_monitor_interval)
         self.monitor: ResourceMonitor | None = None
         self.publisher: PerfPublisher | None = None
@@ -38,15 +47,22 @@ class TaskResources:
                 return  # no pool either: this task's own worker is sampled instead
             self.publisher = PerfPublisher(self.layout, pool_perf_file(socket_path), pool.key())
 
-    def update(self, mb: MiniBatch, *, own_worker: bool) -> None:
-        """Start sampling this task's own worker if it has one; publish the samples if due."""
-        if own_worker and self.monitor is None and self.interval > 0:
+    def update(self, mb: MiniBatch) -> None:
+        """Start sampling this task's own worker if it runs one; publish the samples if due."""
+        if self.runner.pool_spec is None and self.monitor is None and self.interval > 0:
             key = f"task-{mb.id}-try{self.task_try}"
             local = os.path.join(self.scratch, f"{key}.perf.csv")
             self.publisher = PerfPublisher(self.layout, local, key)
-            self.monitor = start_monitor(local, self.interval, after_sample=self.publisher.maybe)
+            self.monitor = start_monitor(
+                local, self.interval, pids=self._own_worker, after_sample=self.publisher.maybe
+            )
         elif self.publisher is not None:
             self.publisher.maybe()
+
+    def _own_worker(self) -> list[int]:
+        """Return the pid of this task's worker: not every child (a pool this task started is one)."""
+        worker = self.runner.worker
+        return [] if worker is None or worker.pid is None else [worker.pid]
 
     def close(self) -> None:
         """Take a last sample of this task's own worker, and publish the samples as they are now."""
