@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.airflow.conftest import task_instances
+from tests.airflow.test_warm_workers import DAG_SOURCE as WARM_DAG_SOURCE
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -20,19 +21,11 @@ def run(mini_batch):
     return [os.path.basename(p) for p in mini_batch]
 """
 
-DAG_SOURCE = """
-from airflow.sdk import DAG
-from airflow_parallelrun import FileDataset, ParallelRunConfig, ParallelRunOperator
-
-with DAG("{dag_id}", schedule=None) as dag:
-    ParallelRunOperator(
-        task_id="score",
-        inputs=FileDataset(path="{input}", pattern="*.txt"),
-        output_path="{output}/{{{{ run_id }}}}",
-        config=ParallelRunConfig(entry_script="{script}", mini_batch_size="1", process_count_per_node=1,
-                                 warm_workers={warm}, mini_batches_per_task=1, resource_monitor_interval=0.2),
-    )
-"""
+# The warm-workers test's DAG, sampling every 0.2 s.
+DAG_SOURCE = WARM_DAG_SOURCE.replace(
+    "mini_batches_per_task=1)", "mini_batches_per_task=1, resource_monitor_interval=0.2)"
+)
+assert DAG_SOURCE != WARM_DAG_SOURCE
 
 
 @pytest.mark.parametrize("warm", [True, False])

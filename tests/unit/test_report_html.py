@@ -172,15 +172,24 @@ def test_a_run_on_an_object_store_writes_the_samples_and_the_report_there(
     assert summary["report_html"].startswith(object_store.url("out"))
 
 
+def run_with_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: tuple[Any, str], error: Exception
+) -> tuple[RunSpec, dict[str, Any]]:
+    """Run the whole run, without samples, with ``where`` (module, function) raising ``error``."""
+
+    def broken(*args: Any) -> str:
+        raise error
+
+    monkeypatch.setattr(*where, broken)
+    spec = make_spec(tmp_path, resource_monitor_interval=0)
+    return spec, run_all(tmp_path, spec)[0]
+
+
 def test_a_figure_that_cannot_be_drawn_leaves_a_note_and_the_rest_of_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*args: Any) -> str:
-        raise RuntimeError("no fonts today")
-
-    monkeypatch.setattr(report_figures, "timeline_svg", broken)
-    spec = make_spec(tmp_path, resource_monitor_interval=0)
-    run_all(tmp_path, spec)
+    failure = RuntimeError("no fonts today")
+    spec, _ = run_with_a_failure(tmp_path, monkeypatch, (report_figures, "timeline_svg"), failure)
     page = spec.layout().output.read_bytes(spec.layout().report_html).decode()
     assert "this figure could not be drawn: RuntimeError: no fonts today" in page
     assert FIRST_MESSAGE in page and page.count("<svg") == 2  # throughput and durations still drawn
@@ -190,13 +199,9 @@ def test_a_figure_that_cannot_be_drawn_leaves_a_note_and_the_rest_of_the_report(
 def test_a_report_that_cannot_be_written_never_fails_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    def broken(*args: Any) -> str:
-        raise MemoryError("drawing took everything")
-
-    monkeypatch.setattr(report_html, "render_html", broken)
-    spec = make_spec(tmp_path, resource_monitor_interval=0)
+    failure = MemoryError("drawing took everything")
     with caplog.at_level(logging.ERROR):
-        summary, _ = run_all(tmp_path, spec)
+        spec, summary = run_with_a_failure(tmp_path, monkeypatch, (report_html, "render_html"), failure)
     layout = spec.layout()
     on_disk = json.loads(Path(layout.summary).read_text())
     assert on_disk["status"] == summary["status"] == "succeeded" and on_disk["failed_mini_batches"] == 1
