@@ -110,7 +110,11 @@ def check_samples(spec: RunSpec, statuses: list[BatchStatus], key_pattern: str) 
 
 
 def slowest_of(spec: RunSpec) -> str:
-    """Return the id of the mini-batch whose status says it took longest (mb-000001 on local disk)."""
+    """Return the id of the mini-batch whose status says it took longest.
+
+    Most often mb-000001, whose run() spins longest; but mb-000000's time also holds starting the
+    pool and its worker, which on a busy machine can take longer.
+    """
     out, layout = spec.layout().output, spec.layout()
     statuses = [out.read_json(p) for p in out.listdir(layout.state("status"))]
     return str(max(statuses, key=lambda s: s["ended"] - s["started"])["id"])
@@ -140,7 +144,6 @@ def test_a_run_with_warm_workers_writes_its_pools_samples_and_the_report(tmp_pat
     assert summary["failed_mini_batches"] == 1
     check_samples(spec, statuses, r"[0-9a-f]{12}-[0-9a-f]{12}")
     check_report(spec, summary)
-    assert slowest_of(spec) == "mb-000001"  # it slept longest
     timed = [s for s in statuses if s.tries]
     assert all(s.started and s.ended and s.started <= s.ended and s.node and s.worker_pid for s in timed)
 

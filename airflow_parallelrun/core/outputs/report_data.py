@@ -108,11 +108,15 @@ def _binned(bars: list[Bar]) -> list[Bar]:
     return merged
 
 
-def throughput(statuses: Sequence[BatchStatus], origin: float, bins: int = 60) -> dict[str, list[float]]:
-    """Return mini-batches and items finished per second, in ``bins`` equal bins of the run's time."""
+def throughput(statuses: Sequence[BatchStatus], origin: float) -> dict[str, list[float]]:
+    """Return mini-batches and items finished per second, in equal bins of the run's time.
+
+    A bin per 10 mini-batches, 5 to 60 bins: a rate over too few mini-batches is all spikes.
+    """
     ended = [(s.ended - origin, s.items_succeeded) for s in statuses if s.ended is not None]
     if not ended:
         return {"time": [], "mini_batches": [], "items": []}
+    bins = min(max(len(ended) // 10, 5), 60)
     span = max(t for t, _ in ended) or 1.0
     width = span / bins
     counts, items = [0.0] * bins, [0.0] * bins
@@ -121,7 +125,7 @@ def throughput(statuses: Sequence[BatchStatus], origin: float, bins: int = 60) -
         counts[k] += 1
         items[k] += n
     return {
-        "time": [(k + 0.5) * width for k in range(bins)],
+        "time": [k * width for k in range(bins + 1)],  # the bins' edges
         "mini_batches": [c / width for c in counts],
         "items": [n / width for n in items],
     }

@@ -56,9 +56,9 @@ def timeline_svg(timeline: Timeline) -> str:
 def throughput_svg(series: dict[str, list[float]]) -> str:
     """Draw mini-batches and items finished per second over the run."""
     figure, (top, bottom) = _figure(4.2, rows=2)
-    top.plot(series["time"], series["mini_batches"], color="#30638e")
+    top.stairs(series["mini_batches"], series["time"], color="#30638e", fill=True)
     top.set_ylabel("mini-batches / s")
-    bottom.plot(series["time"], series["items"], color="#edae49")
+    bottom.stairs(series["items"], series["time"], color="#edae49", fill=True)
     bottom.set_ylabel("items / s")
     bottom.set_xlabel("seconds since the first mini-batch began")
     for axes in (top, bottom):
@@ -75,25 +75,40 @@ def durations_svg(seconds: Sequence[float], slowest: Sequence[tuple[str, float]]
     axes.set_ylabel("mini-batches")
     for name, value in slowest[:3]:
         axes.axvline(value, color=FAILED_COLOUR, linewidth=0.8)
-        axes.annotate(name, (value, 0), rotation=90, fontsize=7, va="bottom", ha="right")
+        axes.annotate(
+            name,
+            (value, 0.97),
+            xycoords=("data", "axes fraction"),
+            rotation=90,
+            fontsize=7,
+            va="top",
+            ha="right",
+        )
     return _svg(figure)
 
 
 def resources_svg(lines: dict[str, list[dict[str, Any]]]) -> str:
-    """Draw CPU percent and resident memory over time, a line per worker and per node."""
+    """Draw CPU percent and memory over time: the workers' (a line each), then the nodes'."""
     gpu = any(r["gpu_memory_bytes"] for rows in lines.values() for r in rows)
-    figure, axes = _figure(6.5 if gpu else 4.8, rows=3 if gpu else 2)
-    panels = [("cpu_percent", 1.0, "CPU %"), ("rss_bytes", 2**20, "resident MiB")]
+    panels = [
+        ("worker", "cpu_percent", 1.0, "worker CPU %"),
+        ("worker", "rss_bytes", 2**20, "worker resident MiB"),
+    ]
     if gpu:
-        panels.append(("gpu_memory_bytes", 2**20, "GPU MiB"))
-    for ax, (column, scale, label) in zip(axes, panels, strict=True):
+        panels.append(("worker", "gpu_memory_bytes", 2**20, "worker GPU MiB"))
+    panels += [("node", "cpu_percent", 1.0, "node CPU %"), ("node", "rss_bytes", 2**30, "node memory GiB")]
+    figure, axes = _figure(1.2 + 1.5 * len(panels), rows=len(panels))
+    for ax, (role, column, scale, label) in zip(axes, panels, strict=True):
         for name, rows in lines.items():
-            points = [(r["time"], r[column] / scale) for r in rows if r[column] is not None]
+            points = [
+                (r["time"], r[column] / scale) for r in rows if r["role"] == role and r[column] is not None
+            ]
             if points:
-                style = "--" if name.endswith(" node") else "-"
-                ax.plot(*zip(*points, strict=True), style, label=name, linewidth=1)
-        ax.set_ylabel(label)
+                ax.plot(*zip(*points, strict=True), label=name, linewidth=1)
+        ax.set_ylabel(label, fontsize=8)
+        ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=6, ncol=3, loc="upper left")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=6, ncol=4, loc="upper left")
     axes[-1].set_xlabel("seconds since the first mini-batch began")
     return _svg(figure)

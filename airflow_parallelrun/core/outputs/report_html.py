@@ -185,7 +185,8 @@ def _resources(samples: list[dict[str, Any]], files: int, origin: float) -> str:
     if not samples:
         return "<p class=note>no resource samples (resource_monitor_interval=0, or the run was too short)</p>"
     lines = data.resource_lines(samples, origin or min(r["time"] for r in samples if r["time"] is not None))
-    note = "CPU %: of one core for a worker, of the whole node for a node (dashed); memory: resident bytes."
+    note = "CPU %: of one core for a worker, of all its cores for a node. "
+    note += "Memory: resident for a worker, in use for a node."
     if files > MAX_PERF_FILES:
         note += f" {files} samples files; the first {MAX_PERF_FILES} are shown."
     peaks = [
