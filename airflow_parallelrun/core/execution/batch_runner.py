@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError, StorageError
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
-from airflow_parallelrun.core.execution.resource_monitor import node_name
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
 from airflow_parallelrun.core.execution.task_resources import TaskResources
@@ -172,7 +171,6 @@ class BatchRunner:
         """
         config, out = self.spec.config, self.layout.output
         started, began = time.perf_counter(), time.time()
-        self.resources.update(mb)
         # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
         fmt = "rows" if self.spec.sink is not None else config.append_row_format
         ext = PART_EXTENSIONS[fmt]
@@ -181,8 +179,6 @@ class BatchRunner:
         result, tries = self._stage_and_try(mb, part_local, fmt, upcoming)
         status = _status_of(mb, result, tries, run_id)
         status.run_key, status.task_try = self.run_key, self.task_try
-        status.started, status.node = round(began, 3), node_name()
-        status.worker_pid = self.worker.pid if self.worker is not None else None
         if self.run_key is not None:
             try:
                 check_run_key(self.layout, self.run_key)
@@ -195,7 +191,7 @@ class BatchRunner:
         try:
             self._publish(mb, status, part_local, ext)
             status.seconds_total = round(time.perf_counter() - started, 6)
-            status.ended = round(time.time(), 3)
+            self.resources.stamp(status, began)
             out.write_json(self.layout.status(mb.id), status.to_dict())
         except Exception as exc:
             raise StorageError(
@@ -204,7 +200,6 @@ class BatchRunner:
                 "the run's storage or of this framework, not of the entry script; check the storage, then "
                 "clear the task (the mini-batch runs again)"
             ) from exc
-        self.resources.update(mb)
         return status
 
     def _stage_rows(self, mb: MiniBatch, status: BatchStatus, part_local: str) -> str | None:
