@@ -113,6 +113,9 @@ class ParallelRunConfig:
     ``gpus_per_node`` is how many GPUs each node's workers share, one per worker as in Azure
     (``CUDA_VISIBLE_DEVICES`` of worker ``i`` is GPU ``i % n``); None (the default) counts the
     node's own, 0 sets nothing.
+    ``resource_monitor_interval`` (default 10 s; Azure's default is 600) is how often each node
+    samples the CPU, resident memory and GPU memory of its workers into
+    ``_parallelrun/perf/<node>/`` for the report; 0 takes no samples.
     """
 
     entry_script: str
@@ -135,6 +138,7 @@ class ParallelRunConfig:
     prefetch_mini_batches: int = 1
     models: Mapping[str, str] = field(default_factory=dict)
     gpus_per_node: int | None = None
+    resource_monitor_interval: float = 10
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -162,6 +166,7 @@ class ParallelRunConfig:
             prefetch_mini_batches: int = 1,
             models: Mapping[str, str] = ...,
             gpus_per_node: int | None = None,
+            resource_monitor_interval: float = 10,
         ) -> None: ...
 
     def __post_init__(self) -> None:

@@ -60,6 +60,8 @@ class ConfigFields(Protocol):
     def models(self) -> Mapping[str, str]: ...
     @property
     def gpus_per_node(self) -> int | None: ...
+    @property
+    def resource_monitor_interval(self) -> float: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -285,6 +287,15 @@ def _check_models_and_gpus(config: ConfigFields) -> None:
         )
 
 
+def _check_resource_monitor(config: ConfigFields) -> None:
+    value = config.resource_monitor_interval
+    if isinstance(value, bool) or (value != 0 and not _is_seconds(value)):
+        raise ConfigError(
+            f"resource_monitor_interval={value!r} is invalid: expected a finite number of seconds > 0 "
+            "between two samples of the workers' CPU and memory, e.g. 10, or 0 to take none"
+        )
+
+
 #: One check per concern, in the order a DAG author reads the fields.
 CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_entry_script,
@@ -296,5 +307,6 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_workers,
     _check_logging_level,
     _check_models_and_gpus,
+    _check_resource_monitor,
     lambda config: check_environment(config.environment_variables),
 )

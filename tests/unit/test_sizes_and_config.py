@@ -249,6 +249,10 @@ INVALID = [
     ("prefetch_mini_batches", -1, "0: fetch each when its turn comes"),
     ("prefetch_mini_batches", True, "expected a whole number >= 0"),
     ("prefetch_mini_batches", "1", "how many next mini-batches to fetch"),
+    ("resource_monitor_interval", -1, "seconds > 0 between two samples"),
+    ("resource_monitor_interval", float("nan"), "or 0 to take none"),
+    ("resource_monitor_interval", False, "e.g. 10, or 0"),
+    ("resource_monitor_interval", "10", "e.g. 10, or 0"),
 ]
 
 

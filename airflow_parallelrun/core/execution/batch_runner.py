@@ -23,6 +23,7 @@ from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, l
 from airflow_parallelrun.core.execution.pool.protocol import pool_dir_path
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
+from airflow_parallelrun.core.execution.task_resources import TaskResources
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
@@ -100,6 +101,7 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
         idle_timeout=float(config.worker_idle_timeout),
         output_location=out.url,
         gpus_per_node=config.gpus_per_node,
+        monitor_interval=float(config.resource_monitor_interval),
     )
 
 
@@ -146,6 +148,7 @@ class BatchRunner:
         self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
         self.prefetch = Prefetch(lambda mb: self._folder("input", mb.id), spec.config.prefetch_mini_batches)
+        self.resources = TaskResources(spec, self, scratch, task_try)
 
     def _folder(self, *parts: str) -> str:
         path = os.path.join(self.scratch, *parts)
@@ -157,6 +160,7 @@ class BatchRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.prefetch.close()
+        self.resources.close()
         if self.worker is not None:
             result = self.worker.shutdown()
             if result is not None and not result.ok:
@@ -170,7 +174,7 @@ class BatchRunner:
         this one runs (see ``Prefetch``).
         """
         config, out = self.spec.config, self.layout.output
-        started = time.perf_counter()
+        started, began = time.perf_counter(), time.time()
         # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
         fmt = "rows" if self.spec.sink is not None else config.append_row_format
         ext = PART_EXTENSIONS[fmt]
@@ -191,6 +195,7 @@ class BatchRunner:
         try:
             self._publish(mb, status, part_local, ext)
             status.seconds_total = round(time.perf_counter() - started, 6)
+            self.resources.stamp(status, began)
             out.write_json(self.layout.status(mb.id), status.to_dict())
         except Exception as exc:
             raise StorageError(

@@ -38,6 +38,12 @@ class BatchStatus:
     #: The try of the Airflow task instance that ran it (2 and up: Airflow retried or cleared the
     #: task, e.g. after its worker died, and this mini-batch ran again).
     task_try: int = 1
+    #: When the task began and finished this mini-batch (epoch seconds), on which node, and the
+    #: process id of the worker that ran its last try: the report's timeline.
+    started: float | None = None
+    ended: float | None = None
+    node: str = ""
+    worker_pid: int | None = None
 
     @property
     def succeeded(self) -> bool:

@@ -26,6 +26,7 @@ from airflow_parallelrun.core.outputs.counting import count_run
 from airflow_parallelrun.core.outputs.merge import merge_parts
 from airflow_parallelrun.core.outputs.parts import as_format
 from airflow_parallelrun.core.outputs.report import failure_message, render_report
+from airflow_parallelrun.core.outputs.report_html import write_html_report
 from airflow_parallelrun.core.outputs.status import NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
 from airflow_parallelrun.core.outputs.summary import build_summary, failed_summary, first_errors
 from airflow_parallelrun.core.outputs.thresholds import exceeded, thresholds_of
@@ -127,6 +128,7 @@ def _aggregate(
     )
     if sql_output is not None:
         summary["sql_output"] = sql_output
+    write_html_report(layout, statuses, summary)  # logged, never raised, when it fails
     check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
     layout.output.write_json(layout.summary, summary)
     if reasons:

@@ -68,6 +68,10 @@ class RunLayout:
     def report(self) -> str:
         return self.state("processed_mini_batches.csv")
 
+    @property
+    def report_html(self) -> str:
+        return self.state("report.html")
+
 
 def write_manifest(layout: RunLayout, mini_batches: list[MiniBatch], header: dict[str, Any]) -> None:
     """Write every mini-batch, shard by shard, then the header that makes the manifest complete."""

@@ -32,6 +32,9 @@ for its mini-batch, with its own tries, timeout, part and status.
   worker did) kills the worker, which may be in the middle of a ``run()``. A worker exits when
   its pool dies (it watches its parent). A dead pool leaves a stale socket, which the next task
   removes before starting a new pool. If a pool cannot start at all, the task runs its own worker.
+- **Sampled**: every ``resource_monitor_interval`` seconds the pool appends its workers' and the
+  node's CPU and memory to ``<key>.perf.csv``, which the run's tasks publish to the run's
+  storage (:mod:`airflow_parallelrun.core.outputs.perf_files`; docs/report.md).
 - **Cleaned up**: a pool idle for ``worker_idle_timeout`` seconds (no lease, no lease waiting,
   no worker starting) calls ``shutdown()`` in each worker, removes its socket and exits; the
   aggregate task stops the run's pools on its node at once. The pool's own log (and what

@@ -22,7 +22,7 @@ from airflow_parallelrun.core.execution.pool.protocol import (
 LEFTOVER_AGE = 24 * 3600.0
 
 
-_POOL_ENTRY = re.compile(r"^([0-9a-f]{12}-[0-9a-f]{12})\.(sock|lock|log|pid|d)$")
+_POOL_ENTRY = re.compile(r"^([0-9a-f]{12}-[0-9a-f]{12})\.(sock|lock|log|pid|d|perf\.csv(?:\.published)?)$")
 
 
 def sweep_leftovers(max_age: float = LEFTOVER_AGE) -> list[str]:

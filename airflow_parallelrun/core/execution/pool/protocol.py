@@ -119,6 +119,8 @@ class PoolSpec:
     output_location: str
     #: How many GPUs the node's workers share (None: count the node's; 0: assign none).
     gpus_per_node: int | None = None
+    #: Seconds between two samples of the workers' resource use (0: none); see ``resource_monitor``.
+    monitor_interval: float = 0.0
 
     def key(self) -> str:
         script = self.settings.entry_script
@@ -130,6 +132,8 @@ class PoolSpec:
         engine = os.stat(os.path.join(os.path.dirname(os.path.dirname(__file__)), "worker.py")).st_mtime_ns
         rest = [asdict(self.settings), self.size, self.idle_timeout, version, sys.executable, engine]
         rest.append(self.gpus_per_node)
+        if self.monitor_interval:  # absent when off: the keys of pools without samples stay as they were
+            rest.append(self.monitor_interval)
         return f"{short_hash(self.output_location)}-{short_hash(rest)}"
 
     def to_dict(self) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from airflow_parallelrun.core.execution.pool.protocol import (
     send_message,
     start_lock,
 )
+from airflow_parallelrun.core.execution.resource_monitor import start_monitor
 from airflow_parallelrun.core.execution.runner import WorkerProcess, WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -67,6 +68,8 @@ class Pool:
         self.own_files: dict[str, int] = {}
         self.keep_log = False
         self.slots = WorkerSlots(spec.gpus_per_node)  # worker slot i gets GPU i % n
+        #: Samples of the workers' resource use, in ``<key>.perf.csv``, published by the run's tasks.
+        self.monitor = start_monitor(path[:-5] + ".perf.csv", spec.monitor_interval)
 
     def serve(self) -> None:
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -108,10 +111,7 @@ class Pool:
         threading.Thread(target=self._handle, args=(client,), daemon=True).start()
 
     def _may_stop(self) -> bool:
-        """Tell whether the pool stops now: asked to or idle, with no lease out and none waiting.
-
-        A worker still starting keeps an idle pool up; a stop request kills it.
-        """
+        """Tell whether the pool stops now: asked to or idle (none starting), no lease out, none waiting."""
         if self.leases or self.waiting:
             return False
         if self.stop_requested:
@@ -121,6 +121,8 @@ class Pool:
     def _stop(self, listener: socket.socket, inode: int) -> None:
         """Stop the workers and remove this pool's files, under the lock its starts take."""
         reason = "asked to" if self.stop_requested else "idle"
+        if self.monitor is not None:
+            self.monitor.stop()  # a last sample, of the workers still up
         with start_lock(self.path, wait=30.0) as lock:
             with contextlib.suppress(OSError):
                 if os.stat(self.path).st_ino == inode:
@@ -380,20 +382,17 @@ class Pool:
         return settings
 
     def _forget(self, worker: WorkerProcess) -> None:
-        with self.cond:
-            self.slots.free(worker)
-            self.workers -= 1
-            self.leases -= 1
-            self.last_used = time.monotonic()
-            self.cond.notify_all()
+        self._give_back(worker, healthy=False, gone=True)
 
-    def _give_back(self, worker: WorkerProcess, healthy: bool) -> None:
-        if not healthy:
+    def _give_back(self, worker: WorkerProcess, healthy: bool, gone: bool = False) -> None:
+        if not (healthy or gone):
             worker.kill()
-            self._forget(worker)
-            return
         with self.cond:
-            self.free.append(worker)
+            if healthy:
+                self.free.append(worker)
+            else:
+                self.slots.free(worker)
+                self.workers -= 1
             self.leases -= 1
             self.last_used = time.monotonic()
             self.cond.notify_all()
