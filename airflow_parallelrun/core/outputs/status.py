@@ -38,6 +38,8 @@ class BatchStatus:
     #: The try of the Airflow task instance that ran it (2 and up: Airflow retried or cleared the
     #: task, e.g. after its worker died, and this mini-batch ran again).
     task_try: int = 1
+    #: The key group the mini-batch is (``partition_keys``), key -> value; None without keys.
+    partition_key_value: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -63,6 +65,8 @@ class BatchStatus:
             record["missing_items"] = self.items_failed
         if self.items_unknown:
             record["items_unknown"] = True
+        if self.partition_key_value is not None:
+            record["partition_key_value"] = self.partition_key_value
         return record
 
     @classmethod
