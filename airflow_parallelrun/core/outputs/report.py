@@ -24,6 +24,8 @@ REPORT_COLUMNS = (
     "error_category",
     "error_message",
     "partition_key_value",
+    # True when the input could not be read to count its items: the item columns then say 0, not known.
+    "items_unknown",
 )
 
 
@@ -38,9 +40,6 @@ def render_report(statuses: Iterable[BatchStatus]) -> bytes:
         # The key group (partition_keys), as JSON: {"Store": 1, "Brand": "A"}; empty without keys.
         keys = s.partition_key_value
         row["partition_key_value"] = "" if keys is None else json.dumps(keys)
-        # A count that could not be known (its input could not be read) says so, not 0.
-        if s.items_unknown:
-            row["items_total"] = row["items_failed"] = "unknown"
         row["seconds_total"] = f"{s.seconds_total:.3f}"
         row["seconds_run"] = f"{s.seconds_run:.3f}"
         row["error_message"] = s.error_message.replace("\n", " ")[:2000]
