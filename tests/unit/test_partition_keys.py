@@ -348,3 +348,29 @@ def test_a_resume_with_other_partition_keys_starts_clean(tmp_path: Path) -> None
     )
     header = json.loads((tmp_path / "out" / "_parallelrun" / "manifest.json").read_text())
     assert header["resumed"] is False and "partition_keys changed" in header["resume_note"]
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_remote_pieces_of_a_group_are_staged_apart_even_with_equal_names(
+    tmp_path: Path, seen_dir: Path, fmt: str
+) -> None:
+    import fsspec
+
+    # Two folders hold a file of the same name: the staged copies of their pieces must not collide.
+    fs, root = fsspec.filesystem("memory"), f"/keys-{tmp_path.name}"
+    frame = sales(200, seed=3)
+    for number, folder in enumerate(("a", "b")):
+        part = frame.iloc[number * 100 : (number + 1) * 100]
+        with fs.open(f"{root}/{folder}/t.{fmt}", "wb") as f:
+            if fmt == "csv":
+                f.write(part.to_csv(index=False).encode())
+            else:
+                pq.write_table(pa.Table.from_pandas(part, preserve_index=False), f, row_group_size=30)
+    spec = make_spec(tmp_path, write_script(tmp_path, TWO_ARGUMENT_SCRIPT), partition_keys=["Store"])
+    try:
+        _, summary = run_all(TabularDataset(path=f"memory://{root}", format=fmt), spec)
+    finally:
+        fs.rm(root, recursive=True)
+    check_whole_and_alone(seen(seen_dir), expected_groups(frame, ["Store"]), ["Store"])
+    assert summary["succeeded_items"] == 200
