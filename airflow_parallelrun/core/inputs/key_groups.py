@@ -79,14 +79,7 @@ def group_files(
             continue
         groups.setdefault(tuple(values[key] for key in keys), []).append((url, size))
     batches = [
-        MiniBatch(
-            index=index,
-            kind="files",
-            files=tuple(url for url, _ in listed),
-            sizes=tuple(s if s is not None else -1 for _, s in listed),
-            items=len(listed),
-            partition_key_value=dict(zip(keys, key, strict=True)),
-        )
+        MiniBatch.of_files(index, listed, dict(zip(keys, key, strict=True)))
         for index, (key, listed) in enumerate(groups.items())
     ]
     return batches, refused

@@ -62,6 +62,23 @@ class MiniBatch:
     pieces: tuple[TabularPiece, ...] = ()
     rejected_from: tuple[int, ...] = ()
 
+    @classmethod
+    def of_files(
+        cls,
+        index: int,
+        listed: Sequence[tuple[str, int | None]],
+        partition_key_value: dict[str, Any] | None = None,
+    ) -> MiniBatch:
+        """Return the mini-batch of listed ``(url, size)`` files; an unknown size is stored as -1."""
+        return cls(
+            index=index,
+            kind="files",
+            files=tuple(url for url, _ in listed),
+            sizes=tuple(s if s is not None else -1 for _, s in listed),
+            items=len(listed),
+            partition_key_value=partition_key_value,
+        )
+
     @property
     def id(self) -> str:
         return mini_batch_id(self.index)

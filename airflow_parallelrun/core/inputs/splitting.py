@@ -40,19 +40,10 @@ def partition_files(files: list[tuple[str, int | None]], size: MiniBatchSize) ->
     count = size.value
     if size.unit != "files" or count < 1:
         raise ValueError(f"a FileDataset needs a positive count of files per mini-batch, got {size}")
-    batches = []
-    for index, start in enumerate(range(0, len(files), count)):
-        chunk = files[start : start + count]
-        batches.append(
-            MiniBatch(
-                index=index,
-                kind="files",
-                files=tuple(url for url, _ in chunk),
-                sizes=tuple(s if s is not None else -1 for _, s in chunk),
-                items=len(chunk),
-            )
-        )
-    return batches
+    return [
+        MiniBatch.of_files(index, files[start : start + count])
+        for index, start in enumerate(range(0, len(files), count))
+    ]
 
 
 def _text_byte_ranges(file_size: int, size: int) -> list[tuple[int, int]]:
