@@ -22,7 +22,7 @@ class MiniBatchDataset:
     """The part of the input one mini-batch is: Azure's ``mini_batch_context.dataset``, described.
 
     ``kind`` is ``"FileDataset"`` or ``"TabularDataset"`` (a SQL input arrives as a table);
-    ``inputs`` the files or table pieces it covers (``t.csv[bytes=0:8388608]``), as the report
+    ``inputs`` the files or table pieces it covers (``t.csv[bytes=0:4194304]``), as the report
     names them; ``format`` the table format (None for files); ``partition_key_value`` the key
     group it is filtered to ({} without ``partition_keys``).
     """

@@ -29,7 +29,7 @@ from airflow_parallelrun.core.storage.location import call_with_retries, open_ur
 log = logging.getLogger(__name__)
 
 #: How much of a text table the partition task reads at once to find its key groups.
-SCAN_BYTES = 8 * 1024 * 1024
+SCAN_BYTES = 4 * 1024 * 1024
 
 GroupKey = tuple[Any, ...]
 
