@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -15,8 +15,10 @@ from airflow_parallelrun.core.config_checks import (
     OUTPUT_ACTIONS,
     SECRET_NAME_WORDS,
     check_environment,
+    check_partition_keys,
     is_template,
     looks_secret,
+    partition_keys_of,
 )
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.sizes import MiniBatchSize, fits, parse_mini_batch_size
@@ -116,6 +118,12 @@ class ParallelRunConfig:
     ``resource_monitor_interval`` (default 10 s; Azure's default is 600) is how often each node
     samples the CPU, resident memory and GPU memory of its workers into
     ``_parallelrun/perf/<node>/`` for the report; 0 takes no samples.
+    ``partition_keys`` (as Azure's, e.g. ``["Store", "Brand"]``) makes one mini-batch per key
+    group instead of cutting by size, so it excludes ``mini_batch_size``: a TabularDataset's or
+    SqlDataset's rows grouped by those columns' values (a group arrives whole in one DataFrame,
+    whatever files it spans), a FileDataset's files grouped by the keys its ``partition_format``
+    reads from their paths. An entry script whose ``run()`` takes two positional parameters gets
+    ``mini_batch_context`` (``partition_key_value``, ``minibatch_index``, ``dataset``) as the second.
     """
 
     entry_script: str
@@ -139,6 +147,7 @@ class ParallelRunConfig:
     models: Mapping[str, str] = field(default_factory=dict)
     gpus_per_node: int | None = None
     resource_monitor_interval: float = 10
+    partition_keys: Sequence[str] | None = None
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -167,9 +176,13 @@ class ParallelRunConfig:
             models: Mapping[str, str] = ...,
             gpus_per_node: int | None = None,
             resource_monitor_interval: float = 10,
+            partition_keys: Sequence[str] | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "partition_keys", partition_keys_of(self.partition_keys))
+        # Before the templates are set aside: a templated mini_batch_size is given all the same.
+        check_partition_keys(self)
         templates = self.templates
         if templates:
             # Check every other field now; the templated ones are checked once rendered.
@@ -277,6 +290,8 @@ class ParallelRunConfig:
         if isinstance(self.mini_batch_size, MiniBatchSize):
             self.batch_size(tabular=tabular)
             return self
+        if self.partition_keys is not None:
+            return self  # one mini-batch per key group: no size to parse
         config = copy.copy(self)
         object.__setattr__(config, "mini_batch_size", self.batch_size(tabular=tabular))
         return config

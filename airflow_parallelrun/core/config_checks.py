@@ -6,10 +6,11 @@ from a template (a Connection or a Variable), never be written in the file.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from airflow_parallelrun.core.errors import ConfigError
@@ -62,6 +63,8 @@ class ConfigFields(Protocol):
     def gpus_per_node(self) -> int | None: ...
     @property
     def resource_monitor_interval(self) -> float: ...
+    @property
+    def partition_keys(self) -> Sequence[str] | None: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -296,6 +299,48 @@ def _check_resource_monitor(config: ConfigFields) -> None:
         )
 
 
+def partition_keys_of(value: Any) -> tuple[str, ...] | None:
+    """Return ``partition_keys`` as a tuple of column or path keys; raise ``ConfigError`` if it is not one.
+
+    Azure's pipeline parameters carry the list as JSON text, so a JSON list is taken too.
+
+    >>> partition_keys_of(["Store", "Brand"]), partition_keys_of('["Store"]'), partition_keys_of(None)
+    (('Store', 'Brand'), ('Store',), None)
+    """
+    if value is None:
+        return None
+    keys = value
+    if isinstance(value, str):
+        try:
+            keys = json.loads(value)
+        except ValueError:
+            keys = None
+    if (
+        not isinstance(keys, (list, tuple))
+        or not keys
+        or not all(isinstance(key, str) and key.strip() for key in keys)
+        or len(set(keys)) != len(keys)
+    ):
+        raise ConfigError(
+            f"partition_keys={value!r} must be a non-empty list of distinct key names, e.g. "
+            "partition_keys=['Store', 'Brand']: columns of a TabularDataset or SqlDataset, or the "
+            "{keys} of a FileDataset's partition_format"
+        )
+    return tuple(keys)
+
+
+def check_partition_keys(config: ConfigFields) -> None:
+    """Refuse ``partition_keys`` with ``mini_batch_size``: as in Azure ML, they exclude each other."""
+    if config.partition_keys is not None and config.mini_batch_size is not None:
+        size = config.mini_batch_size
+        shown = f"{size.value} {size.unit}" if isinstance(size, MiniBatchSize) else repr(size)
+        raise ConfigError(
+            f"partition_keys={list(config.partition_keys)!r} and mini_batch_size={shown} exclude each "
+            "other (as in Azure ML): with partition_keys each mini-batch is one whole key group, "
+            "whatever its size. Remove mini_batch_size, or remove partition_keys to cut mini-batches by size"
+        )
+
+
 #: One check per concern, in the order a DAG author reads the fields.
 CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_entry_script,
@@ -308,5 +353,6 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_logging_level,
     _check_models_and_gpus,
     _check_resource_monitor,
+    check_partition_keys,
     lambda config: check_environment(config.environment_variables),
 )

@@ -34,7 +34,7 @@ from airflow_parallelrun.operators.azure_yaml_ports import (
     substitute,
     url_notes,
 )
-from airflow_parallelrun.operators.azure_yaml_settings import check_partition_keys, config_values
+from airflow_parallelrun.operators.azure_yaml_settings import config_values
 
 log = logging.getLogger(__name__)
 
@@ -264,7 +264,6 @@ def map_azure_job(
     where = parsed.source
     notes: list[str] = []
     _check_keys(where, parsed.fields, notes)
-    check_partition_keys(where, parsed.fields)
     dataset, arguments, place, kind = _resolved(parsed, inputs, outputs, notes)
     if output_path is not None and "output_path" in place:
         raise ConfigError(f"{where}: task.append_row_to sets the output; drop output_path= or append_row_to")

@@ -11,7 +11,7 @@ Azure's field (its default) -> the field here:
 - ``resources.instance_count`` (1) -> ``node_count``
 - ``max_concurrency_per_instance`` (the node's cores) -> ``process_count_per_node`` (None: CPUs)
 - ``logging_level`` (INFO) -> ``logging_level``; ``environment_variables`` -> the same, as strings
-- ``partition_keys`` -> ``partition_keys`` where this installation has it
+- ``partition_keys`` -> ``partition_keys`` (over ``mini_batch_size``, as in Azure)
 """
 
 from __future__ import annotations
@@ -131,16 +131,6 @@ def _thresholds(where: str, job: Mapping[str, Any], predefined: dict[str, Any]) 
     }
 
 
-def check_partition_keys(where: str, job: Mapping[str, Any]) -> None:
-    """Refuse ``partition_keys`` where ParallelRunConfig has no such field (before the branch adding it)."""
-    if job.get("partition_keys") is not None and "partition_keys" not in _field_names():
-        raise ConfigError(
-            f"{where}: partition_keys={job['partition_keys']!r} is not supported by this installation yet "
-            "(issue 15); drop it to split by mini_batch_size, or partition the data into one folder per "
-            "key group and run each"
-        )
-
-
 def _partitioning(where: str, job: Mapping[str, Any], tabular: bool, notes: list[str]) -> dict[str, Any]:
     """Return ``mini_batch_size``, or ``partition_keys`` (which take effect over a size, as in Azure)."""
     size = job.get("mini_batch_size")
@@ -149,7 +139,6 @@ def _partitioning(where: str, job: Mapping[str, Any], tabular: bool, notes: list
         if size is None:
             return {"mini_batch_size": None if tabular else "1"}
         return {"mini_batch_size": str(size)}
-    check_partition_keys(where, job)
     if size is not None:
         notes.append(f"mini_batch_size={size!r} ignored: partition_keys take effect, as in Azure")
     return {"partition_keys": [str(key) for key in keys]}

@@ -11,7 +11,13 @@ from airflow.sdk import TaskGroup
 
 from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.errors import ConfigError
-from airflow_parallelrun.core.inputs.datasets import FileDataset, SqlDataset, TabularDataset, storage_path
+from airflow_parallelrun.core.inputs.datasets import (
+    FileDataset,
+    SqlDataset,
+    TabularDataset,
+    check_partition_keys_fit,
+    storage_path,
+)
 from airflow_parallelrun.core.models.refs import resolve_local_sources
 from airflow_parallelrun.core.sql.sink import SqlTable
 from airflow_parallelrun.operators.aggregate import AggregateOperator
@@ -98,6 +104,7 @@ def _check_group_arguments(
         )
     if not isinstance(config, ParallelRunConfig):
         raise ConfigError(f"config={config!r} is not a ParallelRunConfig; give ParallelRunConfig(...)")
+    check_partition_keys_fit(inputs, config.partition_keys)
     if output is not None and not isinstance(output, SqlTable):
         raise ConfigError(
             f"output={output!r} is not a SqlTable; give SqlTable(conn_id=..., table=...), or leave it out "

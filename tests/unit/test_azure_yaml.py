@@ -8,18 +8,15 @@ partition_keys job; a pipeline whose parallel step is a component file).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from airflow_parallelrun.core.config import ParallelRunConfig
-from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.datasets import FileDataset, TabularDataset
-from airflow_parallelrun.operators import azure_yaml, azure_yaml_settings
+from airflow_parallelrun.operators import azure_yaml
 from airflow_parallelrun.operators.azure_yaml import map_azure_job
 
 FIXTURES = Path(__file__).parent / "azure_yaml"
@@ -136,30 +133,12 @@ def test_a_pipeline_step_made_of_a_component_file_merges_both() -> None:
     )  # to the component
 
 
-def test_partition_keys_are_refused_by_name_until_the_config_has_them() -> None:
-    with pytest.raises(
-        ConfigError, match=r"partition_keys=\['Store', 'Brand'\] is not supported by this installation"
-    ):
-        map_azure_job(
-            PARTITION, inputs={"sales": "/data/sales"}, outputs={"model_folder": "/m"}, output_path="/o"
-        )
-
-
-@dataclass(frozen=True)
-class _WithPartitionKeys(ParallelRunConfig):
-    """ParallelRunConfig as the az-partition branch extends it."""
-
-    partition_keys: Sequence[str] | None = None
-
-
-def test_partition_keys_pass_through_when_the_config_has_them(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(azure_yaml, "ParallelRunConfig", _WithPartitionKeys)
-    monkeypatch.setattr(azure_yaml_settings, "ParallelRunConfig", _WithPartitionKeys)
+def test_partition_keys_pass_through() -> None:
     sales = TabularDataset(path="/data/sales", format="parquet")
     mapping = map_azure_job(
         PARTITION, inputs={"sales": sales}, outputs={"model_folder": "/m"}, output_path="/o"
     )
-    assert mapping.config.partition_keys == ["Store", "Brand"]  # type: ignore[attr-defined]
+    assert mapping.config.partition_keys == ("Store", "Brand")
     assert mapping.config.mini_batch_size is None
     assert mapping.inputs is sales
     # No append_row_to: the script writes its own files (here into the model folder).
@@ -168,11 +147,7 @@ def test_partition_keys_pass_through_when_the_config_has_them(monkeypatch: pytes
     assert mapping.arguments[-2:] == ["--model_folder", "/m"]
 
 
-def test_partition_keys_take_effect_over_a_size_as_in_azure(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(azure_yaml, "ParallelRunConfig", _WithPartitionKeys)
-    monkeypatch.setattr(azure_yaml_settings, "ParallelRunConfig", _WithPartitionKeys)
+def test_partition_keys_take_effect_over_a_size_as_in_azure(tmp_path: Path) -> None:
     path = variant(tmp_path, PARTITION, lambda job: job.update(mini_batch_size="10kb"))
     sales = TabularDataset(path="/data/sales", format="csv")
     mapping = map_azure_job(path, inputs={"sales": sales}, outputs={"model_folder": "/m"}, output_path="/o")

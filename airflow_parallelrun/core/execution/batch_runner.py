@@ -373,6 +373,7 @@ def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None)
         error_traceback=result.traceback,
         run_id=run_id,
         items_unknown=not result.ok and counted is None,
+        partition_key_value=mb.partition_key_value,
     )
     if result.ok and failed:
         shortfall = failed - result.rejected

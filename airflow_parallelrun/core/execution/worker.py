@@ -25,6 +25,7 @@ from airflow_parallelrun.core.errors import EntryScriptLoadError, InputError, St
 from airflow_parallelrun.core.execution.azureml_env import arrange_azureml
 from airflow_parallelrun.core.execution.channel import Channel
 from airflow_parallelrun.core.execution.entry_script import MINI_BATCH_ENV, TASK_PID_ENV
+from airflow_parallelrun.core.execution.mini_batch_context import context_of, takes_context
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
 _OWN_FILES = (__file__, importlib.util.__file__ or "")
@@ -77,11 +78,12 @@ def read_input(mb: MiniBatch) -> tuple[Any, dict[str, Any]]:
 
     Raise ``InputReadError`` (with the items it fails) for an input that cannot be read at all.
     """
-    if mb.piece is None:
+    if mb.piece is None and not mb.pieces:
         return list(mb.files), {}
+    from airflow_parallelrun.core.inputs.group_reading import read_key_group
     from airflow_parallelrun.core.inputs.reading import read_table_rows
 
-    rows = read_table_rows(mb.piece)
+    rows = read_table_rows(mb.piece) if mb.piece is not None else read_key_group(mb)
     if not rows.rejected:
         return rows.frame, {}
     return rows.frame, {
@@ -200,7 +202,7 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
     # Rows rejected while reading are items of the mini-batch that run() never sees.
     items = len(data) + rejected.get("rejected", 0)
     conn.send({"ok": True, "event": "started", "items": items})
-    if mb.piece is not None and not items:
+    if mb.kind == "tabular" and not items:
         # A byte range inside one long row holds no row: a succeeded mini-batch of 0 items. Many
         # models raise on an empty DataFrame, so run() is not called; the part is empty.
         if request.get("part_path"):
@@ -209,7 +211,8 @@ def run_one(module: ModuleType, request: dict[str, Any], conn: Connection) -> di
     os.environ[MINI_BATCH_ENV] = mb.id
     started = time.perf_counter()
     try:
-        result = module.run(data)
+        # Azure's run(mini_batch, mini_batch_context): a second positional parameter gets the context.
+        result = module.run(data, context_of(mb)) if takes_context(module.run) else module.run(data)
     except BaseException as exc:
         return _error(
             "entry_script",

@@ -10,6 +10,7 @@ from typing import Any
 
 from airflow_parallelrun.core.errors import ConfigError
 from airflow_parallelrun.core.inputs.formats import FORMATS
+from airflow_parallelrun.core.inputs.partition_format import PartitionFormat
 from airflow_parallelrun.core.inputs.paths import is_relative_glob
 from airflow_parallelrun.core.sql.source import SqlDataset
 
@@ -91,17 +92,22 @@ class FileDataset:
     at its first place; the repeats are logged and listed in the summary as
     ``duplicate_inputs_dropped``. ``conn_id`` names an Airflow Connection holding the storage's
     credentials; ``path`` may also be an ``ObjectStoragePath`` that names it
-    (``ObjectStoragePath("s3://aws_default@bucket/in")``).
+    (``ObjectStoragePath("s3://aws_default@bucket/in")``). ``partition_format`` (Azure's, e.g.
+    ``"{Store}/{Brand}/*.csv"``) says which keys each file's path holds, relative to ``path``;
+    ``ParallelRunConfig(partition_keys=[...])`` then makes one mini-batch of each key group's files.
     """
 
     path: str | None = None
     pattern: str = "**/*"
     files: Sequence[str] | Any | None = None
     conn_id: str | None = None
+    partition_format: str | None = None
 
     def __post_init__(self) -> None:
         _take_storage_path(self, "FileDataset")
         _check_source("FileDataset", self.path, self.files, self.pattern)
+        if self.partition_format is not None:
+            PartitionFormat(self.partition_format)  # raises ConfigError naming what is wrong
 
     @property
     def tabular(self) -> bool:
@@ -149,3 +155,21 @@ class TabularDataset:
 
 
 Dataset = FileDataset | TabularDataset | SqlDataset
+
+
+def check_partition_keys_fit(dataset: Dataset, keys: Sequence[str] | None) -> None:
+    """Refuse ``partition_keys`` a dataset cannot group by: a FileDataset takes its format's keys only."""
+    if keys is None or not isinstance(dataset, FileDataset):
+        return
+    if dataset.partition_format is None:
+        raise ConfigError(
+            f"partition_keys={list(keys)!r} with a FileDataset needs the dataset's partition_format, which "
+            "says where each key is in a file's path: give FileDataset(path=..., partition_format="
+            f"'{'/'.join('{' + k + '}' for k in keys)}/*'), as Azure's partition_format"
+        )
+    known = PartitionFormat(dataset.partition_format).keys
+    if missing := [key for key in keys if key not in known]:
+        raise ConfigError(
+            f"partition_keys {missing!r} are not keys of partition_format={dataset.partition_format!r} "
+            f"(its keys: {list(known)!r}); name only those, or add them to the format"
+        )

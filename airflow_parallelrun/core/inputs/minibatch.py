@@ -45,7 +45,12 @@ class TabularPiece:
 
 @dataclass(frozen=True)
 class MiniBatch:
-    """A list of files, or one piece of a table, with what is known of its item count."""
+    """A list of files, or one piece of a table, with what is known of its item count.
+
+    With ``partition_keys``, a mini-batch is one key group: ``partition_key_value`` names it
+    (key -> value), and a table's group is the rows of ``pieces`` whose keys have those values
+    (the rows a piece rejects are reported by the group whose ``rejected_from`` lists it).
+    """
 
     index: int
     kind: Literal["files", "tabular"]
@@ -53,6 +58,26 @@ class MiniBatch:
     piece: TabularPiece | None = None
     items: int | None = None
     sizes: tuple[int, ...] = field(default=(), compare=False)
+    partition_key_value: dict[str, Any] | None = field(default=None, compare=False)
+    pieces: tuple[TabularPiece, ...] = ()
+    rejected_from: tuple[int, ...] = ()
+
+    @classmethod
+    def of_files(
+        cls,
+        index: int,
+        listed: Sequence[tuple[str, int | None]],
+        partition_key_value: dict[str, Any] | None = None,
+    ) -> MiniBatch:
+        """Return the mini-batch of listed ``(url, size)`` files; an unknown size is stored as -1."""
+        return cls(
+            index=index,
+            kind="files",
+            files=tuple(url for url, _ in listed),
+            sizes=tuple(s if s is not None else -1 for _, s in listed),
+            items=len(listed),
+            partition_key_value=partition_key_value,
+        )
 
     @property
     def id(self) -> str:
@@ -61,15 +86,25 @@ class MiniBatch:
     @property
     def inputs(self) -> list[str]:
         """Return the inputs covered, as a user would name them (file URLs, or a file and a range)."""
-        if self.piece is not None:
-            p = self.piece
-            return [p.path if p.unit == "file" else f"{p.path}[{p.unit}={p.start}:{p.end}]"]
+        pieces = (self.piece,) if self.piece is not None else self.pieces
+        if pieces:
+            return [p.path if p.unit == "file" else f"{p.path}[{p.unit}={p.start}:{p.end}]" for p in pieces]
         return list(self.files)
 
     @property
+    def key_group(self) -> str:
+        """Return the key group as a user would write it (``Store=1 Brand=A``), or "" without keys.
+
+        >>> MiniBatch(index=0, kind="files", partition_key_value={"Store": 1, "Brand": "A"}).key_group
+        'Store=1 Brand=A'
+        """
+        return " ".join(f"{key}={value}" for key, value in (self.partition_key_value or {}).items())
+
+    @property
     def label(self) -> str:
-        """Return the name shown for this mini-batch in the Airflow UI."""
-        return f"{self.id} {describe_inputs([self])}"
+        """Return the name shown for this mini-batch in the Airflow UI: the key group first, if any."""
+        group = f"{self.key_group} " if self.key_group else ""
+        return f"{self.id} {group}{describe_inputs([self])}"
 
     def descriptor(self) -> dict[str, Any]:
         """Return the small dict that travels through XCom to the mapped task: one mini-batch."""
@@ -77,13 +112,16 @@ class MiniBatch:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        if self.piece is None:
-            data.pop("piece")
+        # Only what a mini-batch has: a manifest of a million mini-batches stays small.
+        for name in ("piece", "partition_key_value", "pieces", "rejected_from"):
+            if data[name] in (None, (), []):
+                data.pop(name)
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> MiniBatch:
         piece = data.get("piece")
+        keys = data.get("partition_key_value")
         return cls(
             index=int(data["index"]),
             kind=data["kind"],
@@ -91,6 +129,9 @@ class MiniBatch:
             piece=TabularPiece(**piece) if piece else None,
             items=data.get("items"),
             sizes=tuple(data.get("sizes") or ()),
+            partition_key_value=dict(keys) if keys is not None else None,
+            pieces=tuple(TabularPiece(**p) for p in data.get("pieces") or ()),
+            rejected_from=tuple(data.get("rejected_from") or ()),
         )
 
 
@@ -102,7 +143,7 @@ def describe_inputs(batches: Sequence[MiniBatch]) -> str:
     >>> describe_inputs([a]), describe_inputs([a, b]), describe_inputs([b])
     ('2 files a.png .. b.png', '3 files a.png .. c.png', '1 file c.png')
     """
-    pieces = [mb.piece for mb in batches if mb.piece is not None]
+    pieces = [p for mb in batches for p in ((mb.piece,) if mb.piece is not None else mb.pieces)]
     if pieces:
         if len(pieces) == 1:
             return pieces[0].describe()

@@ -40,6 +40,8 @@ def needs_fetch(mb: MiniBatch) -> bool:
     """Tell whether a mini-batch has an input on a remote filesystem (one staging would copy)."""
     if mb.piece is not None:
         return not is_local(mb.piece.path)
+    if mb.pieces:
+        return any(not is_local(piece.path) for piece in mb.pieces)
     return any(not is_local(url) for url in mb.files)
 
 

@@ -247,17 +247,23 @@ def stage_mini_batch(mb: MiniBatch, scratch: str, *, stop: threading.Event | Non
 
     check_stop()
     if mb.piece is not None:
-        return mb if is_local(mb.piece.path) else _stage_piece(mb, scratch)
+        return mb if is_local(mb.piece.path) else replace(mb, piece=stage_piece(mb.piece, scratch, mb.id))
+    if mb.pieces:
+        from airflow_parallelrun.core.inputs.group_reading import stage_key_group
+
+        return stage_key_group(mb, scratch)
     return _stage_files(mb, scratch, check_stop)
 
 
-def _stage_piece(mb: MiniBatch, scratch: str) -> MiniBatch:
-    """Copy a remote table piece into ``scratch``: parquet as parquet, a text piece with its header."""
-    piece = mb.piece
-    assert piece is not None
+def stage_piece(piece: TabularPiece, scratch: str, name: str) -> TabularPiece:
+    """Copy a remote table piece into ``scratch``: parquet as parquet, a text piece with its header.
+
+    Return the local copy, a whole-file piece; ``name`` is its file name if the piece has none.
+    """
     # Named as the piece is named (``t.csv[bytes=0:65536]``), so that a message naming the
     # copy names the input, and says that its line numbers count from the piece's header.
-    local = os.path.join(scratch, posixpath.basename(mb.inputs[0].rstrip("/")) or mb.id)
+    named = MiniBatch(index=0, kind="tabular", piece=piece).inputs[0]
+    local = os.path.join(scratch, posixpath.basename(named.rstrip("/")) or name)
     if not table_format(piece.format).lines:
         import pyarrow.parquet as pq
 
@@ -285,7 +291,7 @@ def _stage_piece(mb: MiniBatch, scratch: str) -> MiniBatch:
                 out.write(head + body)
 
         call_with_retries(fetch_text)
-    return replace(mb, piece=replace(piece, path=local, unit="file", start=0, end=0))
+    return replace(piece, path=local, unit="file", start=0, end=0)
 
 
 def _stage_files(mb: MiniBatch, scratch: str, check_stop: Callable[[], None]) -> MiniBatch:

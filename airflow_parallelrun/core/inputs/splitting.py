@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from airflow_parallelrun.core.errors import StorageError
@@ -39,19 +40,10 @@ def partition_files(files: list[tuple[str, int | None]], size: MiniBatchSize) ->
     count = size.value
     if size.unit != "files" or count < 1:
         raise ValueError(f"a FileDataset needs a positive count of files per mini-batch, got {size}")
-    batches = []
-    for index, start in enumerate(range(0, len(files), count)):
-        chunk = files[start : start + count]
-        batches.append(
-            MiniBatch(
-                index=index,
-                kind="files",
-                files=tuple(url for url, _ in chunk),
-                sizes=tuple(s if s is not None else -1 for _, s in chunk),
-                items=len(chunk),
-            )
-        )
-    return batches
+    return [
+        MiniBatch.of_files(index, files[start : start + count])
+        for index, start in enumerate(range(0, len(files), count))
+    ]
 
 
 def _text_byte_ranges(file_size: int, size: int) -> list[tuple[int, int]]:
@@ -187,14 +179,31 @@ def _pieces_of(
     ]
 
 
-def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniBatch], dict[str, Any]]:
-    """List the input and split it; return the mini-batches and facts for the manifest header."""
+def partition_dataset(
+    dataset: Dataset, size: MiniBatchSize, partition_keys: Sequence[str] | None = None
+) -> tuple[list[MiniBatch], dict[str, Any]]:
+    """List the input and split it; return the mini-batches and facts for the manifest header.
+
+    With ``partition_keys``, one mini-batch per key group instead (see ``key_groups.py``).
+    """
+    from airflow_parallelrun.core.inputs import key_groups
+
     files, refused, fingerprint, duplicates = list_input_files(dataset)
     if isinstance(dataset, TabularDataset):
-        batches = partition_table(files, dataset.format, size)
+        if partition_keys:
+            batches = key_groups.group_table(files, dataset.format, partition_keys)
+        else:
+            batches = partition_table(files, dataset.format, size)
     else:
         assert isinstance(dataset, FileDataset)
-        batches = partition_files(files, size)
+        if partition_keys:
+            assert dataset.partition_format is not None  # key_groups.check_partition_keys_fit
+            batches, unmatched = key_groups.group_files(
+                files, dataset.path, dataset.partition_format, partition_keys
+            )
+            refused = [*refused, *unmatched]
+        else:
+            batches = partition_files(files, size)
     if not files:
         log.warning("input %s: %s", dataset.path if dataset.path is not None else "files=[]", NO_FILES_NOTE)
     header = {
@@ -206,6 +215,7 @@ def partition_dataset(dataset: Dataset, size: MiniBatchSize) -> tuple[list[MiniB
         "duplicate_inputs_dropped": duplicates,
         "fingerprint": fingerprint,
         "mini_batch_size": {"unit": size.unit, "value": size.value},
+        "partition_format": getattr(dataset, "partition_format", None),
         "note": "" if files else NO_FILES_NOTE,
     }
     return batches, header

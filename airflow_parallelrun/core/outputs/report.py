@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,6 +23,9 @@ REPORT_COLUMNS = (
     "seconds_run",
     "error_category",
     "error_message",
+    "partition_key_value",
+    # True when the input could not be read to count its items: the item columns then say 0, not known.
+    "items_unknown",
 )
 
 
@@ -33,6 +37,9 @@ def render_report(statuses: Iterable[BatchStatus]) -> bytes:
     for s in statuses:
         row: dict[str, Any] = s.to_dict()
         row["inputs"] = ";".join(s.inputs)
+        # The key group (partition_keys), as JSON: {"Store": 1, "Brand": "A"}; empty without keys.
+        keys = s.partition_key_value
+        row["partition_key_value"] = "" if keys is None else json.dumps(keys)
         row["seconds_total"] = f"{s.seconds_total:.3f}"
         row["seconds_run"] = f"{s.seconds_run:.3f}"
         row["error_message"] = s.error_message.replace("\n", " ")[:2000]
@@ -45,7 +52,7 @@ def failure_message(reasons: list[str], summary: dict[str, Any], first_errors: l
     lines = [
         "parallel run failed: " + "; ".join(reasons) + ".",
         f"mini-batches: {summary['failed_mini_batches']} failed of {summary['total_mini_batches']}; "
-        f"items: {summary['failed_items']} failed of {summary['total_items']}.",
+        f"items: {summary['failed_items']} failed of {summary['total_items']}{_unknown(summary)}.",
     ]
     if first_errors:
         lines.append("first errors:")
@@ -55,3 +62,12 @@ def failure_message(reasons: list[str], summary: dict[str, Any], first_errors: l
         ]
     lines.append(f"details: {summary['report']}")
     return "\n".join(lines)
+
+
+def _unknown(summary: dict[str, Any]) -> str:
+    """Say how many mini-batches hold an unknown count of items, which the item counts leave out."""
+    unknown = summary.get("mini_batches_with_unknown_items") or 0
+    if not unknown:
+        return ""
+    batches = f"{unknown} mini-batch{'es' if unknown > 1 else ''}"
+    return f", and the items of {batches} are unknown (their input could not be read to count them)"

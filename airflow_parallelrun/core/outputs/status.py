@@ -44,6 +44,8 @@ class BatchStatus:
     ended: float | None = None
     node: str = ""
     worker_pid: int | None = None
+    #: The key group the mini-batch is (``partition_keys``), key -> value; None without keys.
+    partition_key_value: dict[str, Any] | None = None
 
     @property
     def succeeded(self) -> bool:
@@ -69,6 +71,8 @@ class BatchStatus:
             record["missing_items"] = self.items_failed
         if self.items_unknown:
             record["items_unknown"] = True
+        if self.partition_key_value is not None:
+            record["partition_key_value"] = self.partition_key_value
         return record
 
     @classmethod

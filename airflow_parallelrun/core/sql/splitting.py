@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from airflow_parallelrun.core.inputs.key_groups import group_table
 from airflow_parallelrun.core.inputs.splitting import partition_table
 from airflow_parallelrun.core.sql.snapshot import fresh_snapshot, reusable_snapshot, source_fingerprint
 
@@ -25,18 +27,26 @@ def partition_sql(
     run_key: str,
     owner: dict[str, Any] | None,
     resume: bool,
+    partition_keys: Sequence[str] | None = None,
 ) -> tuple[list[MiniBatch], dict[str, Any]]:
     """Return the mini-batches of the input's snapshot and facts for the manifest header.
 
     By rows, every mini-batch holds exactly ``size`` rows but the last (one snapshot file, cut
-    by rows); by bytes, whole row groups are packed up to the size.
+    by rows); by bytes, whole row groups are packed up to the size. With ``partition_keys``, one
+    mini-batch per key group of the snapshot's rows, as for a parquet table.
     """
     source = source_fingerprint(dataset)
     marker = reusable_snapshot(layout, source, owner, resume)
     reused = marker is not None
     marker = marker or fresh_snapshot(dataset, layout, size, run_key, owner)
     path = layout.state("input", marker["file"])
-    batches = partition_table([(layout.output.url_of(path), None)], "parquet", size) if marker["rows"] else []
+    snapshot: list[tuple[str, int | None]] = [(layout.output.url_of(path), None)]
+    if not marker["rows"]:
+        batches = []
+    elif partition_keys:
+        batches = group_table(snapshot, "parquet", partition_keys)
+    else:
+        batches = partition_table(snapshot, "parquet", size)
     header = {
         "kind": "tabular",
         "format": "parquet",

@@ -178,6 +178,7 @@ def _never_ran(mb: MiniBatch, run_key: str | None, aborted: str | None) -> Batch
             items_unknown=unknown,
             error_category="aborted",
             error_message=f"not run: the run was aborted ({aborted})",
+            partition_key_value=mb.partition_key_value,
         )
     return BatchStatus(
         run_key=run_key,
@@ -190,6 +191,7 @@ def _never_ran(mb: MiniBatch, run_key: str | None, aborted: str | None) -> Batch
         items_unknown=unknown,
         error_category="not_run",
         error_message="the mini-batch has no status: its task did not run or was killed before finishing",
+        partition_key_value=mb.partition_key_value,
     )
 
 

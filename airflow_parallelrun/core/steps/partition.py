@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.errors import OutputPathInUse
-from airflow_parallelrun.core.inputs.datasets import Dataset
+from airflow_parallelrun.core.inputs.datasets import Dataset, check_partition_keys_fit
 from airflow_parallelrun.core.inputs.minibatch import LABEL_LIMIT, MiniBatch, describe_inputs
 from airflow_parallelrun.core.storage.manifest import RunLayout, describe_owner, new_run_key, write_manifest
 
@@ -43,12 +43,14 @@ def partition(
     """
     layout = spec.layout()
     run_key = run_key or new_run_key()
+    check_partition_keys_fit(dataset, spec.config.partition_keys)
     size = spec.config.batch_size(tabular=dataset.tabular)
     started = time.perf_counter()
     earlier, finished = _earlier_run(layout, owner, is_active)
     running = _mark_running(layout, run_key, owner, earlier, finished)
     try:
-        batches, header = _split(dataset, size, layout, run_key=run_key, owner=owner, resume=resume)
+        batches, header = _split(dataset, spec, size, run_key=run_key, owner=owner, resume=resume)
+        header["partition_keys"] = list(spec.config.partition_keys or []) or None
     except Exception as exc:
         failed = {**running, "status": "failed", "step": "partition", "error": f"{type(exc).__name__}: {exc}"}
         layout.output.write_json(layout.summary, failed)
@@ -68,26 +70,29 @@ def partition(
 
 
 def _split(
-    dataset: Dataset, size: Any, layout: RunLayout, *, run_key: str, owner: Any, resume: bool
+    dataset: Dataset, spec: RunSpec, size: Any, *, run_key: str, owner: Any, resume: bool
 ) -> tuple[list[MiniBatch], dict[str, Any]]:
     """List and split the input; a SQL input is read into its snapshot first (or reuses it)."""
     from airflow_parallelrun.core.inputs.splitting import partition_dataset
     from airflow_parallelrun.core.sql.source import SqlDataset
 
+    keys = spec.config.partition_keys
     if isinstance(dataset, SqlDataset):
         from airflow_parallelrun.core.sql.splitting import partition_sql
 
-        return partition_sql(dataset, size, layout, run_key=run_key, owner=owner, resume=resume)
-    return partition_dataset(dataset, size)
+        return partition_sql(
+            dataset, size, spec.layout(), run_key=run_key, owner=owner, resume=resume, partition_keys=keys
+        )
+    return partition_dataset(dataset, size, keys)
 
 
 def _log_partition(header: dict[str, Any], batches: int, size: Any, tasks: int, seconds: float) -> None:
+    keys = header.get("partition_keys")
     log.info(
-        "partitioned %d input files into %d mini-batches (%s %s each) for %d tasks in %.2fs (run key %s)%s",
+        "partitioned %d input files into %d mini-batches (%s) for %d tasks in %.2fs (run key %s)%s",
         header["input_files"],
         batches,
-        size.value,
-        size.unit,
+        f"one per key group of {', '.join(keys)}" if keys else f"{size.value} {size.unit} each",
         tasks,
         seconds,
         header["run_key"],
@@ -187,7 +192,7 @@ def _resumable(
             "resume: the earlier run at this output path was made by an older version without run keys; "
             "starting clean"
         )
-    for key in ("fingerprint", "mini_batch_size", "kind", "format"):
+    for key in ("fingerprint", "mini_batch_size", "kind", "format", "partition_keys", "partition_format"):
         if earlier.get(key) != header.get(key):
             what = "the input changed" if key == "fingerprint" else f"{key} changed"
             return False, (
