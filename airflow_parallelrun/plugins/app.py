@@ -17,6 +17,13 @@ from fastapi.responses import HTMLResponse, Response
 #: Where the plugin's app is mounted on the api-server.
 URL_PREFIX = "/parallelrun"
 RUN_PATH = "/dags/{dag_id}/runs/{run_id}"
+#: A report is a file from the run's storage, served from the UI's origin: its scripts (plots) run
+#: in a sandbox of an origin of its own, so they cannot use the viewer's Airflow session.
+REPORT_HEADERS = {
+    "Content-Security-Policy": "sandbox allow-scripts allow-popups",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
 
 
 def _dag_run_reader() -> Any:
@@ -77,6 +84,6 @@ def create_app() -> FastAPI:
                 detail=f"no report.html of parallel run {group_id!r} in DAG run {run_id!r} of {dag_id!r} "
                 "(yet): the aggregate task writes it when the run ends",
             )
-        return Response(html, media_type="text/html", headers={"Cache-Control": "no-store"})
+        return Response(html, media_type="text/html", headers=REPORT_HEADERS)
 
     return app

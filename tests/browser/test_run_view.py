@@ -217,6 +217,8 @@ def check_report_is_shown(airflow: RealAirflow, page: Any, run_output: Path, run
     url = f"{airflow.base_url}/parallelrun/dags/{DAG_ID}/runs/{run_id}/groups/score/report.html"
     served = page.request.get(url)  # with the logged-in user's session cookie
     assert served.status == 200 and served.body() == report.read_bytes()
+    # Its scripts run sandboxed, in an origin of their own: not with the viewer's Airflow session.
+    assert served.headers["content-security-policy"].startswith("sandbox allow-scripts")
     assert frame.locator("iframe[data-testid='report']").count() == 1
     page.screenshot(path=str(ARTEFACTS / "run-view-report.png"), full_page=True)
 
