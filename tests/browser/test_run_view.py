@@ -93,6 +93,7 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealAirflow]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Headless Debian Chromium; asked for before ``airflow``, so that a missing one skips at once."""
     executable = chromium_path()
     from playwright.sync_api import sync_playwright
 
@@ -139,7 +140,7 @@ def wait_for_text(frame: Any, key: str, pattern: str, timeout: float = 240) -> s
 
 
 def test_the_view_shows_each_run_while_it_runs_and_its_summary_after(
-    airflow: RealAirflow, browser: Any, tmp_path: Path
+    browser: Any, airflow: RealAirflow, tmp_path: Path
 ) -> None:
     inputs, output, release = tmp_path / "in", tmp_path / "out", tmp_path / "release"
     write_inputs(inputs, "a", 12)  # 6 mini-batches
@@ -223,7 +224,7 @@ def check_report_is_shown(airflow: RealAirflow, page: Any, run_output: Path, run
     page.screenshot(path=str(ARTEFACTS / "run-view-report.png"), full_page=True)
 
 
-def test_a_user_who_may_not_read_the_dag_is_refused_the_view(airflow: RealAirflow, browser: Any) -> None:
+def test_a_user_who_may_not_read_the_dag_is_refused_the_view(browser: Any, airflow: RealAirflow) -> None:
     airflow.add_dag(HIDDEN_DAG_ID, HIDDEN_DAG)
     airflow.wait_for_dag(HIDDEN_DAG_ID)
     run_id = airflow.trigger(HIDDEN_DAG_ID)
