@@ -5,6 +5,7 @@
 #   make test   - create .venv, install, run ruff, mypy and the whole test suite
 #   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy;
 #   make test-compat: the built wheel in fresh venvs, Airflow 3.1.8 on Python 3.11 and 3.3.2 on 3.12 and 3.13)
+#   make install-browser: Debian's chromium for the browser test of the UI view (root; CI runs it)
 #   make up / make down - the docker/ deployment (Airflow's Celery stack with this provider): build
 #                 and start it, print the UI address and login / stop it and remove its volumes
 #   make test-docker - the tests of that deployment (tests/docker, marker `docker`); needs dockerd
@@ -19,7 +20,7 @@ export AIRFLOW__CORE__DAGS_FOLDER := $(CURDIR)/dags
 export AIRFLOW__CORE__LOAD_EXAMPLES := False
 export PARALLELRUN_EXAMPLES_DIR ?= $(AIRFLOW_HOME)/parallelrun-examples
 
-.PHONY: install demo test test-fast test-under-load test-compat lint clean up down test-docker docker-lint
+.PHONY: install install-browser demo test test-fast test-under-load test-compat lint clean up down test-docker docker-lint
 
 install: $(VENV)/.installed
 
@@ -32,6 +33,14 @@ $(VENV)/.installed: pyproject.toml constraints.txt tests/servers/azurite-package
 	cp tests/servers/azurite-package/package.json tests/servers/azurite-package/package-lock.json $(VENV)/azurite/
 	cd $(VENV)/azurite && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
+
+# The browser test of the "Parallel run" view (tests/browser) needs Debian's chromium; make test
+# installs it when run as root (as CI is), and otherwise says how (the test then skips, or fails
+# under CI=true). Playwright (a dev dependency) drives it and downloads no browser.
+install-browser:
+	@command -v chromium >/dev/null \
+	|| { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } \
+	|| echo "make: chromium is missing and could not be installed here (it takes root and Debian's package index): run 'sudo make install-browser' for the browser test"
 
 demo: install
 	$(BIN)/airflow db migrate > /dev/null
@@ -46,7 +55,7 @@ lint: install
 	$(BIN)/mypy dags
 
 # The docker/ deployment's tests (marker `docker`) run apart, by `make test-docker` (CI runs both).
-test: lint
+test: lint install-browser
 	$(BIN)/python -m pytest -m "not docker"
 
 # A quick check: the tests not marked slow (the docker tests are slow too). `make test` (and CI) run the whole suite.

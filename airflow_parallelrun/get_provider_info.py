@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+PLUGIN_NAME = "parallelrun"
+PLUGIN_CLASS = "airflow_parallelrun.plugins.parallel_run_plugin.ParallelRunPlugin"
+
 
 def get_provider_info() -> dict[str, Any]:
     """Return the metadata Airflow's provider schema expects."""
@@ -34,4 +37,8 @@ def get_provider_info() -> dict[str, Any]:
         "triggers": [
             {"integration-name": "Parallel Run", "python-modules": ["airflow_parallelrun.triggers.new_files"]}
         ],
+        # The "Parallel run" tab of the DAG run page. Airflow reads this list only with [core]
+        # lazy_discover_providers = False; the package's "airflow.plugins" entry point (pyproject.toml)
+        # loads the same class in every configuration, as Airflow's own providers do.
+        "plugins": [{"name": PLUGIN_NAME, "plugin-class": PLUGIN_CLASS}],
     }

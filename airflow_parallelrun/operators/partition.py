@@ -16,7 +16,13 @@ from airflow_parallelrun.operators.rendering import (
     check_output_path,
     render_environment,
 )
-from airflow_parallelrun.operators.run_context import INPUT_ROOT_KEY, OUTPUT_PATH_KEY, RUN_KEY_KEY, run_spec
+from airflow_parallelrun.operators.run_context import (
+    INPUT_ROOT_KEY,
+    OUTPUT_CONN_KEY,
+    OUTPUT_PATH_KEY,
+    RUN_KEY_KEY,
+    run_spec,
+)
 from airflow_parallelrun.operators.sql_input import resolve_sql_input, storage_conn_id
 from airflow_parallelrun.operators.task_sdk import dag_run_is_active, fail, max_map_length, run_owner
 
@@ -143,6 +149,7 @@ class PartitionOperator(BaseOperator):
         ti.xcom_push(key=OUTPUT_PATH_KEY, value=output_path)
         ti.xcom_push(key=RUN_KEY_KEY, value=run_key)
         ti.xcom_push(key=INPUT_ROOT_KEY, value=root)
+        ti.xcom_push(key=OUTPUT_CONN_KEY, value=self.output_conn_id)
         return descriptors
 
     def _dataset(self, files: Any) -> tuple[Dataset, str | None]:

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 OUTPUT_PATH_KEY = "output_path"
 INPUT_ROOT_KEY = "input_root"
 RUN_KEY_KEY = "run_key"
+#: The Connection of the output path (None: none), for readers outside the tasks (the UI view).
+OUTPUT_CONN_KEY = "output_conn_id"
 
 
 def run_spec(

@@ -735,14 +735,19 @@ class RealAirflow:
 
 
 def running_airflow(
-    home: Path, extra_env: dict[str, str] | None = None, **options: Any
+    home: Path,
+    extra_env: dict[str, str] | None = None,
+    *,
+    kind: type[RealAirflow] | None = None,
+    **options: Any,
 ) -> Iterator[RealAirflow]:
     """Yield a started ``RealAirflow`` on ``home``; stop it, with everything it started, afterwards.
 
-    ``options`` go to ``RealAirflow`` (``executor``, ``celery_workers`` ...). Skips when this
-    machine cannot run one, except under ``CI=true``, where that fails.
+    ``options`` go to ``RealAirflow`` (``executor``, ``celery_workers`` ...); ``kind`` is a
+    subclass to start instead. Skips when this machine cannot run one, except under ``CI=true``,
+    where that fails.
     """
-    airflow = RealAirflow(home, home / "dags", extra_env, **options)
+    airflow = (kind or RealAirflow)(home, home / "dags", extra_env, **options)
     try:
         airflow.start()
     except AirflowUnavailable as exc:

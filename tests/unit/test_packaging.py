@@ -1,4 +1,4 @@
-"""What users import and what the wheel carries: the package's public names and ``py.typed``."""
+"""What users import and what the wheel carries: public names, ``py.typed``, the UI plugin's files."""
 
 from __future__ import annotations
 
@@ -58,8 +58,14 @@ def test_the_wheel_carries_py_typed(tmp_path: Path) -> None:
     )
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = tmp_path.glob("*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
+    archive = zipfile.ZipFile(wheel)
+    names = archive.namelist()
     assert "airflow_parallelrun/py.typed" in names
     assert "airflow_parallelrun/core/steps/partition.py" in names
     # Azure's import path for EntryScript ships in the same wheel.
     assert "azureml_user/parallel_run.py" in names and "azureml_user/py.typed" in names
+    # The UI view's page, and the entry point by which Airflow finds its plugin whatever its settings.
+    assert "airflow_parallelrun/plugins/view.html" in names
+    (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
+    declared = archive.read(entry_points).decode()
+    assert "[airflow.plugins]" in declared and "plugins.parallel_run_plugin:ParallelRunPlugin" in declared
