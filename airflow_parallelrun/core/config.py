@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -104,6 +104,16 @@ class ParallelRunConfig:
     rendered template fields or the run's storage. A literal value whose name looks secret
     (a word KEY, SECRET, TOKEN, PASSWORD, PASSWD, PWD or CREDENTIAL) is refused, as a DAG file's
     values are stored in Airflow's metadata database; ``repr`` shows variable names only.
+    ``python`` (the path of an interpreter that exists on every worker node, as Airflow's
+    ExternalPythonOperator takes) runs the entry-script workers in that interpreter instead of
+    Airflow's, so a script gets the libraries it was written for; it needs Python 3.11 or later
+    and no Airflow, and is checked when a task starts. ``requirements`` (pip specifiers, e.g.
+    ``["pandas==2.2.*", "scikit-learn==1.5.2"]``) builds a virtual environment from ``python``
+    (default: Airflow's interpreter) once per node, cached in ``venv_cache_path`` (default
+    ``~/.cache/airflow-parallelrun/venvs``) and reused by later runs, as PythonVirtualenvOperator
+    does; a requirement pip cannot install fails the run once with pip's message. Either way the
+    workers import this package from Airflow's installation, never from the other interpreter
+    (see docs/warm-workers.md#a-python-environment-per-step).
     """
 
     entry_script: str
@@ -124,6 +134,9 @@ class ParallelRunConfig:
     worker_idle_timeout: float = 60
     mini_batches_per_task: int | str = "auto"
     prefetch_mini_batches: int = 1
+    python: str | None = None
+    requirements: Sequence[str] = ()
+    venv_cache_path: str | None = None
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -149,9 +162,14 @@ class ParallelRunConfig:
             worker_idle_timeout: float = 60,
             mini_batches_per_task: int | str = "auto",
             prefetch_mini_batches: int = 1,
+            python: str | None = None,
+            requirements: Sequence[str] = (),
+            venv_cache_path: str | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
+        if isinstance(self.requirements, list):  # as a header read from JSON gives it
+            object.__setattr__(self, "requirements", tuple(self.requirements))
         templates = self.templates
         if templates:
             # Check every other field now; the templated ones are checked once rendered.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from airflow_parallelrun.core.errors import ConfigError
@@ -55,6 +55,12 @@ class ConfigFields(Protocol):
     def mini_batches_per_task(self) -> int | str: ...
     @property
     def prefetch_mini_batches(self) -> int: ...
+    @property
+    def python(self) -> str | None: ...
+    @property
+    def requirements(self) -> Sequence[str]: ...
+    @property
+    def venv_cache_path(self) -> str | None: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -269,6 +275,42 @@ def _check_logging_level(config: ConfigFields) -> None:
         raise ConfigError(f"logging_level={level!r} is invalid: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
 
 
+def _check_python_environment(config: ConfigFields) -> None:
+    """Check the form of ``python``, ``requirements`` and ``venv_cache_path``; a task checks the rest.
+
+    The interpreter need not exist where the DAG is parsed, only on the worker nodes.
+    """
+    for name in ("python", "venv_cache_path"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(
+                f"{name}={value!r} is invalid: give a path, e.g. python='/opt/envs/scoring/bin/python' or "
+                "venv_cache_path='/var/cache/parallelrun-venvs', or None"
+            )
+    requirements = config.requirements
+    if isinstance(requirements, str) or not isinstance(requirements, Sequence):
+        raise ConfigError(
+            f"requirements={requirements!r} is invalid: give a list of pip requirement specifiers, "
+            "e.g. requirements=['pandas==2.2.*', 'scikit-learn==1.5.2']"
+        )
+    for requirement in requirements:
+        if (
+            not isinstance(requirement, str)
+            or not requirement.strip()
+            or requirement.lstrip().startswith("-")
+        ):
+            raise ConfigError(
+                f"requirements has {requirement!r}, which is not a requirement specifier: give one package "
+                "each, e.g. 'pandas==2.2.*'. pip options are not taken here; set them in pip.conf or "
+                "PIP_* environment variables on the workers (e.g. PIP_INDEX_URL)"
+            )
+    if config.venv_cache_path is not None and not requirements:
+        raise ConfigError(
+            f"venv_cache_path={config.venv_cache_path!r} is set but requirements is empty: venv_cache_path "
+            "is where environments built from requirements are kept; give requirements=[...] or drop it"
+        )
+
+
 #: One check per concern, in the order a DAG author reads the fields.
 CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_entry_script,
@@ -280,4 +322,5 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_workers,
     _check_logging_level,
     lambda config: check_environment(config.environment_variables),
+    _check_python_environment,
 )

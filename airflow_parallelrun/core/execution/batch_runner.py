@@ -21,6 +21,7 @@ from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
+from airflow_parallelrun.core.execution.venvs import worker_python
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
@@ -99,19 +100,21 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
     )
 
 
-def start_warm_workers(spec: RunSpec, tasks: int) -> int:
+def start_warm_workers(spec: RunSpec, tasks: int, run_key: str | None = None) -> int:
     """Have this node's pool start the run's workers now, up to one per run task; return how many.
 
     The partition task calls this, so that imports and ``init()`` overlap with Airflow
     scheduling the run tasks. It is a head start only: whatever goes wrong is logged, and the
-    run tasks start their workers as they would have.
+    run tasks start their workers as they would have (a ``requirements=`` environment that
+    failed to build here fails them at once with pip's message: see ``venvs``).
     """
     pool = pool_spec_of(spec)
     if pool is None or tasks <= 0 or not spec.entry_script:
         return 0
     try:
+        pool = pool.with_python(worker_python(spec.config, run_key=run_key))
         return warm_pool(pool, min(pool.size, tasks))
-    except (OSError, PoolUnavailable) as exc:
+    except (OSError, PoolUnavailable, EntryScriptLoadError) as exc:
         log.warning("could not start warm workers ahead of the run tasks: %s", exc)
         return 0
 
@@ -272,9 +275,12 @@ class BatchRunner:
         else:
             out.remove(self.layout.error(mb.id))
 
-    def _start_worker(self) -> WorkerProcess:
+    def _start_worker(self, mb: MiniBatch, fmt: str) -> WorkerProcess:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""
+        python = worker_python(self.spec.config, run_key=self.run_key, mini_batch=mb, part_format=fmt)
+        self.settings = replace(self.settings, python=python)
         if self.pool_spec is not None:
+            self.pool_spec = self.pool_spec.with_python(python)
             try:
                 leased = lease_worker(self.pool_spec)
             except PoolUnavailable as exc:
@@ -302,7 +308,7 @@ class BatchRunner:
         for tries in range(1, config.run_max_try + 1):
             if self.worker is None or not self.worker.alive():
                 try:
-                    self.worker = self._start_worker()
+                    self.worker = self._start_worker(mb, fmt)
                 except EntryScriptLoadError as exc:
                     # A script that cannot load fails the same way on every try.
                     self.worker = None
