@@ -137,8 +137,8 @@ def test_a_worker_runs_a_file_mini_batch_in_a_bare_interpreter_and_imports_this_
 
 def test_warm_pools_are_keyed_by_interpreter_so_two_environments_never_share_a_worker(
     tmp_path: Path,
-    make_spec,
-    bare_python: str,  # noqa: F811
+    make_spec,  # noqa: F811 (the fixture imported above)
+    bare_python: str,
 ) -> None:
     spec = make_spec(WHO)
     other = spec.with_python(bare_python)

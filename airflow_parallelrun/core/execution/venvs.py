@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from airflow_parallelrun.core.errors import WorkerEnvironmentError
 from airflow_parallelrun.core.execution.interpreters import (
@@ -153,45 +153,19 @@ def _build(
     shutil.rmtree(folder, ignore_errors=True)  # what a killed build left
     python = os.path.join(folder, "bin", "python")
     libraries = [f"{name}>={floor}" for name, floor in WORKER_LIBRARIES.items()]
+    pip = [python, "-m", "pip", "install", "--no-input", "--progress-bar", "off"]
     steps = (
         ("create a virtual environment", [base.path, "-m", "venv", folder]),
-        (
-            "install",
-            [
-                python,
-                "-m",
-                "pip",
-                "install",
-                "--no-input",
-                "--progress-bar",
-                "off",
-                *requirements,
-                *libraries,
-            ],
-        ),
+        ("install", [*pip, *requirements, *libraries]),
     )
-    # pip must see the new environment only: not what PYTHONPATH adds here (maybe Airflow's libraries).
-    env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "PYTHONHOME")}
     started = time.monotonic()
     log.info("building the workers' environment %s for requirements=%r", folder, list(requirements))
     with open(folder + ".log", "a") as out:
         out.write(f"=== build for run {run_key} at {_now()} (pid {os.getpid()})\n")
         for what, command in steps:
-            out.write(f"$ {shlex.join(command)}\n")
-            out.flush()
-            offset = out.tell()
-            code = subprocess.run(
-                command,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                pass_fds=(lock,),
-                env=env,
-            ).returncode
+            code, output = _run_logged(command, out, lock)
             if code:
-                with open(folder + ".log", errors="replace") as f:
-                    f.seek(offset)
-                    _fail(folder, requirements, run_key, what, code, f.read())
+                _fail(folder, requirements, run_key, what, code, output)
     check_interpreter(python, WORKER_LIBRARIES)
     record = {"requirements": list(requirements), "base": base.path, "seconds": time.monotonic() - started}
     temporary = os.path.join(folder, READY + ".tmp")
@@ -201,6 +175,21 @@ def _build(
     with contextlib.suppress(FileNotFoundError):
         os.unlink(folder + ".failed.json")
     log.info("built the workers' environment %s in %.1fs", folder, record["seconds"])
+
+
+def _run_logged(command: list[str], out: TextIO, lock: int) -> tuple[int, str]:
+    """Run ``command`` into the build's log ``out``, holding ``lock``; return its exit code and output."""
+    out.write(f"$ {shlex.join(command)}\n")
+    out.flush()
+    offset = out.tell()
+    # pip must see the new environment only: not what PYTHONPATH adds here (maybe Airflow's libraries).
+    env = {name: value for name, value in os.environ.items() if name not in ("PYTHONPATH", "PYTHONHOME")}
+    code = subprocess.run(
+        command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, pass_fds=(lock,), env=env
+    ).returncode
+    with open(out.name, errors="replace") as f:
+        f.seek(offset)
+        return code, f.read()
 
 
 def _fail(
