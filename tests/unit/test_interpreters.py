@@ -153,3 +153,15 @@ def test_warm_pools_are_keyed_by_interpreter_so_two_environments_never_share_a_w
     assert [python for _, python in seen] == [sys.executable, bare_python, sys.executable]
     # Airflow's interpreter's warm worker served its second lease; the other never was lent it.
     assert seen[0][0] == seen[2][0] != seen[1][0]
+
+
+def test_requirements_built_from_a_python_that_is_missing_fail_before_any_build(tmp_path: Path) -> None:
+    config = ParallelRunConfig(
+        entry_script="s.py",
+        python="/no/such/bin/python",
+        requirements=["pandas==2.2.*"],
+        venv_cache_path=str(tmp_path / "envs"),
+    )
+    with pytest.raises(WorkerEnvironmentError, match=r"python='/no/such/bin/python' does not exist on this"):
+        worker_python(config, run_key="run-1")
+    assert not (tmp_path / "envs").exists() or not list((tmp_path / "envs").iterdir())
