@@ -37,7 +37,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from airflow_parallelrun.core.errors import WorkerEnvironmentError
 from airflow_parallelrun.core.execution.interpreters import (
@@ -49,6 +49,9 @@ from airflow_parallelrun.core.execution.interpreters import (
 )
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
+if TYPE_CHECKING:
+    from airflow_parallelrun.core.config import ParallelRunConfig
+
 log = logging.getLogger(__name__)
 
 READY = ".parallelrun-ready.json"
@@ -56,13 +59,17 @@ READY = ".parallelrun-ready.json"
 #: Bumped when what a built environment holds changes in a way its key does not show.
 _LAYOUT = 1
 
-# Interpreters checked by this process, by (python, requirements, cache, needs): a task that
-# replaces a worker (after a timeout) does not check or look again.
-_checked: dict[tuple[Any, ...], str] = {}
+# Interpreters this process checked, by (path, needs): a task that replaces a worker (after a
+# timeout) does not run the check again.
+_checked: dict[tuple[str, tuple[str, ...]], Interpreter] = {}
 
 
 def worker_python(
-    config: Any, *, run_key: str | None = None, mini_batch: MiniBatch | None = None, part_format: str = "text"
+    config: ParallelRunConfig,
+    *,
+    run_key: str | None = None,
+    mini_batch: MiniBatch | None = None,
+    part_format: str = "text",
 ) -> str:
     """Return the interpreter the workers of ``config`` run in ("" for Airflow's own).
 
@@ -71,19 +78,21 @@ def worker_python(
     write a part in ``part_format`` (:func:`~.interpreters.worker_needs`). Raise
     ``WorkerEnvironmentError`` with what to do when neither can serve.
     """
-    requirements = tuple(config.requirements or ())
-    if not requirements and not config.python:
+    if config.requirements:
+        base = _checked_interpreter(config.python or sys.executable, ())
+        return venv_python(config.requirements, base, config.venv_cache_path, run_key=run_key)
+    if not config.python:
         return ""
     piece = mini_batch.piece if mini_batch is not None else None
     needs = worker_needs(table_format=piece.format if piece is not None else None, part_format=part_format)
-    known = (config.python, requirements, config.venv_cache_path, tuple(needs))
-    if known not in _checked:
-        if requirements:
-            base = check_interpreter(config.python or sys.executable)
-            _checked[known] = venv_python(requirements, base, config.venv_cache_path, run_key=run_key)
-        else:
-            _checked[known] = check_interpreter(config.python, needs).path
-    return _checked[known]
+    return _checked_interpreter(config.python, needs).path
+
+
+def _checked_interpreter(python: str, needs: tuple[str, ...]) -> Interpreter:
+    known = _checked.get((python, needs))
+    if known is None or not os.path.exists(known.path):
+        known = _checked[(python, needs)] = check_interpreter(python, needs)
+    return known
 
 
 def venv_key(requirements: Sequence[str], base: Interpreter) -> str:
