@@ -4,9 +4,9 @@ Built by the package's own code (``venvs.venv_python``: a venv, then pip from th
 under ``<repo>/.venv/test-envs`` or ``$PARALLELRUN_TEST_ENVS``, so later test sessions reuse
 them. A test that needs a library in its workers' interpreter (``azureml-core``, say) writes::
 
-    from tests.python_envs import test_python
+    from tests.python_envs import python_with
 
-    config = ParallelRunConfig(entry_script=..., python=test_python(["azureml-core==1.60.0"]))
+    config = ParallelRunConfig(entry_script=..., python=python_with(["azureml-core==1.60.0"]))
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ TEST_ENVS = Path(os.environ.get("PARALLELRUN_TEST_ENVS") or REPO / ".venv" / "te
 PANDAS_2 = ("pandas==2.2.*",)
 
 
-def test_python(requirements: Sequence[str]) -> str:
+def python_with(requirements: Sequence[str]) -> str:
     """Return the interpreter of a kept environment with ``requirements`` and what workers need."""
     return venv_python(tuple(requirements), check_interpreter(sys.executable), str(TEST_ENVS))
-
-
-test_python.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test for pytest to collect

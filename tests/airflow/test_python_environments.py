@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from tests.airflow.conftest import task_instances
-from tests.python_envs import PANDAS_2, TEST_ENVS, test_python
+from tests.python_envs import PANDAS_2, TEST_ENVS, python_with
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
@@ -108,7 +108,7 @@ def test_requirements_run_the_pandas_2_script_in_an_environment_built_for_it(
 
 
 def test_python_runs_the_script_in_an_interpreter_that_exists(write_dag, tmp_path: Path, table) -> None:
-    python = test_python(PANDAS_2)  # any interpreter with pandas 2 would do
+    python = python_with(PANDAS_2)  # any interpreter with pandas 2 would do
     dag_run, out = _run(write_dag, tmp_path, table, "python", f"python={python!r}")
     assert dag_run.state == "success"
     rows = [line.split() for line in (out / "parallel_run_step.txt").read_text().splitlines()]
