@@ -105,8 +105,7 @@ def start_warm_workers(spec: RunSpec, tasks: int, run_key: str | None = None) ->
 
     The partition task calls this, so that imports and ``init()`` overlap with Airflow
     scheduling the run tasks. It is a head start only: whatever goes wrong is logged, and the
-    run tasks start their workers as they would have (a ``requirements=`` environment that
-    failed to build here fails them at once with pip's message: see ``venvs``).
+    run tasks start their workers as they would have.
     """
     pool = pool_spec_of(spec)
     if pool is None or tasks <= 0 or not spec.entry_script:
@@ -278,11 +277,9 @@ class BatchRunner:
     def _start_worker(self, mb: MiniBatch, fmt: str) -> WorkerProcess:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""
         python = worker_python(self.spec.config, run_key=self.run_key, mini_batch=mb, part_format=fmt)
-        self.settings = replace(self.settings, python=python)
         if self.pool_spec is not None:
-            self.pool_spec = self.pool_spec.with_python(python)
             try:
-                leased = lease_worker(self.pool_spec)
+                leased = lease_worker(self.pool_spec.with_python(python))
             except PoolUnavailable as exc:
                 log.warning("no warm worker pool (%s); starting a worker of this task's own", exc)
                 self.pool_spec = None
@@ -298,7 +295,7 @@ class BatchRunner:
                         leased.init_output.rstrip("\n"),
                     )
                 return leased
-        worker = WorkerProcess(self.settings)
+        worker = WorkerProcess(replace(self.settings, python=python))
         worker.start()
         return worker
 
