@@ -15,12 +15,11 @@ from airflow_parallelrun.core.config_checks import (
     OUTPUT_ACTIONS,
     SECRET_NAME_WORDS,
     check_environment,
-    check_partition_keys,
     is_template,
     looks_secret,
-    partition_keys_of,
 )
 from airflow_parallelrun.core.errors import ConfigError
+from airflow_parallelrun.core.partition_keys import check_partition_keys, partition_keys_of
 from airflow_parallelrun.core.sizes import MiniBatchSize, fits, parse_mini_batch_size
 
 __all__ = [
@@ -124,6 +123,16 @@ class ParallelRunConfig:
     whatever files it spans), a FileDataset's files grouped by the keys its ``partition_format``
     reads from their paths. An entry script whose ``run()`` takes two positional parameters gets
     ``mini_batch_context`` (``partition_key_value``, ``minibatch_index``, ``dataset``) as the second.
+    ``python`` (the path of an interpreter that exists on every worker node, as Airflow's
+    ExternalPythonOperator takes) runs the entry-script workers in that interpreter instead of
+    Airflow's, so a script gets the libraries it was written for; it needs Python 3.11 or later
+    and no Airflow, and is checked when a task starts. ``requirements`` (pip specifiers, e.g.
+    ``["pandas==2.2.*", "scikit-learn==1.5.2"]``) builds a virtual environment from ``python``
+    (default: Airflow's interpreter) once per node, cached in ``venv_cache_path`` (default
+    ``~/.cache/airflow-parallelrun/venvs``) and reused by later runs, as PythonVirtualenvOperator
+    does; a requirement pip cannot install fails the run once with pip's message. Either way the
+    workers import this package from Airflow's installation, never from the other interpreter
+    (see docs/warm-workers.md#a-python-environment-per-step).
     """
 
     entry_script: str
@@ -148,6 +157,9 @@ class ParallelRunConfig:
     gpus_per_node: int | None = None
     resource_monitor_interval: float = 10
     partition_keys: Sequence[str] | None = None
+    python: str | None = None
+    requirements: Sequence[str] = ()
+    venv_cache_path: str | None = None
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -177,12 +189,17 @@ class ParallelRunConfig:
             gpus_per_node: int | None = None,
             resource_monitor_interval: float = 10,
             partition_keys: Sequence[str] | None = None,
+            python: str | None = None,
+            requirements: Sequence[str] = (),
+            venv_cache_path: str | None = None,
         ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "partition_keys", partition_keys_of(self.partition_keys))
         # Before the templates are set aside: a templated mini_batch_size is given all the same.
         check_partition_keys(self)
+        if isinstance(self.requirements, list):  # as a header read from JSON gives it
+            object.__setattr__(self, "requirements", tuple(self.requirements))
         templates = self.templates
         if templates:
             # Check every other field now; the templated ones are checked once rendered.

@@ -6,7 +6,6 @@ from a template (a Connection or a Variable), never be written in the file.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -65,6 +64,12 @@ class ConfigFields(Protocol):
     def resource_monitor_interval(self) -> float: ...
     @property
     def partition_keys(self) -> Sequence[str] | None: ...
+    @property
+    def python(self) -> str | None: ...
+    @property
+    def requirements(self) -> Sequence[str]: ...
+    @property
+    def venv_cache_path(self) -> str | None: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -299,45 +304,39 @@ def _check_resource_monitor(config: ConfigFields) -> None:
         )
 
 
-def partition_keys_of(value: Any) -> tuple[str, ...] | None:
-    """Return ``partition_keys`` as a tuple of column or path keys; raise ``ConfigError`` if it is not one.
+def _check_python_environment(config: ConfigFields) -> None:
+    """Check the form of ``python``, ``requirements`` and ``venv_cache_path``; a task checks the rest.
 
-    Azure's pipeline parameters carry the list as JSON text, so a JSON list is taken too.
-
-    >>> partition_keys_of(["Store", "Brand"]), partition_keys_of('["Store"]'), partition_keys_of(None)
-    (('Store', 'Brand'), ('Store',), None)
+    The interpreter need not exist where the DAG is parsed, only on the worker nodes.
     """
-    if value is None:
-        return None
-    keys = value
-    if isinstance(value, str):
-        try:
-            keys = json.loads(value)
-        except ValueError:
-            keys = None
-    if (
-        not isinstance(keys, (list, tuple))
-        or not keys
-        or not all(isinstance(key, str) and key.strip() for key in keys)
-        or len(set(keys)) != len(keys)
-    ):
+    for name in ("python", "venv_cache_path"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise ConfigError(
+                f"{name}={value!r} is invalid: give a path, e.g. python='/opt/envs/scoring/bin/python' or "
+                "venv_cache_path='/var/cache/parallelrun-venvs', or None"
+            )
+    requirements = config.requirements
+    if isinstance(requirements, str) or not isinstance(requirements, Sequence):
         raise ConfigError(
-            f"partition_keys={value!r} must be a non-empty list of distinct key names, e.g. "
-            "partition_keys=['Store', 'Brand']: columns of a TabularDataset or SqlDataset, or the "
-            "{keys} of a FileDataset's partition_format"
+            f"requirements={requirements!r} is invalid: give a list of pip requirement specifiers, "
+            "e.g. requirements=['pandas==2.2.*', 'scikit-learn==1.5.2']"
         )
-    return tuple(keys)
-
-
-def check_partition_keys(config: ConfigFields) -> None:
-    """Refuse ``partition_keys`` with ``mini_batch_size``: as in Azure ML, they exclude each other."""
-    if config.partition_keys is not None and config.mini_batch_size is not None:
-        size = config.mini_batch_size
-        shown = f"{size.value} {size.unit}" if isinstance(size, MiniBatchSize) else repr(size)
+    for requirement in requirements:
+        if (
+            not isinstance(requirement, str)
+            or not requirement.strip()
+            or requirement.lstrip().startswith("-")
+        ):
+            raise ConfigError(
+                f"requirements has {requirement!r}, which is not a requirement specifier: give one package "
+                "each, e.g. 'pandas==2.2.*'. pip options are not taken here; set them in pip.conf or "
+                "PIP_* environment variables on the workers (e.g. PIP_INDEX_URL)"
+            )
+    if config.venv_cache_path is not None and not requirements:
         raise ConfigError(
-            f"partition_keys={list(config.partition_keys)!r} and mini_batch_size={shown} exclude each "
-            "other (as in Azure ML): with partition_keys each mini-batch is one whole key group, "
-            "whatever its size. Remove mini_batch_size, or remove partition_keys to cut mini-batches by size"
+            f"venv_cache_path={config.venv_cache_path!r} is set but requirements is empty: venv_cache_path "
+            "is where environments built from requirements are kept; give requirements=[...] or drop it"
         )
 
 
@@ -353,6 +352,6 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_logging_level,
     _check_models_and_gpus,
     _check_resource_monitor,
-    check_partition_keys,
     lambda config: check_environment(config.environment_variables),
+    _check_python_environment,
 )

@@ -67,6 +67,16 @@ class EntryScriptLoadError(EntryScriptError):
     category = "entry_script_load"
 
 
+class WorkerEnvironmentError(EntryScriptLoadError):
+    """The entry script cannot load as its Python environment (``python=``, ``requirements=``) is unusable.
+
+    The user's to fix, as a script that cannot import is: the message names the interpreter or
+    the requirements and what to do; ``traceback`` holds what the interpreter or pip printed.
+    """
+
+    category = "environment"
+
+
 class RunOutputError(EntryScriptError):
     """``run()`` returned something the engine cannot count or write."""
 

@@ -187,7 +187,7 @@ class PartitionOperator(BaseOperator):
         except SqlSourceError as exc:
             # The same read fails the same way on a retry, and queries the database again.
             raise fail(f"the SQL input could not be read: {exc}") from None
-        if warming := steps.start_warm_workers(spec, len(descriptors)):
+        if warming := steps.start_warm_workers(spec, len(descriptors), run_key):
             self.log.info(
                 "starting %d warm worker(s) on this node while the run tasks are scheduled", warming
             )

@@ -24,15 +24,15 @@ from airflow_parallelrun.core.execution.pool.protocol import pool_dir_path
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
 from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
 from airflow_parallelrun.core.execution.task_resources import TaskResources
+from airflow_parallelrun.core.execution.try_status import status_of_tries
+from airflow_parallelrun.core.execution.venvs import worker_python
 from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
-from airflow_parallelrun.core.inputs.reading import count_piece_items
 from airflow_parallelrun.core.models.refs import ModelError
 from airflow_parallelrun.core.models.staging import model_environment
-from airflow_parallelrun.core.outputs.counting import count_items
 from airflow_parallelrun.core.outputs.parts import PART_EXTENSIONS
-from airflow_parallelrun.core.outputs.status import FAILED, SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.outputs.status import FAILED, BatchStatus
 from airflow_parallelrun.core.storage.manifest import check_run_key
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ def pool_spec_of(spec: RunSpec) -> PoolSpec | None:
     )
 
 
-def start_warm_workers(spec: RunSpec, tasks: int) -> int:
+def start_warm_workers(spec: RunSpec, tasks: int, run_key: str | None = None) -> int:
     """Have this node's pool start the run's workers now, up to one per run task; return how many.
 
     The partition task calls this, so that imports and ``init()`` overlap with Airflow
@@ -116,8 +116,9 @@ def start_warm_workers(spec: RunSpec, tasks: int) -> int:
         pool = pool_spec_of(spec)
         if pool is None or tasks <= 0 or not spec.entry_script:
             return 0
+        pool = pool.with_python(worker_python(spec.config, run_key=run_key))
         return warm_pool(pool, min(pool.size, tasks))
-    except (OSError, PoolUnavailable, ModelError) as exc:
+    except (OSError, PoolUnavailable, ModelError, EntryScriptLoadError) as exc:
         log.warning("could not start warm workers ahead of the run tasks: %s", exc)
         return 0
 
@@ -181,7 +182,7 @@ class BatchRunner:
         wants_part = config.output_action == "append_row" or self.spec.sink is not None
         part_local = os.path.join(self.scratch, f"{mb.id}.{ext}") if wants_part else None
         result, tries = self._stage_and_try(mb, part_local, fmt, upcoming)
-        status = _status_of(mb, result, tries, run_id)
+        status = status_of_tries(mb, result, tries, run_id)
         status.run_key, status.task_try = self.run_key, self.task_try
         if self.run_key is not None:
             try:
@@ -281,11 +282,12 @@ class BatchRunner:
         else:
             out.remove(self.layout.error(mb.id))
 
-    def _start_worker(self) -> WorkerProcess:
+    def _start_worker(self, mb: MiniBatch, fmt: str) -> WorkerProcess:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""
+        python = worker_python(self.spec.config, run_key=self.run_key, mini_batch=mb, part_format=fmt)
         if self.pool_spec is not None:
             try:
-                leased = lease_worker(self.pool_spec)
+                leased = lease_worker(self.pool_spec.with_python(python))
             except PoolUnavailable as exc:
                 log.warning("no warm worker pool (%s); starting a worker of this task's own", exc)
                 self.pool_spec = None
@@ -303,7 +305,10 @@ class BatchRunner:
                 return leased
         config = self.spec.config
         processes = int(config.process_count_per_node or os.cpu_count() or 1)
-        worker = WorkerProcess(with_own_gpu(self.settings, config.gpus_per_node, processes, pool_dir_path()))
+        own = with_own_gpu(
+            replace(self.settings, python=python), config.gpus_per_node, processes, pool_dir_path()
+        )
+        worker = WorkerProcess(own)
         worker.start()
         return worker
 
@@ -313,7 +318,7 @@ class BatchRunner:
         for tries in range(1, config.run_max_try + 1):
             if self.worker is None or not self.worker.alive():
                 try:
-                    self.worker = self._start_worker()
+                    self.worker = self._start_worker(mb, fmt)
                 except EntryScriptLoadError as exc:
                     # A script that cannot load fails the same way on every try.
                     self.worker = None
@@ -341,51 +346,6 @@ class BatchRunner:
             if result.traceback:
                 log.warning("%s", result.traceback)
         return result, config.run_max_try
-
-
-def _status_of(mb: MiniBatch, result: TryResult, tries: int, run_id: str | None) -> BatchStatus:
-    given: int | None = None
-    counted: int | None = None
-    if result.ok:
-        total_read = result.items if result.items is not None else mb.items
-        # Rows the worker rejected while reading never reached run(): failed, whatever it returned.
-        given = None if total_read is None else total_read - result.rejected
-        given, succeeded, failed = count_items(given, result.returned)
-        total, failed = given + result.rejected, failed + result.rejected
-    else:
-        counted = result.items if result.items is not None else count_piece_items(mb)
-        total = succeeded = failed = 0
-        if counted is not None:
-            total = failed = counted
-    status = BatchStatus(
-        id=mb.id,
-        index=mb.index,
-        status=SUCCEEDED if result.ok else FAILED,
-        inputs=mb.inputs,
-        tries=tries,
-        items_total=total,
-        items_succeeded=succeeded,
-        items_failed=failed,
-        items_returned=result.returned if result.ok else 0,
-        seconds_run=round(result.run_seconds, 6),
-        error_category=result.category,
-        error_message=result.message,
-        error_traceback=result.traceback,
-        run_id=run_id,
-        items_unknown=not result.ok and counted is None,
-        partition_key_value=mb.partition_key_value,
-    )
-    if result.ok and failed:
-        shortfall = failed - result.rejected
-        notes = [result.message] if result.rejected else []
-        if shortfall:
-            notes.append(
-                f"run() returned {result.returned} results for {given} items; "
-                f"{shortfall} items count as failed"
-            )
-        status.error_category = "rejected_rows" if result.rejected else "shortfall"
-        status.error_message = "; ".join(notes)
-    return status
 
 
 __all__ = [

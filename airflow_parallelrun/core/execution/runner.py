@@ -18,6 +18,7 @@ from typing import Any
 from airflow_parallelrun.core.errors import EntryScriptLoadError, ParallelRunError
 from airflow_parallelrun.core.execution import entry_script as es
 from airflow_parallelrun.core.execution.channel import Channel
+from airflow_parallelrun.core.execution.interpreters import worker_path_env
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ READ_TIMEOUT = 3600.0
 
 @dataclass(frozen=True)
 class WorkerSettings:
-    """What a worker process needs to host an entry script."""
+    """What a worker process needs to host an entry script; ``python`` "" is this interpreter."""
 
     entry_script: str
     arguments: tuple[str, ...] = ()
@@ -59,6 +60,7 @@ class WorkerSettings:
     output_dir: str = ""
     log_dir: str = ""
     working_dir: str = ""
+    python: str = ""
 
 
 @dataclass
@@ -128,11 +130,17 @@ class WorkerProcess:
                 es.WORKING_DIR_ENV: self.settings.working_dir,
                 es.LOGGING_LEVEL_ENV: self.settings.logging_level,
                 "PYTHONUNBUFFERED": "1",
+                **worker_path_env(self.settings.python),
                 **(extra_env or {}),
             }
         )
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "airflow_parallelrun.core.execution.worker", str(theirs.fileno())],
+            [
+                self.settings.python or sys.executable,
+                "-m",
+                "airflow_parallelrun.core.execution.worker",
+                str(theirs.fileno()),
+            ],
             pass_fds=[theirs.fileno()],
             env=env,
             cwd=self.settings.working_dir or None,

@@ -182,7 +182,7 @@ def _abort_if_hopeless(
     layout: RunLayout, spec: RunSpec, status: BatchStatus, accepted: Collection[str | None], total: int
 ) -> None:
     """Write the abort marker when the run cannot succeed any more."""
-    if status.error_category == "entry_script_load":
+    if status.error_category in ("entry_script_load", "environment"):  # every mini-batch fails alike
         _write_abort(
             layout, f"the entry script cannot load: {status.error_message}", status.id, status.run_key
         )

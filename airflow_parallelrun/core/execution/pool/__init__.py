@@ -8,7 +8,8 @@ for its mini-batch, with its own tries, timeout, part and status.
 
 - **Found** by a key: a hash of the run's output location (first part) and of the entry script
   (its path, size and modification time), arguments, environment variables, logging level, the
-  pool size and the Python interpreter (second part). The pool listens on the Unix socket
+  pool size, the pool's Python interpreter and the workers' (``python=``, ``requirements=``:
+  runs in different environments never share a worker) (second part). The pool listens on the Unix socket
   ``<pool dir>/<key>.sock``; the pool dir is ``$PARALLELRUN_POOL_DIR`` or
   ``<tmp>/parallelrun-pools-<uid>``, readable by its owner only. It is a cache, not state:
   nothing another node needs lives there, and a run works the same without it.

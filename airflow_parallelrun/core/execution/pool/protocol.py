@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from airflow_parallelrun.core.execution.runner import WorkerSettings
@@ -135,6 +135,11 @@ class PoolSpec:
         if self.monitor_interval:  # absent when off: the keys of pools without samples stay as they were
             rest.append(self.monitor_interval)
         return f"{short_hash(self.output_location)}-{short_hash(rest)}"
+
+    def with_python(self, python: str) -> PoolSpec:
+        """Return this spec with its workers in ``python``; the key changes with it, so runs in
+        different environments never share a warm worker."""
+        return replace(self, settings=replace(self.settings, python=python))
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "settings": asdict(self.settings)}
