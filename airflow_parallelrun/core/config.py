@@ -104,6 +104,11 @@ class ParallelRunConfig:
     rendered template fields or the run's storage. A literal value whose name looks secret
     (a word KEY, SECRET, TOKEN, PASSWORD, PASSWD, PWD or CREDENTIAL) is refused, as a DAG file's
     values are stored in Airflow's metadata database; ``repr`` shows variable names only.
+    ``progress_update_timeout`` (Azure's name; default None, no limit) fails a run task instance
+    that has not finished a mini-batch for that many seconds while running one, killing its
+    worker, instead of leaving it to ``execution_timeout`` (docs/recovery.md). Every
+    ``progress_log_interval`` seconds (default 30; 0 for none) each run task logs Azure's
+    "Processed X of Y mini batches" line for itself and for the whole run (docs/progress.md).
     """
 
     entry_script: str
@@ -124,6 +129,8 @@ class ParallelRunConfig:
     worker_idle_timeout: float = 60
     mini_batches_per_task: int | str = "auto"
     prefetch_mini_batches: int = 1
+    progress_update_timeout: float | None = None
+    progress_log_interval: float = 30
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -149,6 +156,8 @@ class ParallelRunConfig:
             worker_idle_timeout: float = 60,
             mini_batches_per_task: int | str = "auto",
             prefetch_mini_batches: int = 1,
+            progress_update_timeout: float | None = None,
+            progress_log_interval: float = 30,
         ) -> None: ...
 
     def __post_init__(self) -> None:
