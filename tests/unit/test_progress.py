@@ -188,3 +188,28 @@ def test_progress_settings_are_checked(tmp_path):
         ParallelRunConfig(entry_script="s.py", progress_log_interval=-1)
     config = ParallelRunConfig(entry_script="s.py", progress_update_timeout=5.5, progress_log_interval=0)
     assert ParallelRunConfig.from_header(config.to_header()) == config
+
+
+def test_the_summary_gives_each_steps_wall_time_and_the_time_between_them(tmp_path):
+    make_input(tmp_path / "in")
+    spec = make_run(
+        tmp_path, write_script(tmp_path, GATED_SCRIPT), environment_variables={"GATE": str(tmp_path)}
+    )
+    time.sleep(0.3)  # the "scheduling" between partition and run
+    steps.run_mini_batches([0], spec, task_key="task-000000")
+    steps.run_mini_batches([1], spec, task_key="task-000001")
+    time.sleep(0.3)  # and between run and aggregate
+    summary = steps.aggregate(spec)
+    times = summary["steps"]
+    assert json.loads(state(tmp_path, "summary.json").read_text())["steps"] == times
+    partition, run, aggregate = times["partition"], times["run"], times["aggregate"]
+    records = [record(tmp_path, f"task-00000{i}") for i in (0, 1)]
+    assert run["started"] == round(min(r["started"] for r in records), 3)
+    assert run["ended"] == round(max(r["updated"] for r in records), 3)
+    assert partition["ended"] + 0.3 <= run["started"] and run["ended"] + 0.3 <= aggregate["started"]
+    for step in (partition, run, aggregate):
+        assert step["seconds"] == pytest.approx(step["ended"] - step["started"], abs=0.002)
+        assert step["seconds"] > 0
+    gaps = run["started"] - partition["ended"] + aggregate["started"] - run["ended"]
+    assert times["airflow_overhead_seconds"] == pytest.approx(gaps, abs=0.002)
+    assert times["airflow_overhead_seconds"] >= 0.6

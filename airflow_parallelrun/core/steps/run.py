@@ -92,9 +92,8 @@ def run_mini_batches(
     is skipped: its returned status says so and nothing is written for it. ``run_key`` is the
     key the partition step minted (None: the manifest's own); raises ``RunSuperseded`` when the
     manifest belongs to another run by now. ``task_try`` (the Airflow task's try number) is
-    recorded in each status this call writes. ``task_key`` names this task's progress record
-    (default: after its first mini-batch); raises ``ProgressTimeout`` when ``progress_update_timeout``
-    passes without a mini-batch finishing.
+    recorded in each status this call writes, ``task_key`` names its progress record; raises
+    ``ProgressTimeout`` when ``progress_update_timeout`` passes without a mini-batch finishing.
     """
     layout = spec.layout()
     header = check_run_key(layout, run_key)
@@ -117,18 +116,7 @@ def run_mini_batches(
             if reason is not None:
                 log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
                 runner.drop(mb)
-                statuses.append(
-                    monitor.finished(
-                        BatchStatus(
-                            id=mb.id,
-                            index=mb.index,
-                            status=SKIPPED,
-                            inputs=mb.inputs,
-                            error_category="aborted",
-                            error_message=reason,
-                        )
-                    )
-                )
+                statuses.append(monitor.finished(_skipped(mb, reason)))
                 continue
             monitor.started(mb.id)
             status = runner.run(mb, run_id, queue.next_to_run(spec.config.prefetch_mini_batches))
@@ -142,6 +130,18 @@ def run_mini_batches(
 def run_mini_batch(index: int, spec: RunSpec, **kwargs: Any) -> BatchStatus:
     """Run one mini-batch; see :func:`run_mini_batches`."""
     return run_mini_batches([index], spec, **kwargs)[0]
+
+
+def _skipped(mb: MiniBatch, reason: str) -> BatchStatus:
+    """Return the status of a mini-batch not run because the run was aborted (nothing is written)."""
+    return BatchStatus(
+        id=mb.id,
+        index=mb.index,
+        status=SKIPPED,
+        inputs=mb.inputs,
+        error_category="aborted",
+        error_message=reason,
+    )
 
 
 def _reusable(previous: BatchStatus | None, accepted: Collection[str | None]) -> bool:
