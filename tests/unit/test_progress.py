@@ -213,3 +213,48 @@ def test_the_summary_gives_each_steps_wall_time_and_the_time_between_them(tmp_pa
     gaps = run["started"] - partition["ended"] + aggregate["started"] - run["ended"]
     assert times["airflow_overhead_seconds"] == pytest.approx(gaps, abs=0.002)
     assert times["airflow_overhead_seconds"] >= 0.6
+
+
+@pytest.mark.parametrize("store", ["local", "memory"])
+def test_a_remote_store_gets_at_most_one_record_write_a_second_local_disk_one_per_mini_batch(
+    tmp_path, monkeypatch, store
+):
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.core.execution import progress_monitor
+    from airflow_parallelrun.core.inputs.datasets import FileDataset
+    from airflow_parallelrun.core.spec import RunSpec
+
+    make_input(tmp_path / "in", count=12)
+    output = str(tmp_path / "out") if store == "local" else f"memory://progress-{tmp_path.name}/out"
+    spec = RunSpec(
+        output_path=output,
+        config=ParallelRunConfig(
+            entry_script="x.py",
+            mini_batch_size="1",
+            progress_log_interval=0,
+            environment_variables={"GATE": str(tmp_path)},
+        ),
+        entry_script=str(write_script(tmp_path, GATED_SCRIPT)),
+    )
+    steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
+    writes: list[dict] = []
+    real = progress_monitor.write_record
+
+    def counted(out, path, record):
+        writes.append(record)
+        real(out, path, record)
+
+    monkeypatch.setattr(progress_monitor, "write_record", counted)
+    started = time.monotonic()
+    steps.run_mini_batches(range(12), spec, task_key="task-000000")
+    seconds = time.monotonic() - started
+    assert writes[-1]["finished"] and writes[-1]["mini_batches_done"] == 12
+    done = [w["mini_batches_done"] for w in writes]
+    assert done == sorted(done) and done[0] == 0
+    if store == "local":
+        # Written as mini-batches start and finish (changes that come during one write share the next).
+        assert len(writes) > 2
+    else:
+        assert len(writes) <= seconds / progress_monitor.REMOTE_WRITE_INTERVAL + 2, (len(writes), seconds)
+        assert len(writes) < 12
+    assert read_progress(spec.layout()).mini_batches_done == 12
