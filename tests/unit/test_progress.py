@@ -216,9 +216,7 @@ def test_the_summary_gives_each_steps_wall_time_and_the_time_between_them(tmp_pa
 
 
 @pytest.mark.parametrize("store", ["local", "memory"])
-def test_a_remote_store_gets_at_most_one_record_write_a_second_local_disk_one_per_mini_batch(
-    tmp_path, monkeypatch, store
-):
+def test_a_remote_store_gets_at_most_one_record_write_a_second(tmp_path, monkeypatch, store):
     from airflow_parallelrun.core.config import ParallelRunConfig
     from airflow_parallelrun.core.execution import progress_monitor
     from airflow_parallelrun.core.inputs.datasets import FileDataset
