@@ -133,6 +133,11 @@ class ParallelRunConfig:
     does; a requirement pip cannot install fails the run once with pip's message. Either way the
     workers import this package from Airflow's installation, never from the other interpreter
     (see docs/warm-workers.md#a-python-environment-per-step).
+    ``progress_update_timeout`` (Azure's name; default None, no limit) fails a run task instance
+    that has not finished a mini-batch for that many seconds while running one, killing its
+    worker, instead of leaving it to ``execution_timeout`` (docs/recovery.md). Every
+    ``progress_log_interval`` seconds (default 30; 0 for none) each run task logs Azure's
+    "Processed X of Y mini batches" line for itself and for the whole run (docs/progress.md).
     """
 
     entry_script: str
@@ -160,6 +165,8 @@ class ParallelRunConfig:
     python: str | None = None
     requirements: Sequence[str] = ()
     venv_cache_path: str | None = None
+    progress_update_timeout: float | None = None
+    progress_log_interval: float = 30
 
     if TYPE_CHECKING:
         # What a DAG may pass: the fields in TEMPLATED_FIELDS also take a Jinja string
@@ -192,6 +199,8 @@ class ParallelRunConfig:
             python: str | None = None,
             requirements: Sequence[str] = (),
             venv_cache_path: str | None = None,
+            progress_update_timeout: float | None = None,
+            progress_log_interval: float = 30,
         ) -> None: ...
 
     def __post_init__(self) -> None:

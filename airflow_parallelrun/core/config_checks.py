@@ -70,6 +70,10 @@ class ConfigFields(Protocol):
     def requirements(self) -> Sequence[str]: ...
     @property
     def venv_cache_path(self) -> str | None: ...
+    @property
+    def progress_update_timeout(self) -> float | None: ...
+    @property
+    def progress_log_interval(self) -> float: ...
 
 
 OUTPUT_ACTIONS = ("append_row", "summary_only")
@@ -272,6 +276,21 @@ def _check_workers(config: ConfigFields) -> None:
     )
 
 
+def _check_progress(config: ConfigFields) -> None:
+    timeout = config.progress_update_timeout
+    if timeout is not None and not _is_seconds(timeout):
+        raise ConfigError(
+            f"progress_update_timeout={timeout!r} is invalid: expected a finite number of seconds > 0 that "
+            "a run task may go without finishing a mini-batch before it fails, e.g. 600, or None for no limit"
+        )
+    interval = config.progress_log_interval
+    if not (interval == 0 or _is_seconds(interval)):
+        raise ConfigError(
+            f"progress_log_interval={interval!r} is invalid: expected a finite number of seconds > 0 between "
+            "progress log lines, e.g. 30, or 0 for none"
+        )
+
+
 def _check_logging_level(config: ConfigFields) -> None:
     level = config.logging_level
     if not isinstance(level, str) or logging.getLevelName(level.upper()) not in (
@@ -349,6 +368,7 @@ CHECKS: tuple[Callable[[ConfigFields], None], ...] = (
     _check_tries_and_timeout,
     _check_processes,
     _check_workers,
+    _check_progress,
     _check_logging_level,
     _check_models_and_gpus,
     _check_resource_monitor,

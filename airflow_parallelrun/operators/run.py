@@ -63,6 +63,7 @@ class RunMiniBatchOperator(BaseOperator):
     def execute(self, context: Context) -> dict[str, Any]:
         from airflow_parallelrun.core import steps
         from airflow_parallelrun.core.errors import RunSuperseded
+        from airflow_parallelrun.core.outputs.progress import task_key
 
         output_path = str(
             pull_output_path(context, self.partition_task_id, self.input_conn_id, self.output_conn_id)
@@ -89,6 +90,7 @@ class RunMiniBatchOperator(BaseOperator):
                 run_key=pull_run_key(context, self.partition_task_id),
                 honour_abort=context["ti"].try_number <= 1,
                 task_try=context["ti"].try_number,
+                task_key=task_key(max(context["ti"].map_index or 0, 0)),
             )
         except RunSuperseded as exc:
             raise fail(str(exc)) from exc

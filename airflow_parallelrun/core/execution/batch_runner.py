@@ -8,6 +8,7 @@ always has its part, and a retried mini-batch replaces its part instead of addin
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
@@ -150,6 +151,10 @@ class BatchRunner:
         self.worker: WorkerProcess | None = None
         self.prefetch = Prefetch(lambda mb: self._folder("input", mb.id), spec.config.prefetch_mini_batches)
         self.resources = TaskResources(spec, self, scratch, task_try)
+        # Set by the run step's ProgressMonitor (progress_update_timeout): why the task is stuck, and
+        # the wait for a warm worker, which its clock does not count.
+        self.stuck: Any = lambda: None
+        self.waiting: Any = contextlib.nullcontext
 
     def _folder(self, *parts: str) -> str:
         path = os.path.join(self.scratch, *parts)
@@ -228,6 +233,11 @@ class BatchRunner:
         os.unlink(part_local)  # summary_only: the table instead of the merged file
         return None
 
+    def kill_worker(self) -> None:
+        """Kill the worker now (from another thread): the mini-batch it runs ends as its worker died."""
+        if (worker := self.worker) is not None:
+            worker.kill()
+
     def drop(self, mb: MiniBatch) -> None:
         """Forget a mini-batch this task will not run: stop fetching it and remove what was fetched."""
         self.prefetch.drop(mb.id)
@@ -287,7 +297,8 @@ class BatchRunner:
         python = worker_python(self.spec.config, run_key=self.run_key, mini_batch=mb, part_format=fmt)
         if self.pool_spec is not None:
             try:
-                leased = lease_worker(self.pool_spec.with_python(python))
+                with self.waiting():
+                    leased = lease_worker(self.pool_spec.with_python(python))
             except PoolUnavailable as exc:
                 log.warning("no warm worker pool (%s); starting a worker of this task's own", exc)
                 self.pool_spec = None
@@ -333,6 +344,8 @@ class BatchRunner:
                 # What an earlier, failed try wrote must not be published with this one's.
                 clear_outputs(self.upload_dir, keep_logs=True)
             result = self.worker.run(mb, part_local, fmt, config.run_invocation_timeout)
+            if stuck := self.stuck():  # the watchdog killed the worker: no more tries
+                return replace(result, ok=False, category="progress_timeout", message=stuck), tries
             if result.ok or result.category == "input":
                 return result, tries
             log.warning(

@@ -10,6 +10,7 @@ import io
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Collection, Iterator
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -28,6 +29,7 @@ from airflow_parallelrun.core.outputs.parts import as_format
 from airflow_parallelrun.core.outputs.report import failure_message, render_report
 from airflow_parallelrun.core.outputs.report_html import write_html_report
 from airflow_parallelrun.core.outputs.status import NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
+from airflow_parallelrun.core.outputs.step_times import aggregate_ended, step_times
 from airflow_parallelrun.core.outputs.summary import build_summary, failed_summary, first_errors
 from airflow_parallelrun.core.outputs.thresholds import exceeded, thresholds_of
 from airflow_parallelrun.core.steps.run import abort_reason
@@ -54,14 +56,14 @@ def aggregate(spec: RunSpec, *, run_id: str | None = None, run_key: str | None =
     ``RunSuperseded``, writing nothing, when another run has taken the output path over; and
     ``AggregateError`` for any other failure, after writing a summary that says failed and why.
     """
-    layout = spec.layout()
+    started, layout = time.time(), spec.layout()
     # Every run task is done: free this node's warm workers now rather than when they idle out.
     if spec.config.warm_workers and (stopped := stop_pools(layout.output.url)):
         log.info("stopped %d warm-worker pool(s) of this run on this node", stopped)
     header = check_run_key(layout, run_key)
     run_key = header.get("run_key")
     try:
-        return _aggregate(spec, header, run_id, run_key)
+        return _aggregate(spec, header, run_id, run_key, started)
     except (ThresholdExceeded, RunSuperseded):
         raise
     except Exception as exc:
@@ -94,7 +96,7 @@ def _failed(
 
 
 def _aggregate(
-    spec: RunSpec, header: dict[str, Any], run_id: str | None, run_key: str | None
+    spec: RunSpec, header: dict[str, Any], run_id: str | None, run_key: str | None, started: float
 ) -> dict[str, Any]:
     layout = spec.layout()
     config = spec.config
@@ -128,7 +130,9 @@ def _aggregate(
     )
     if sql_output is not None:
         summary["sql_output"] = sql_output
+    summary["steps"] = step_times(layout, header, started)
     write_html_report(layout, statuses, summary)  # logged, never raised, when it fails
+    summary["steps"] = aggregate_ended(summary["steps"], started)  # drawing the report included
     check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
     layout.output.write_json(layout.summary, summary)
     if reasons:

@@ -45,7 +45,7 @@ def partition(
     run_key = run_key or new_run_key()
     check_partition_keys_fit(dataset, spec.config.partition_keys)
     size = spec.config.batch_size(tabular=dataset.tabular)
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     earlier, finished = _earlier_run(layout, owner, is_active)
     running = _mark_running(layout, run_key, owner, earlier, finished)
     try:
@@ -63,10 +63,18 @@ def partition(
     header.update(
         run_key=run_key, owner=owner, accepted_keys=[run_key, *adopted], config=spec.config.to_header()
     )
+    # What the progress view and the summary's step times read (outputs/progress.py, steps.py).
+    header.update(partition_started=started_at, items_total=_items_total(batches))
     write_manifest(layout, batches, header)
     descriptors = pack(batches, spec.config.run_task_count(len(batches), max_tasks))
     _log_partition(header, len(batches), size, len(descriptors), time.perf_counter() - started)
     return descriptors
+
+
+def _items_total(batches: list[MiniBatch]) -> int | None:
+    """Return the items of the whole input, or None when some mini-batch's are known only once read."""
+    counts = [mb.items for mb in batches]
+    return None if None in counts else sum(c for c in counts if c is not None)
 
 
 def _split(
@@ -129,7 +137,8 @@ def _clear_stale_state(layout: RunLayout, *, resumed: bool) -> None:
 
     A fresh run starts from nothing; a resumed one keeps the statuses and parts of its mini-batches.
     """
-    stale = ("errors", "abort.json") if resumed else ("status", "parts", "manifest", "errors", "abort.json")
+    stale: tuple[str, ...] = ("errors", "abort.json", "progress")
+    stale += () if resumed else ("status", "parts", "manifest")
     for name in stale:
         layout.output.remove(layout.state(name))
 

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.execution.batch_runner import BatchRunner
 from airflow_parallelrun.core.execution.pool import sweep_leftovers
+from airflow_parallelrun.core.execution.progress_monitor import watch_task
 from airflow_parallelrun.core.outputs.counting import count_dead_letters
 from airflow_parallelrun.core.outputs.status import SKIPPED, BatchStatus
 from airflow_parallelrun.core.outputs.thresholds import any_bound, exceeded, thresholds_of
@@ -82,6 +83,7 @@ def run_mini_batches(
     run_key: str | None = None,
     honour_abort: bool = True,
     task_try: int = 1,
+    task_key: str | None = None,
 ) -> list[BatchStatus]:
     """Run the mini-batches at ``indexes`` in order; return a status for each.
 
@@ -90,37 +92,36 @@ def run_mini_batches(
     is skipped: its returned status says so and nothing is written for it. ``run_key`` is the
     key the partition step minted (None: the manifest's own); raises ``RunSuperseded`` when the
     manifest belongs to another run by now. ``task_try`` (the Airflow task's try number) is
-    recorded in each status this call writes.
+    recorded in each status this call writes, ``task_key`` names its progress record; raises
+    ``ProgressTimeout`` when ``progress_update_timeout`` passes without a mini-batch finishing.
     """
     layout = spec.layout()
     header = check_run_key(layout, run_key)
     run_key, accepted = header.get("run_key"), accepted_keys(header)
     statuses: list[BatchStatus] = []
-    with _scratch() as scratch, BatchRunner(spec, scratch, run_key, task_try) as runner:
+    key = task_key or f"task-{indexes[0] if indexes else 0:06d}"
+    with (
+        _scratch() as scratch,
+        BatchRunner(spec, scratch, run_key, task_try) as runner,
+        watch_task(layout, spec.config, key, len(indexes), run_key, runner) as monitor,
+    ):
         queue = _Upcoming(layout, read_mini_batches(layout, indexes, header), accepted)
         for mb, previous in queue:
             if _reusable(previous, accepted):
                 assert previous is not None
                 log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
-                statuses.append(previous)
+                statuses.append(monitor.finished(previous))
                 continue
             reason = abort_reason(layout, accepted) if honour_abort else None
             if reason is not None:
                 log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
                 runner.drop(mb)
-                statuses.append(
-                    BatchStatus(
-                        id=mb.id,
-                        index=mb.index,
-                        status=SKIPPED,
-                        inputs=mb.inputs,
-                        error_category="aborted",
-                        error_message=reason,
-                    )
-                )
+                statuses.append(monitor.finished(_skipped(mb, reason)))
                 continue
+            monitor.started(mb.id)
             status = runner.run(mb, run_id, queue.next_to_run(spec.config.prefetch_mini_batches))
-            statuses.append(status)
+            statuses.append(monitor.finished(status))
+            monitor.raise_if_stuck()
             if status.items_failed or not status.succeeded:
                 _abort_if_hopeless(layout, spec, status, accepted, int(header["total_mini_batches"]))
     return statuses
@@ -129,6 +130,18 @@ def run_mini_batches(
 def run_mini_batch(index: int, spec: RunSpec, **kwargs: Any) -> BatchStatus:
     """Run one mini-batch; see :func:`run_mini_batches`."""
     return run_mini_batches([index], spec, **kwargs)[0]
+
+
+def _skipped(mb: MiniBatch, reason: str) -> BatchStatus:
+    """Return the status of a mini-batch not run because the run was aborted (nothing is written)."""
+    return BatchStatus(
+        id=mb.id,
+        index=mb.index,
+        status=SKIPPED,
+        inputs=mb.inputs,
+        error_category="aborted",
+        error_message=reason,
+    )
 
 
 def _reusable(previous: BatchStatus | None, accepted: Collection[str | None]) -> bool:

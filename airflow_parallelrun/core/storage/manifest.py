@@ -57,6 +57,14 @@ class RunLayout:
         return self.state("errors", "failed_inputs.txt")
 
     @property
+    def progress_dir(self) -> str:
+        return self.state("progress")
+
+    def progress(self, task_key: str) -> str:
+        """Return where the run task ``task_key`` keeps its progress record (``outputs/progress.py``)."""
+        return self.state("progress", f"{task_key}.json")
+
+    @property
     def abort(self) -> str:
         return self.state("abort.json")
 
