@@ -75,18 +75,22 @@ def _predicted_digits(model_file: Path, images: Path) -> dict[str, int]:
     with open(model_file, "rb") as f:
         model = pickle.load(f)
     return {
-        p.name: int(model.predict(np.array(Image.open(p)).reshape((1, 64)))[0]) for p in sorted(images.iterdir())
+        p.name: int(model.predict(np.array(Image.open(p)).reshape((1, 64)))[0])
+        for p in sorted(images.iterdir())
     }
 
 
-def test_example_scripts_run_unchanged_in_airflows_interpreter(write_dag, tmp_path: Path, monkeypatch) -> None:
+def test_example_scripts_run_unchanged_in_airflows_interpreter(
+    write_dag, tmp_path: Path, monkeypatch
+) -> None:
     monkeypatch.setenv("PARALLELRUN_MODEL_CACHE", str(tmp_path / "model-cache"))
     sizes = data.audio_files(tmp_path / "audio")
     incomes = data.incomes(tmp_path / "incomes")
     sales = data.sales(tmp_path / "sales")
     data.digit_images(tmp_path / "digits", 12)
     digits_model = data.digit_model(tmp_path / "mnist" / "model")
-    hearts = data.heart_csvs(tmp_path / "heart", tmp_path / "heart-model" / "model")
+    heart_model = tmp_path / "heart-model" / "model"
+    hearts = data.heart_csvs(tmp_path / "heart", heart_model)
     trained = tmp_path / "trained"
     digits = f'FileDataset(path="{tmp_path / "digits"}", pattern="*.png")'
     mnist_model = f'models={{"mnist": "{digits_model}"}}, mini_batch_size="5"'
@@ -104,8 +108,11 @@ def test_example_scripts_run_unchanged_in_airflows_interpreter(write_dag, tmp_pa
             "inputs": f'TabularDataset(path="{tmp_path / "sales"}")',
             "config": 'partition_keys=["Store", "Brand"], error_threshold=-1',
             "arguments": repr(
-                ["--drop_cols", "Revenue,Store,Brand", "--target_col", "Quantity", "--date_col", "WeekStarting"]
-                + ["--lagging_orders", "1,2,3", "--model_folder", str(trained), "--partition_keys", "Store,Brand"]
+                [
+                    *("--drop_cols", "Revenue,Store,Brand", "--target_col", "Quantity"),
+                    *("--date_col", "WeekStarting", "--lagging_orders", "1,2,3"),
+                    *("--model_folder", str(trained), "--partition_keys", "Store,Brand"),
+                ]
             ),
         },
         "digit_identification_args": {
@@ -115,7 +122,7 @@ def test_example_scripts_run_unchanged_in_airflows_interpreter(write_dag, tmp_pa
         },
         "batch_driver_parquet_outputs": {
             "inputs": f'FileDataset(path="{tmp_path / "heart"}", pattern="*.csv")',
-            "config": f'models={{"heart": "{tmp_path / "heart-model" / "model"}"}}, output_action="summary_only"',
+            "config": f'models={{"heart": "{heart_model}"}}, output_action="summary_only"',
         },
         "batch_driver_torch": {"inputs": digits, "config": mnist_model},
         "batch_driver_keras": {"inputs": digits, "config": mnist_model},
@@ -137,7 +144,7 @@ def test_example_scripts_run_unchanged_in_airflows_interpreter(write_dag, tmp_pa
     rows = [line.split() for line in _lines(out, "total_income")]
     totals = incomes.groupby("STATE")["INCOME"].sum()
     assert sorted((s, int(i), int(t)) for s, i, t in rows) == sorted(
-        (s, i, int(totals[s])) for s, i in zip(incomes["STATE"], incomes["INCOME"])
+        (s, i, int(totals[s])) for s, i in zip(incomes["STATE"], incomes["INCOME"], strict=True)
     )
 
     # Many models: one model pickled per (Store, Brand) under --model_folder, one result row each.
@@ -161,7 +168,9 @@ def test_example_scripts_run_unchanged_in_airflows_interpreter(write_dag, tmp_pa
     # Batch endpoint writing its own files into AZUREML_BI_OUTPUT_PATH: they end up in the output.
     written = {p.stem: pd.read_parquet(p) for p in (out / "batch_driver_parquet_outputs").rglob("*.parquet")}
     assert sorted(written) == sorted(Path(h).stem for h in hearts)
-    assert all(list(frame.columns) == ["age", "chol", "prediction"] and len(frame) == 5 for frame in written.values())
+    assert all(
+        list(frame.columns) == ["age", "chol", "prediction"] and len(frame) == 5 for frame in written.values()
+    )
     assert _counts(out, "batch_driver_parquet_outputs") == (3, 3, 0)
 
 

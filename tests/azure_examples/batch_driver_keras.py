@@ -26,6 +26,10 @@ def run(mini_batch: List[str]) -> pd.DataFrame:
     for image_path in mini_batch:
         prediction = model(np.array(Image.open(image_path)).reshape((1, 64)))
         results.append(
-            {"file": basename(image_path), "class": int(prediction.argmax()), "probability": float(prediction.max())}
+            {
+                "file": basename(image_path),
+                "class": int(prediction.argmax()),
+                "probability": float(prediction.max()),
+            }
         )
     return pd.DataFrame(results)

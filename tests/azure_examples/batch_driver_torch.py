@@ -28,6 +28,10 @@ def run(mini_batch: List[str]) -> pd.DataFrame:
     for image_path in mini_batch:
         probabilities = model(np.array(Image.open(image_path), dtype=float).reshape((1, 64)))[0]
         results.append(
-            {"file": basename(image_path), "class": int(probabilities.argmax()), "probability": probabilities.max()}
+            {
+                "file": basename(image_path),
+                "class": int(probabilities.argmax()),
+                "probability": probabilities.max(),
+            }
         )
     return pd.DataFrame(results)

@@ -66,7 +66,12 @@ def sales(folder: Path) -> pd.DataFrame:
     """Write weekly sales of 2 stores x 2 brands (the orange-juice sample's shape), 40 weeks each."""
     rng = np.random.default_rng(7)
     rows = [
-        {"WeekStarting": str(week.date()), "Store": store, "Brand": brand, "Quantity": 100 + rng.integers(0, 50)}
+        {
+            "WeekStarting": str(week.date()),
+            "Store": store,
+            "Brand": brand,
+            "Quantity": 100 + rng.integers(0, 50),
+        }
         for store in (1, 2)
         for brand in ("dominicks", "tropicana")
         for week in pd.date_range("2024-01-01", periods=40, freq="W-MON")

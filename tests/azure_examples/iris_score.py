@@ -9,6 +9,7 @@ import argparse
 import pickle
 
 from azureml.core.model import Model
+
 from azureml_user.parallel_run import EntryScript
 
 

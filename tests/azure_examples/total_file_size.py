@@ -18,6 +18,8 @@ def run(mini_batch, mini_batch_context):
     sizes = [os.path.getsize(path) for path in mini_batch]
     total = sum(sizes)
     return [
-        ",".join(str(x) for x in (os.path.basename(path), size, size / total, keys["user"], keys["genres"], total))
-        for path, size in zip(mini_batch, sizes)
+        ",".join(
+            str(x) for x in (os.path.basename(path), size, size / total, keys["user"], keys["genres"], total)
+        )
+        for path, size in zip(mini_batch, sizes, strict=True)
     ]
