@@ -1,14 +1,13 @@
 """The real ``azureml.core.Model.get_model_path`` finds the run's models, in an environment of its own.
 
 azureml-core (from the package index) is installed into a test environment
-(``tests/venvs.py``), never into the project's: an Azure-shaped entry script runs in a worker
-of that interpreter and asks for its models by name, by name and version, and through
-``AZUREML_MODEL_DIR``, exactly as on Azure.
+(``tests/python_envs.py``), never into the project's: the run's workers run in that interpreter
+through ``ParallelRunConfig(python=...)``, warm, and an Azure-shaped entry script asks for its
+models by name, by name and version, and through ``AZUREML_MODEL_DIR``, exactly as on Azure.
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,12 @@ from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.inputs.datasets import FileDataset
 from airflow_parallelrun.core.models.staging import MODEL_CACHE_ENV
 from airflow_parallelrun.core.spec import RunSpec
-from tests.venvs import cached_venv
+from tests.python_envs import AZUREML_ENV, python_with
+from tests.unit.test_pool import pool_dir  # noqa: F401 (fixture: the warm pool dies with the test)
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-AZUREML_CORE = "azureml-core==1.61.0.post4"
+AZUREML_CORE = AZUREML_ENV[0]
 
 SCRIPT = """
 import os
@@ -56,11 +55,14 @@ def run(mini_batch):
 
 @pytest.fixture(scope="module")
 def azureml_python() -> Path:
-    return cached_venv("azureml-core", [AZUREML_CORE])
+    return Path(python_with(AZUREML_ENV))
 
 
 def test_model_get_model_path_of_the_real_azureml_core_finds_the_staged_models(
-    tmp_path: Path, azureml_python: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path,
+    azureml_python: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    pool_dir: Path,  # noqa: F811 (the fixture imported above)
 ) -> None:
     monkeypatch.setenv(MODEL_CACHE_ENV, str(tmp_path / "cache"))
     mnist = tmp_path / "registered" / "models"
@@ -77,7 +79,7 @@ def test_model_get_model_path_of_the_real_azureml_core_finds_the_staged_models(
         output_path=str(tmp_path / "out"),
         config=ParallelRunConfig(
             entry_script="x.py",
-            warm_workers=False,
+            python=str(azureml_python),
             models={
                 "mnist-prs": str(mnist),
                 "scaler:1": str(tmp_path / "registered" / "scaler-v1.pkl"),
@@ -87,10 +89,6 @@ def test_model_get_model_path_of_the_real_azureml_core_finds_the_staged_models(
         entry_script=str(script),
     )
     steps.partition(FileDataset(path=str(tmp_path / "in")), spec)
-    # Until ParallelRunConfig(python=...) exists, the worker is started with that interpreter
-    # this way; the engine's worker side and azureml_user come from the repository.
-    monkeypatch.setattr(sys, "executable", str(azureml_python))
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
     status = steps.run_mini_batch(0, spec)
     assert status.succeeded, (status.error_message, status.error_traceback)
     (part,) = (tmp_path / "out" / "_parallelrun" / "parts").glob("mb-000000.*")
