@@ -3,12 +3,15 @@
 For each mini-batch: stage its inputs locally, try it up to ``run_max_try`` times (a killed or
 dead worker is replaced by a fresh one), then publish its part, its dead letter (when items
 failed) and last its status, each in one atomic write. A status that says succeeded therefore
-always has its part, and a retried mini-batch replaces its part instead of adding a copy.
+always has its part, and a retried mini-batch replaces its part instead of adding a copy. The
+publishing runs in a thread of the task while the worker runs the next mini-batch (see
+``publishing``); the task waits for it before it reports.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import os
 import shutil
@@ -22,12 +25,12 @@ from airflow_parallelrun.core.errors import EntryScriptLoadError, RunOutputError
 from airflow_parallelrun.core.execution.gpus import with_own_gpu
 from airflow_parallelrun.core.execution.pool import PoolSpec, PoolUnavailable, lease_worker, warm_pool
 from airflow_parallelrun.core.execution.pool.protocol import pool_dir_path
+from airflow_parallelrun.core.execution.publishing import Finished, Publisher, publish
 from airflow_parallelrun.core.execution.runner import TryResult, WorkerProcess, WorkerSettings
-from airflow_parallelrun.core.execution.script_outputs import clear_outputs, upload_tree
+from airflow_parallelrun.core.execution.script_outputs import clear_outputs, move_outputs
 from airflow_parallelrun.core.execution.task_resources import TaskResources
 from airflow_parallelrun.core.execution.try_status import status_of_tries
 from airflow_parallelrun.core.execution.venvs import worker_python
-from airflow_parallelrun.core.failpoints import failpoint
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.prefetch import Prefetch
 from airflow_parallelrun.core.models.refs import ModelError
@@ -150,6 +153,7 @@ class BatchRunner:
         self.pool_spec = pool_spec_of(spec)
         self.worker: WorkerProcess | None = None
         self.prefetch = Prefetch(lambda mb: self._folder("input", mb.id), spec.config.prefetch_mini_batches)
+        self.publisher = Publisher()
         self.resources = TaskResources(spec, self, scratch, task_try)
         # Set by the run step's ProgressMonitor (progress_update_timeout): why the task is stuck, and
         # the wait for a warm worker, which its clock does not count.
@@ -166,6 +170,7 @@ class BatchRunner:
 
     def __exit__(self, *exc: object) -> None:
         self.prefetch.close()
+        self.publisher.close()
         self.resources.close()
         if self.worker is not None:
             result = self.worker.shutdown()
@@ -174,12 +179,15 @@ class BatchRunner:
             self.worker = None
 
     def run(self, mb: MiniBatch, run_id: str | None, upcoming: Sequence[MiniBatch] = ()) -> BatchStatus:
-        """Stage, try, and publish one mini-batch; return its status.
+        """Stage and try one mini-batch, then hand it over to publishing; return its status.
 
         ``upcoming`` are the mini-batches this task runs next: their inputs are fetched while
-        this one runs (see ``Prefetch``).
+        this one runs (see ``Prefetch``). The status is published, and its ``part`` and
+        ``seconds_total`` set, in the background (see ``publishing``): :meth:`wait` before
+        counting on it. Raises what an earlier mini-batch's publish raised.
         """
-        config, out = self.spec.config, self.layout.output
+        self.publisher.check()
+        config = self.spec.config
         started, began = time.perf_counter(), time.time()
         # A SQL sink stages its rows from the part: it needs one, in parquet, whatever the output action.
         fmt = "rows" if self.spec.sink is not None else config.append_row_format
@@ -189,28 +197,40 @@ class BatchRunner:
         result, tries = self._stage_and_try(mb, part_local, fmt, upcoming)
         status = status_of_tries(mb, result, tries, run_id)
         status.run_key, status.task_try = self.run_key, self.task_try
-        if self.run_key is not None:
-            try:
-                check_run_key(self.layout, self.run_key)
-            except Exception:
-                if self.upload_dir is not None:
-                    clear_outputs(self.upload_dir, keep_logs=False)
-                raise
         if status.succeeded and part_local is not None and self.spec.sink is not None:
+            # Rows go to the sink's staging table only while the run is still ours.
+            self._check_run_key()
             part_local = self._stage_rows(mb, status, part_local)
-        try:
-            self._publish(mb, status, part_local, ext)
-            status.seconds_total = round(time.perf_counter() - started, 6)
-            self.resources.stamp(status, began)
-            out.write_json(self.layout.status(mb.id), status.to_dict())
-        except Exception as exc:
-            raise StorageError(
-                f"{mb.id} was run ({status.status}), but publishing its results to "
-                f"{out.url_of(self.layout.state())} failed: {type(exc).__name__}: {exc}. This is an error of "
-                "the run's storage or of this framework, not of the entry script; check the storage, then "
-                "clear the task (the mini-batch runs again)"
-            ) from exc
+        self.resources.stamp(status, began)
+        done = Finished(mb, status, part_local, ext, self._set_aside_outputs(mb, status), started)
+        self.publisher.submit(mb.id, functools.partial(publish, self.layout, self.run_key, done))
         return status
+
+    def wait(self) -> None:
+        """Wait until every mini-batch run so far is published; raise the first publish that failed."""
+        self.publisher.wait()
+
+    def _check_run_key(self) -> None:
+        if self.run_key is None:
+            return
+        try:
+            check_run_key(self.layout, self.run_key)
+        except Exception:
+            if self.upload_dir is not None:
+                clear_outputs(self.upload_dir, keep_logs=False)
+            raise
+
+    def _set_aside_outputs(self, mb: MiniBatch, status: BatchStatus) -> str | None:
+        """Move what the worker wrote for ``summary_only`` to a folder of this mini-batch's own.
+
+        Its publish uploads from there, so the next try, which clears the worker's output
+        folder first, cannot remove them. A failed mini-batch keeps only the user's logs.
+        """
+        if self.upload_dir is None:
+            return None
+        if not status.succeeded:
+            clear_outputs(self.upload_dir, keep_logs=True)
+        return move_outputs(self.upload_dir, self._folder("publish", mb.id))
 
     def _stage_rows(self, mb: MiniBatch, status: BatchStatus, part_local: str) -> str | None:
         """Commit the part's rows to the SQL sink's staging table; return the part, if still wanted.
@@ -273,24 +293,6 @@ class BatchRunner:
             return self._tries(local_mb, part_local, fmt)
         finally:
             shutil.rmtree(staged, ignore_errors=True)
-
-    def _publish(self, mb: MiniBatch, status: BatchStatus, part_local: str | None, ext: str) -> None:
-        """Publish a mini-batch's part, its ``summary_only`` files and its dead letter (not its status)."""
-        out = self.layout.output
-        if status.succeeded and part_local is not None:
-            status.part = self.layout.part(mb.id, ext, self.run_key)
-            out.put_file(part_local, status.part)
-            os.unlink(part_local)
-            failpoint(f"part_published:{mb.id}")
-        if self.upload_dir is not None:
-            if not status.succeeded:
-                # Publish only a succeeded try's outputs; the user's logs of every try are kept.
-                clear_outputs(self.upload_dir, keep_logs=True)
-            upload_tree(self.upload_dir, out)
-        if status.items_failed or not status.succeeded:
-            out.write_json(self.layout.error(mb.id), status.dead_letter())
-        else:
-            out.remove(self.layout.error(mb.id))
 
     def _start_worker(self, mb: MiniBatch, fmt: str) -> WorkerProcess:
         """Borrow a warm worker from this node's pool, or start one of this task's own."""

@@ -4,6 +4,8 @@ For each mini-batch: stage its inputs locally, try it up to ``run_max_try`` time
 dead worker is replaced by a fresh one), then publish its part, its dead letter (when items
 failed) and last its status, each in one atomic write. A status that says succeeded therefore
 always has its part, and a retried mini-batch replaces its part instead of adding a copy.
+A mini-batch is published in a thread of the task while the next one runs; the task waits for
+every publish before it returns, and before it counts dead letters to decide on an abort.
 
 A failure that makes the run hopeless (the entry script cannot load, or a threshold is already
 exceeded) writes an abort marker; mini-batches not yet started then end as skipped.
@@ -32,6 +34,7 @@ from airflow_parallelrun.core.execution.progress_monitor import watch_task
 from airflow_parallelrun.core.outputs.counting import count_dead_letters
 from airflow_parallelrun.core.outputs.status import SKIPPED, BatchStatus
 from airflow_parallelrun.core.outputs.thresholds import any_bound, exceeded, thresholds_of
+from airflow_parallelrun.core.storage.concurrent import READS_IN_FLIGHT, map_ahead
 from airflow_parallelrun.core.storage.manifest import (
     RunLayout,
     accepted_keys,
@@ -67,9 +70,9 @@ def _scratch() -> Iterator[str]:
 
 def abort_reason(layout: RunLayout, accepted: Collection[str | None] | None = None) -> str | None:
     """Return why the run was aborted, or None if it was not (or another run wrote the marker)."""
-    if not layout.output.exists(layout.abort):
+    record = layout.output.read_json_if_exists(layout.abort)  # asked before each mini-batch: one read
+    if record is None:
         return None
-    record = layout.output.read_json(layout.abort)
     if accepted is not None and record.get("run_key") not in accepted:
         return None
     return str(record.get("reason", "aborted"))
@@ -106,25 +109,39 @@ def run_mini_batches(
         watch_task(layout, spec.config, key, len(indexes), run_key, runner) as monitor,
     ):
         queue = _Upcoming(layout, read_mini_batches(layout, indexes, header), accepted)
-        for mb, previous in queue:
-            if _reusable(previous, accepted):
-                assert previous is not None
-                log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
-                statuses.append(monitor.finished(previous))
-                continue
-            reason = abort_reason(layout, accepted) if honour_abort else None
-            if reason is not None:
-                log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
-                runner.drop(mb)
-                statuses.append(monitor.finished(_skipped(mb, reason)))
-                continue
-            monitor.started(mb.id)
-            status = runner.run(mb, run_id, queue.next_to_run(spec.config.prefetch_mini_batches))
-            statuses.append(monitor.finished(status))
-            monitor.raise_if_stuck()
-            if status.items_failed or not status.succeeded:
-                _abort_if_hopeless(layout, spec, status, accepted, int(header["total_mini_batches"]))
+        with contextlib.closing(queue):
+            for mb, previous in queue:
+                status = _reused_or_skipped(mb, previous, runner, queue, honour_abort)
+                if status is not None:
+                    statuses.append(monitor.finished(status))
+                    continue
+                monitor.started(mb.id)
+                status = runner.run(mb, run_id, queue.next_to_run(spec.config.prefetch_mini_batches))
+                statuses.append(monitor.finished(status))
+                monitor.raise_if_stuck()
+                if status.items_failed or not status.succeeded:
+                    # Its dead letter must be published before the abort decision counts it.
+                    runner.wait()
+                    _abort_if_hopeless(layout, spec, status, accepted, int(header["total_mini_batches"]))
+        # Every mini-batch published (and any publish that failed raised) before the task reports.
+        runner.wait()
     return statuses
+
+
+def _reused_or_skipped(
+    mb: MiniBatch, previous: BatchStatus | None, runner: BatchRunner, queue: _Upcoming, honour_abort: bool
+) -> BatchStatus | None:
+    """Return the status of a mini-batch that is not to run (done already, or the run aborted), or None."""
+    if _reusable(previous, queue.accepted):
+        assert previous is not None
+        log.info("%s already succeeded (run %s); reusing its output", mb.id, previous.run_id)
+        return previous
+    reason = abort_reason(queue.layout, queue.accepted) if honour_abort else None
+    if reason is not None:
+        log.warning("%s skipped: the run was aborted: %s", mb.id, reason)
+        runner.drop(mb)
+        return _skipped(mb, reason)
+    return None
 
 
 def run_mini_batch(index: int, spec: RunSpec, **kwargs: Any) -> BatchStatus:
@@ -150,24 +167,32 @@ def _reusable(previous: BatchStatus | None, accepted: Collection[str | None]) ->
 
 
 class _Upcoming:
-    """A task's mini-batches in order, each with its earlier status, read a few ahead when asked.
+    """A task's mini-batches in order, each with its earlier status, read ahead when asked.
 
-    The earlier status of a mini-batch is read once, when it is first looked at: at its turn,
-    or earlier when the mini-batches to fetch ahead are chosen (only those that will run).
+    On a remote store the earlier statuses are read several at once (``map_ahead``), from the
+    task's start: one round trip for up to ``READS_IN_FLIGHT`` mini-batches, not one each
+    between two ``run()`` calls. Only the statuses of this task's own mini-batches are read,
+    and only this task (or an earlier try of it) writes them. On local disk each is read when
+    first looked at: at its turn, or when the mini-batches to fetch ahead are chosen.
     """
 
     def __init__(
         self, layout: RunLayout, mini_batches: Iterable[MiniBatch], accepted: Collection[str | None]
     ) -> None:
         self.layout, self.accepted = layout, accepted
-        self._source = iter(mini_batches)
+        ahead = 0 if layout.output.is_local else READS_IN_FLIGHT
+        self._source = map_ahead(self._with_previous, mini_batches, ahead)
         self._read: collections.deque[tuple[MiniBatch, BatchStatus | None]] = collections.deque()
 
+    def _with_previous(self, mb: MiniBatch) -> tuple[MiniBatch, BatchStatus | None]:
+        record = self.layout.output.read_json_if_exists(self.layout.status(mb.id))
+        return mb, None if record is None else BatchStatus.from_dict(record)
+
     def _read_one(self) -> bool:
-        mb = next(self._source, None)
-        if mb is None:
+        found = next(self._source, None)
+        if found is None:
             return False
-        self._read.append((mb, _previous_status(self.layout, mb.id)))
+        self._read.append(found)
         return True
 
     def __iter__(self) -> Iterator[tuple[MiniBatch, BatchStatus | None]]:
@@ -183,12 +208,9 @@ class _Upcoming:
                 found.append(mb)
         return found[:count]
 
-
-def _previous_status(layout: RunLayout, mb_id: str) -> BatchStatus | None:
-    path = layout.status(mb_id)
-    if not layout.output.exists(path):
-        return None
-    return BatchStatus.from_dict(layout.output.read_json(path))
+    def close(self) -> None:
+        """Stop the reads ahead (the task is done, or failing)."""
+        self._source.close()
 
 
 def _abort_if_hopeless(

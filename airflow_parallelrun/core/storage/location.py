@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -91,6 +92,15 @@ def open_url(url: str, mode: str = "rb") -> Any:
     return fs.open(path, mode)
 
 
+def _one_request_reads(fs: Any) -> dict[str, Any]:
+    """Return the ``cat_file`` options that read an object with one request (s3fs: no split)."""
+    try:
+        parameters = inspect.signature(fs.cat_file).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"max_concurrency": 1} if "max_concurrency" in parameters else {}
+
+
 class Location:
     """A folder (or file) on one fsspec filesystem, addressed by its URL."""
 
@@ -98,6 +108,7 @@ class Location:
         self.url = str(url)
         self.fs, self.path = filesystem_of(self.url, storage_options)
         self.path = self.path.rstrip("/") or "/"
+        self._small_read = _one_request_reads(self.fs)
 
     @property
     def is_local(self) -> bool:
@@ -127,8 +138,29 @@ class Location:
     def read_bytes(self, path: str) -> bytes:
         return bytes(self.fs.cat_file(path))
 
+    @retrying
+    def _read_small(self, path: str) -> bytes:
+        """Read a small object (a record) in one request.
+
+        s3fs asks for an object's size before reading it whole, to split a big read into
+        ranges: a HEAD first, and for a missing object a LIST too (to tell a folder). A record
+        is small: it reads in one GET, or one answer that it is missing.
+        """
+        return bytes(self.fs.cat_file(path, **self._small_read))
+
     def read_json(self, path: str) -> Any:
-        return json.loads(self.read_bytes(path))
+        return json.loads(self._read_small(path))
+
+    def read_json_if_exists(self, path: str) -> Any:
+        """Return the JSON at ``path``, or None if there is none: one read, no lookup first.
+
+        On an object store ``exists()`` of a missing key costs two requests (s3fs asks for the
+        object, then lists its name as a folder); a read that finds nothing costs one.
+        """
+        try:
+            return self.read_json(path)
+        except FileNotFoundError:
+            return None
 
     @retrying
     def write_bytes(self, path: str, data: bytes) -> None:
@@ -151,6 +183,12 @@ class Location:
     def remove(self, path: str) -> None:
         if self._exists(path):
             self.fs.rm(path, recursive=True)
+
+    @retrying
+    def discard(self, path: str) -> None:
+        """Remove the file at ``path`` if there is one: one delete, no lookup first."""
+        with suppress(FileNotFoundError):
+            self.fs.rm_file(path)
 
     @retrying
     def listdir(self, path: str) -> list[str]:
