@@ -44,7 +44,7 @@ TABULAR_MINI_BATCH_SIZE = "64MB"
 class Job:
     """One workload on one input: what every contender is asked to do."""
 
-    workload: str  # "a", "b", "c" or "d"
+    workload: str  # "a", "b", "c", "d" or "f" (one tiny file of (a), (a)'s DAG)
     label: str  # "a", "b", "c", "d", or "a@4" for the scaling run on 4 files
     input: Path
     model: Path
@@ -59,7 +59,8 @@ class Job:
 
     @property
     def dag(self) -> str:
-        return dag_id(f"{self.workload}_s3" if self.remote is not None else self.workload)
+        workload = "a" if self.workload == "f" else self.workload
+        return dag_id(f"{workload}_s3" if self.remote is not None else workload)
 
     def output_url(self, output: Path) -> str:
         """Return where a contender writes this job's output on the store (rep/contender/job)."""
@@ -68,7 +69,7 @@ class Job:
 
     @property
     def tabular(self) -> bool:
-        return self.workload == "a"
+        return self.workload in ("a", "f")
 
     @property
     def slow_init(self) -> bool:
@@ -354,7 +355,7 @@ class ProcessPool(Contender):
     """The baseline: ``baseline_process_pool.py`` as a subprocess, timed from start to exit."""
 
     name = "process-pool"
-    workloads = ("a", "b", "c", "d")
+    workloads = ("a", "b", "c", "d", "f")
 
     def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
         script = str(HERE / "baseline_process_pool.py")
@@ -469,7 +470,7 @@ class OursDagsTest(Contender):
     """The operator under ``airflow dags test`` (one process runs the whole DAG) on a temporary home."""
 
     name = "ours-dags-test"
-    workloads = ("a", "b", "c", "d")
+    workloads = ("a", "b", "c", "d", "f")
 
     def __init__(self, work: Path, **kwargs: Any) -> None:
         super().__init__(work, **kwargs)
@@ -527,7 +528,7 @@ class OursScheduler(Contender):
     """The operator under a real scheduler (LocalExecutor, parallelism 32, SQLite), triggered by REST."""
 
     name = "ours-scheduler"
-    workloads = ("a", "b", "c", "d")
+    workloads = ("a", "b", "c", "d", "f")
 
     def __init__(self, work: Path, **kwargs: Any) -> None:
         super().__init__(work, **kwargs)
@@ -595,6 +596,9 @@ class OursScheduler(Contender):
         runs = [t for t in tis if t["task_id"].endswith(".run")]
         by_id = {t["task_id"].rsplit(".", 1)[-1]: t for t in tis if t["map_index"] == -1}
         durations = [float(t["duration"] or 0.0) for t in runs]
+        # Read before ours_figures: its merge probe re-runs the aggregate, which rewrites the summary.
+        summary_path = output / "_parallelrun" / "summary.json"
+        summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
         figures = ours_figures(job, output, self.name)
         report = figures.get("report") or {}
         ti_overhead = None
@@ -627,7 +631,44 @@ class OursScheduler(Contender):
             "run_id": run_id,
             "error": None if run["state"] == "success" else f"run {run['state']}; logs in {airflow.logs}",
             **figures,
+            **(
+                _fixed_cost_parts((started_wall, ended), tis, output, summary, report)
+                if job.workload == "f"
+                else {}
+            ),
         }
+
+
+def _fixed_cost_parts(
+    wall: tuple[float, float | None],
+    tis: list[dict[str, Any]],
+    output: Path,
+    summary: dict[str, Any],
+    report: dict[str, Any],
+) -> dict[str, Any]:
+    """Return where (f)'s wall time went, and the parts of its aggregate re-run in a fresh process."""
+    from benchmarks.fixed_cost import breakdown
+
+    config = {
+        "append_row_format": "parquet",
+        "error_threshold": 0,
+        "mini_batch_size": TABULAR_MINI_BATCH_SIZE,
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.fixed_cost", str(output), json.dumps(config)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    lines = done.stdout.strip().splitlines()
+    return {
+        "fixed_cost_parts": breakdown(*wall, tis, summary, report.get("seconds_run_sum", 0.0)),
+        "aggregate_parts": json.loads(lines[-1])
+        if done.returncode == 0 and lines
+        else {"error": done.stderr[-1500:]},
+    }
 
 
 CONTENDERS: dict[str, type[Contender]] = {

@@ -5,7 +5,15 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-WORKLOAD_TITLES = {"a": "(a) tabular", "b": "(b) files", "c": "(c) slow init()", "d": "(d) SQL"}
+from benchmarks import fixed_cost
+
+WORKLOAD_TITLES = {
+    "a": "(a) tabular",
+    "b": "(b) files",
+    "c": "(c) slow init()",
+    "d": "(d) SQL",
+    "f": "(f) fixed cost",
+}
 BASELINE = "process-pool"
 
 
@@ -144,6 +152,7 @@ def summarize(record: dict[str, Any]) -> dict[str, Any]:
         "growth": growth,
         "partition_probes": list(probes.values()),
         "remote": _remote(main),
+        "fixed_cost": fixed_cost.summarize(record["results"]),
     }
 
 
@@ -240,6 +249,8 @@ def _workload_title(figures: dict[str, Any], size: dict[str, Any]) -> str:
         return f"(b) {figures['items']:,} PNG files, 10 per mini-batch"
     if w == "d":
         return f"(d) {figures['items']:,} rows, PostgreSQL to PostgreSQL"
+    if w == "f":
+        return f"(f) fixed cost: 1 parquet file x {figures['items']} rows"
     return f"(c) init() 1 s, {figures['mini_batches']} mini-batches"
 
 
@@ -309,6 +320,7 @@ def render_markdown(record: dict[str, Any]) -> str:
 
     lines += _sql_lines([f for f in main if f["workload"] == "d"])
     lines += _remote_lines(record)
+    lines += fixed_cost.markdown_lines(summary.get("fixed_cost", []))
     ours = [f for f in main if f["contender"].startswith("ours")]
     if ours:
         lines += [

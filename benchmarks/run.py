@@ -20,6 +20,8 @@ if __package__ in (None, ""):  # python benchmarks/run.py
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.contenders import CONTENDERS, TABULAR_MINI_BATCH_SIZE, Contender, Job
+from benchmarks.fixed_cost import ROWS as FIXED_ROWS
+from benchmarks.fixed_cost import fixed_cost
 from benchmarks.measure import machine, run_probe
 from benchmarks.remote import RemoteStore
 from benchmarks.report import render_markdown, summarize
@@ -57,6 +59,8 @@ def jobs_for(size: Size, paths: Paths, workloads: list[str], tables: SqlTables |
                 size.slow_init_images,
             )
         )
+    if "f" in workloads:
+        jobs.append(Job("f", "f", paths.fixed_input, paths.tabular_model, 1, FIXED_ROWS))
     if "d" in workloads and tables is not None:
         mini_batches = -(-size.sql_rows // size.sql_mini_batch_rows)
         jobs.append(
@@ -102,6 +106,10 @@ def measure_one(contender: Contender, job: Job, rep: int, runs: Path, keep: bool
         result = {"ok": False, "wall_s": None, "error": f"{type(exc).__name__}: {exc}"}
     if result.get("wall_s") is not None:
         result["wall_s"] = round(result["wall_s"], 3)
+    if job.workload == "f":  # the pool reports no run() time: 100 rows take milliseconds
+        result["fixed_cost_s"] = fixed_cost(
+            result.get("wall_s"), (result.get("report") or {}).get("seconds_run_sum")
+        )
     _log(
         f"  -> {'ok' if result.get('ok') else 'FAILED'} in {result.get('wall_s')} s"
         + (f": {result['error']}" if result.get("error") else "")
@@ -141,8 +149,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--size", choices=sorted(SIZES), default="small")
     parser.add_argument(
         "--workloads",
-        default="a,b,c",
-        help="comma-separated: a (tabular), b (files), c (slow init), d (SQL: PostgreSQL table to table)",
+        default="a,b,c,f",
+        help="comma-separated: a (tabular), b (files), c (slow init), d (SQL: PostgreSQL table to table), "
+        "f (fixed cost: one tiny file)",
     )
     parser.add_argument("--postgres-url", default=POSTGRES_URL, help="(d)'s database, a SQLAlchemy URL")
     parser.add_argument("--sql-prefix", default="parallelrun_bench", help="(d)'s table names start with it")
@@ -174,8 +183,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     for w in args.workloads:
-        if w not in ("a", "b", "c", "d"):
-            parser.error(f"unknown workload {w!r}; use a, b, c, d")
+        if w not in ("a", "b", "c", "d", "f"):
+            parser.error(f"unknown workload {w!r}; use a, b, c, d, f")
     for c in args.contenders:
         if c not in CONTENDERS:
             parser.error(f"unknown contender {c!r}; use {', '.join(CONTENDERS)}")

@@ -85,6 +85,11 @@ class Paths:
         return self.root / "a" / f"scale-{files}"
 
     @property
+    def fixed_input(self) -> Path:
+        """(f)'s one tiny file (``benchmarks/fixed_cost.py``)."""
+        return self.root / "f" / "input"
+
+    @property
     def images(self) -> Path:
         return self.root / "b" / "images"
 
@@ -218,9 +223,10 @@ def prepare(size: Size, data_dir: Path, workloads: set[str], sql: SqlTables | No
         )
     )
     made = False
-    if "a" in workloads and ready.get("tabular") != wanted["tabular"]:
+    if workloads & {"a", "f"} and ready.get("tabular") != wanted["tabular"]:
         print(f"making workload a at size {size.name} under {paths.root} ...", file=sys.stderr, flush=True)
         shutil.rmtree(paths.root / "a", ignore_errors=True)
+        shutil.rmtree(paths.root / "f", ignore_errors=True)
         make_tabular(size, paths)
         ready["tabular"] = wanted["tabular"]
         made = True
@@ -236,6 +242,10 @@ def prepare(size: Size, data_dir: Path, workloads: set[str], sql: SqlTables | No
     if made:
         paths.root.mkdir(parents=True, exist_ok=True)
         marker.write_text(json.dumps(ready, indent=1))
+    if "f" in workloads:
+        from benchmarks.fixed_cost import make_input
+
+        make_input(paths.tabular_input, paths.fixed_input)
     if "d" in workloads:
         if sql is None:
             raise ValueError("workload d needs the database's tables (SqlTables)")

@@ -137,7 +137,7 @@ def test_tiny_run_with_dags_test_process_pool_and_ray(tmp_path: Path) -> None:
 
 def test_tiny_run_under_a_real_scheduler(tmp_path: Path) -> None:
     record = run_harness(
-        tmp_path, "--contenders", "ours-scheduler,process-pool", "--workloads", "a,c", "--scaling", "off"
+        tmp_path, "--contenders", "ours-scheduler,process-pool", "--workloads", "a,c,f", "--scaling", "off"
     )
     for job in ("a", "c"):
         f = figures(record, job, "ours-scheduler")
@@ -149,6 +149,30 @@ def test_tiny_run_under_a_real_scheduler(tmp_path: Path) -> None:
         for key in (*MAIN_FIGURES, *OURS_FIGURES):
             assert f[key] is not None, key
     assert record["airflow_startup_s"]["ours-scheduler"]
+    assert_fixed_cost(record, tmp_path)
+
+
+def assert_fixed_cost(record: dict, tmp_path: Path) -> None:
+    """(f): one file of 100 rows, its fixed cost a figure of its own, ours' broken down step by step."""
+    f = figures(record, "f", "ours-scheduler")
+    assert f["ok"] and f["same_output_as_baseline"] is True, f["errors"]
+    assert f["mini_batches"] == 1 and f["rows"] == f["items"] == 100
+    fixed = {c["contender"]: c for c in record["summary"]["fixed_cost"]}
+    assert set(fixed) == {"ours-scheduler", "process-pool"}
+    ours = fixed["ours-scheduler"]
+    # Wall time minus run() time over the 2 processes: below the wall, and the run took some.
+    assert 0 < ours["fixed_cost_s"] < f["wall_median_s"]
+    parts, aggregate = ours["parts"], ours["aggregate_parts"]
+    assert all(v is not None for v in parts.values()), parts
+    assert all(v is not None and v >= 0 for v in aggregate.values()), aggregate
+    # The steps and the hops between them cover the run: their sum is its wall time, to the ms.
+    spans = ("partition_task_s", "run_tasks_s", "aggregate_task_s")
+    hops = ("hop_before_partition_s", "hop_before_run_s", "hop_before_aggregate_s", "hop_after_aggregate_s")
+    assert abs(sum(parts[k] for k in (*spans, *hops)) - f["wall_median_s"]) < 0.05, parts
+    assert parts["partition_step_s"] <= parts["partition_task_s"]
+    assert parts["aggregate_step_s"] <= parts["aggregate_task_s"]
+    latest = (tmp_path / "results" / "latest.md").read_text()
+    assert "(f) fixed cost per run" in latest and "Where ours-scheduler's went" in latest
 
 
 def test_tiny_sql_run_under_a_real_scheduler_against_the_read_sql_loop(tmp_path: Path) -> None:
