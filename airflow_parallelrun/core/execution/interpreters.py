@@ -21,6 +21,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from airflow_parallelrun.core.errors import WorkerEnvironmentError
+from airflow_parallelrun.core.storage.atomic import link_in_place
 
 #: The oldest Python the worker side runs on (the package's ``requires-python``).
 MIN_PYTHON = (3, 11)
@@ -109,10 +110,7 @@ def shared_packages_folder() -> str:
         link = os.path.join(folder, name)
         if not os.path.isdir(target) or (os.path.islink(link) and os.readlink(link) == target):
             continue
-        # Two tasks may link at once: each makes its own link and renames it into place.
-        temporary = f"{link}.{os.getpid()}.tmp"
-        os.symlink(target, temporary)
-        os.replace(temporary, link)
+        link_in_place(target, link)  # two tasks may link at once
     return folder
 
 

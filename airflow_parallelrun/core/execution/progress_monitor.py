@@ -20,7 +20,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -33,6 +32,7 @@ from airflow_parallelrun.core.outputs.progress import (
     read_progress,
     run_progress_line,
 )
+from airflow_parallelrun.core.storage.atomic import write_local_file
 
 if TYPE_CHECKING:
     from airflow_parallelrun.core.config import ParallelRunConfig
@@ -201,11 +201,7 @@ def write_record(out: Location, path: str, record: dict[str, Any]) -> None:
     if not out.is_local:
         out.write_bytes(path, data)
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    temporary = f"{path}.{os.getpid()}.{threading.get_ident()}.tmp"
-    with open(temporary, "wb") as f:
-        f.write(data)
-    os.replace(temporary, path)
+    write_local_file(path, data, durable=False)
 
 
 def watch_task(

@@ -48,6 +48,7 @@ from airflow_parallelrun.core.execution.interpreters import (
     worker_needs,
 )
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
+from airflow_parallelrun.core.storage.atomic import write_local_file
 
 if TYPE_CHECKING:
     from airflow_parallelrun.core.config import ParallelRunConfig
@@ -177,10 +178,7 @@ def _build(
                 _fail(folder, requirements, run_key, what, code, output)
     check_interpreter(python, WORKER_LIBRARIES)
     record = {"requirements": list(requirements), "base": base.path, "seconds": time.monotonic() - started}
-    temporary = os.path.join(folder, READY + ".tmp")
-    with open(temporary, "w") as f:
-        json.dump({**record, "built": _now()}, f)
-    os.replace(temporary, os.path.join(folder, READY))
+    write_local_file(os.path.join(folder, READY), json.dumps({**record, "built": _now()}).encode())
     with contextlib.suppress(FileNotFoundError):
         os.unlink(folder + ".failed.json")
     log.info("built the workers' environment %s in %.1fs", folder, record["seconds"])
@@ -217,10 +215,7 @@ def _fail(
         f"{folder}.log; remove {folder}.failed.json to try again in this run"
     )
     record = {"run_key": run_key, "at": _now(), "message": message, "output": output[-8000:]}
-    temporary = f"{folder}.failed.json.{os.getpid()}"
-    with open(temporary, "w") as f:
-        json.dump(record, f)
-    os.replace(temporary, folder + ".failed.json")
+    write_local_file(folder + ".failed.json", json.dumps(record).encode())
     raise WorkerEnvironmentError(message, output[-8000:])
 
 

@@ -30,6 +30,7 @@ from typing import Any
 
 from airflow_parallelrun.core.execution.azureml_env import MODEL_DIR_ENV, MODELS_DIR_ENV
 from airflow_parallelrun.core.models.refs import ModelError, ModelRef, model_refs
+from airflow_parallelrun.core.storage.atomic import move_into_place
 from airflow_parallelrun.core.storage.location import filesystem_of
 
 MODEL_CACHE_ENV = "PARALLELRUN_MODEL_CACHE"
@@ -75,7 +76,7 @@ def stage_models(refs: list[ModelRef], cache: str | None = None) -> str:
             os.makedirs(folder)
             os.symlink(target, os.path.join(folder, os.path.basename(target.rstrip("/"))))
         try:
-            os.rename(building, root)
+            move_into_place(building, root)
         except OSError:  # another task made the same root meanwhile: identical, keep theirs
             shutil.rmtree(building, ignore_errors=True)
     return root
@@ -143,7 +144,7 @@ def _download(ref: ModelRef, fs: Any, path: str, files: Mapping[str, Any], entry
             local = base if name == path else os.path.join(base, posixpath.relpath(name, path))
             os.makedirs(os.path.dirname(local), exist_ok=True)
             fs.get_file(name, local)
-        os.rename(building, entry)
+        move_into_place(building, entry)
     except Exception as exc:
         shutil.rmtree(building, ignore_errors=True)
         raise ModelError(

@@ -56,13 +56,15 @@ class LocalWrite:
 
 
 @contextmanager
-def local_writer(path: str, *, exclusive: bool = False) -> Iterator[LocalWrite]:
+def local_writer(path: str, *, exclusive: bool = False, durable: bool = True) -> Iterator[LocalWrite]:
     """Stream into a temporary file next to the local ``path``, then publish it under that name.
 
     The bytes are fsynced before the rename and the folder after it: after a crash or a power
     loss ``path`` holds the old content or the whole new one, never a part. With ``exclusive``
     the name is taken only if it is free (a hard link); ``published`` tells whether it was. If
-    the block raises, nothing is published. The temporary file is always removed.
+    the block raises, nothing is published. The temporary file is always removed. ``durable=False``
+    leaves out the fsyncs, for a record that is rewritten soon anyway (a reader still never sees
+    a part of it; a power loss may lose the last version).
     """
     folder = os.path.dirname(path) or "."
     os.makedirs(folder, exist_ok=True)
@@ -72,7 +74,8 @@ def local_writer(path: str, *, exclusive: bool = False) -> Iterator[LocalWrite]:
             write = LocalWrite(f)
             yield write
             f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                os.fsync(f.fileno())
         failpoint(f"replace:{os.path.basename(path)}")
         if exclusive:
             try:
@@ -81,7 +84,8 @@ def local_writer(path: str, *, exclusive: bool = False) -> Iterator[LocalWrite]:
                 return
         else:
             os.replace(tmp, path)
-        _fsync_folder(folder)
+        if durable:
+            _fsync_folder(folder)
         write.published = True
     finally:
         with suppress(FileNotFoundError):
@@ -89,20 +93,48 @@ def local_writer(path: str, *, exclusive: bool = False) -> Iterator[LocalWrite]:
 
 
 def write_local_file(
-    path: str, data: bytes | None = None, *, source: str | None = None, exclusive: bool = False
+    path: str,
+    data: bytes | None = None,
+    *,
+    source: str | None = None,
+    exclusive: bool = False,
+    durable: bool = True,
 ) -> bool:
     """Write ``data`` (or a copy of the local file ``source``) to the local ``path`` atomically.
 
     See :func:`local_writer`; the return value tells whether this call published the file
     (always, unless ``exclusive`` found the name taken).
     """
-    with local_writer(path, exclusive=exclusive) as write:
+    with local_writer(path, exclusive=exclusive, durable=durable) as write:
         if source is not None:
             with open(source, "rb") as src:
                 shutil.copyfileobj(src, write.file, 1024 * 1024)
         else:
             write.file.write(data or b"")
     return write.published
+
+
+def link_in_place(target: str, link: str) -> None:
+    """Make ``link`` a symbolic link to ``target``, replacing what is there in one rename.
+
+    Two processes may link at once: each makes its own link under a temporary name.
+    """
+    temporary = f"{link}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    os.symlink(target, temporary)
+    try:
+        os.replace(temporary, link)
+    except BaseException:
+        with suppress(FileNotFoundError):
+            os.unlink(temporary)
+        raise
+
+
+def move_into_place(building: str, final: str) -> None:
+    """Publish the local folder ``building`` (made complete beside it) as ``final`` in one rename.
+
+    Raises ``OSError`` when ``final`` exists already (another process published it first).
+    """
+    os.rename(building, final)
 
 
 def write_file(fs: Any, path: str, data: bytes | None = None, *, source: str | None = None) -> None:
