@@ -26,25 +26,25 @@ from benchmarks.measure import machine, run_probe
 from benchmarks.remote import RemoteStore
 from benchmarks.report import render_markdown, summarize
 from benchmarks.sql_tables import POSTGRES_URL, SqlTables, drop_tables, safe_url, unreachable
-from benchmarks.workloads import FILES_PER_MINI_BATCH, REPO, SIZES, Paths, Size, prepare
+from benchmarks.workloads import FILES_PER_MINI_BATCH, REPO, SIZES, Paths, Size, link_tabular_prefix, prepare
 
 DEFAULT_CONTENDERS = ("ours-scheduler", "ours-dags-test", "process-pool", "ray-data", "floor")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def jobs_for(size: Size, paths: Paths, workloads: list[str], tables: SqlTables | None = None) -> list[Job]:
+def jobs_for(
+    size: Size,
+    paths: Paths,
+    workloads: list[str],
+    tables: SqlTables | None = None,
+    tabular_files: int | None = None,
+) -> list[Job]:
     jobs = []
     if "a" in workloads:
-        jobs.append(
-            Job(
-                "a",
-                "a",
-                paths.tabular_input,
-                paths.tabular_model,
-                size.tabular_files,
-                size.tabular_files * size.rows_per_file,
-            )
-        )
+        files = tabular_files or size.tabular_files
+        # A prefix of the size's files (hard links, made once, not timed): (a) at 40 files of full.
+        folder = paths.tabular_input if files == size.tabular_files else link_tabular_prefix(paths, files)
+        jobs.append(Job("a", "a", folder, paths.tabular_model, files, files * size.rows_per_file))
     if "b" in workloads:
         mini_batches = -(-size.images // FILES_PER_MINI_BATCH)
         jobs.append(Job("b", "b", paths.images, paths.digits_model, mini_batches, size.images))
@@ -179,6 +179,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="s3: also run (a) with input and output on moto's S3 server, behind a proxy adding latency",
     )
     parser.add_argument("--latency-ms", type=float, default=20.0, help="--store s3: ms added per request")
+    parser.add_argument(
+        "--tabular-files",
+        type=int,
+        default=None,
+        help="(a) on the first N of the size's files (default: all of them)",
+    )
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
@@ -188,24 +194,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for c in args.contenders:
         if c not in CONTENDERS:
             parser.error(f"unknown contender {c!r}; use {', '.join(CONTENDERS)}")
+    if args.tabular_files is not None and not 0 < args.tabular_files <= SIZES[args.size].tabular_files:
+        parser.error(
+            f"--tabular-files {args.tabular_files}: size {args.size} has "
+            f"{SIZES[args.size].tabular_files} files of (a); give 1 to that many"
+        )
     if args.store == "s3" and "a" not in args.workloads:
         parser.error("--store s3 runs workload a on S3 beside its local run: include a in --workloads")
     return args
 
 
-def remote_job(store: RemoteStore, size: Size, paths: Paths) -> Job:
-    """Return (a) with its input uploaded to the store (straight to the server, not timed)."""
+def remote_job(store: RemoteStore, size: Size, paths: Paths, local: Job) -> Job:
+    """Return (a) on the files of its local job ``local``, uploaded to the store (not timed)."""
     url = store.url("inputs", size.name, "a")
-    _log(f"uploading (a)'s {size.tabular_files} input files to {url} (not timed)")
-    store.upload(paths.tabular_input, url)
-    items = size.tabular_files * size.rows_per_file
+    _log(f"uploading (a)'s {local.mini_batches} input files to {url} (not timed)")
+    store.upload(local.input, url)
     return Job(
         "a",
         "a-s3",
-        paths.tabular_input,
+        local.input,
         paths.tabular_model,
-        size.tabular_files,
-        items,
+        local.mini_batches,
+        local.items,
         remote=store,
         input_url=url,
     )
@@ -266,9 +276,9 @@ def _run(
     for name, reason in unavailable.items():
         _log(f"{name} unavailable: {reason}")
     active = [c for c in contenders if c.name not in unavailable]
-    jobs = jobs_for(size, paths, args.workloads, tables)
+    jobs = jobs_for(size, paths, args.workloads, tables, args.tabular_files)
     if store is not None:
-        jobs.append(remote_job(store, size, paths))
+        jobs.append(remote_job(store, size, paths, next(j for j in jobs if j.label == "a")))
 
     results: list[dict[str, Any]] = []
     # A B A B: every rep runs every contender, so drift on a shared machine hits them alike.

@@ -153,6 +153,12 @@ def make_tabular(size: Size, paths: Paths) -> None:
         _link_prefix(sorted(paths.tabular_input.glob("*.parquet")), count, paths.scaling_input(count))
 
 
+def link_tabular_prefix(paths: Paths, count: int) -> Path:
+    """Return a folder holding (a)'s first ``count`` files, linking them in on first use."""
+    _link_prefix(sorted(paths.tabular_input.glob("*.parquet")), count, paths.scaling_input(count))
+    return paths.scaling_input(count)
+
+
 def _link_prefix(files: list[Path], count: int, folder: Path) -> None:
     """Hard-link the first ``count`` files into ``folder``: the same bytes, no copy, no symlink to refuse."""
     if count > len(files):
