@@ -20,19 +20,26 @@ DAG_ID = "parallelrun_bench_airflow_floor"
 #: config (2 processes, warm workers on: 2 x 2).
 MAX_ACTIVE_RUN_TASKS = 4
 
-DAG_SOURCE = f'''\
-"""Airflow's floor for workload (f), written by benchmarks/ (python -m benchmarks): no-op tasks."""
-
-from airflow.sdk import DAG, Param, TaskGroup, task
-
+#: What every benchmark DAG opens with, ours and the floor's: the same DAG arguments and Params
+#: (the run's paths come in as its conf). A ``str.format`` template of ``dag_id``.
+DAG_OPENING = """\
 with DAG(
-    dag_id="{DAG_ID}",
+    dag_id="{dag_id}",
     schedule=None,
     catchup=False,
     max_active_runs=1,
     params={{name: Param("", type="string") for name in ("input", "output", "model", "counts")}},
 ) as dag:
-    with TaskGroup(group_id="score"):
+"""
+
+DAG_SOURCE = (
+    '''"""Airflow's floor for workload (f), written by benchmarks/ (python -m benchmarks): no-op tasks."""
+
+from airflow.sdk import DAG, Param, TaskGroup, task
+
+'''
+    + DAG_OPENING.format(dag_id=DAG_ID)
+    + f"""    with TaskGroup(group_id="score"):
 
         @task
         def partition() -> list[dict[str, int]]:
@@ -47,4 +54,5 @@ with DAG(
             return None
 
         run.expand(mini_batch=partition()) >> aggregate()
-'''
+"""
+)

@@ -89,14 +89,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_parallelrun import {imports}
 
-with DAG(
-    dag_id="{dag_id}",
-    schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    params={{name: Param("", type="string") for name in ("input", "output", "model", "counts")}},
-) as dag:
-    ParallelRunOperator(
+{opening}    ParallelRunOperator(
         task_id="score",
         inputs={dataset},{sink}
         output_path="{{{{ params.output }}}}",{output_conn}
@@ -160,7 +153,7 @@ def dag_source(workload: str, tables: SqlTables | None = None, contender: str = 
             arguments += ["--init_sleep", str(INIT_SLEEP_SECONDS), "--counts_dir", "{{ params.counts }}"]
     return DAG_TEMPLATE.format(
         workload=workload,
-        dag_id=dag_id(workload),
+        opening=airflow_floor.DAG_OPENING.format(dag_id=dag_id(workload)),
         imports=", ".join(sorted([dataset_class, "ParallelRunConfig", "ParallelRunOperator"])),
         dataset=dataset,
         sink=sink,

@@ -90,3 +90,16 @@ def test_the_floor_has_no_output_to_compare_and_the_table_shows_it_beside_ours()
     assert "| run tasks | 3.00 | 0.50 | 2.50 |" in markdown
     assert "| hop before run | 1.00 | 0.75 | 0.25 |" in markdown
     assert "| partition step |" not in markdown  # no contender measured it
+
+
+def test_the_floor_dag_limits_its_run_tasks_as_ours_does() -> None:
+    from airflow_parallelrun.core.config import ParallelRunConfig
+    from airflow_parallelrun.operators.parallel_run import max_active_run_tasks
+    from benchmarks import airflow_floor
+
+    # The benchmark DAGs' configuration: one node of two processes, warm workers on (the default).
+    ours = max_active_run_tasks(
+        ParallelRunConfig(entry_script="x.py", node_count=1, process_count_per_node=2)
+    )
+    assert ours == airflow_floor.MAX_ACTIVE_RUN_TASKS
+    assert f"max_active_tis_per_dagrun={ours})" in airflow_floor.DAG_SOURCE
