@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks import airflow_floor
+from benchmarks.fixed_cost import breakdown
 from benchmarks.measure import (
     Sampler,
     classify_ours,
@@ -87,14 +89,7 @@ from airflow.sdk import DAG, Param
 
 from airflow_parallelrun import {imports}
 
-with DAG(
-    dag_id="{dag_id}",
-    schedule=None,
-    catchup=False,
-    max_active_runs=1,
-    params={{name: Param("", type="string") for name in ("input", "output", "model", "counts")}},
-) as dag:
-    ParallelRunOperator(
+{opening}    ParallelRunOperator(
         task_id="score",
         inputs={dataset},{sink}
         output_path="{{{{ params.output }}}}",{output_conn}
@@ -158,7 +153,7 @@ def dag_source(workload: str, tables: SqlTables | None = None, contender: str = 
             arguments += ["--init_sleep", str(INIT_SLEEP_SECONDS), "--counts_dir", "{{ params.counts }}"]
     return DAG_TEMPLATE.format(
         workload=workload,
-        dag_id=dag_id(workload),
+        opening=airflow_floor.DAG_OPENING.format(dag_id=dag_id(workload)),
         imports=", ".join(sorted([dataset_class, "ParallelRunConfig", "ParallelRunOperator"])),
         dataset=dataset,
         sink=sink,
@@ -286,8 +281,11 @@ class Contender:
         sample_interval: float,
         tables: SqlTables | None = None,
         store: RemoteStore | None = None,
+        airflow_settings: dict[str, str] | None = None,
     ) -> None:
         self.work = work
+        #: ``--airflow-setting``: Airflow settings over the defaults of the Airflows a contender starts.
+        self.airflow_settings = dict(airflow_settings or {})
         self.timeout = timeout
         self.sample_interval = sample_interval
         self.tables = tables
@@ -529,6 +527,8 @@ class OursScheduler(Contender):
 
     name = "ours-scheduler"
     workloads = ("a", "b", "c", "d", "f")
+    #: The Airflow home of a session is ``<work>/<home_prefix>-<label>``, its logs under it.
+    home_prefix = "airflow-scheduler"
 
     def __init__(self, work: Path, **kwargs: Any) -> None:
         super().__init__(work, **kwargs)
@@ -539,7 +539,7 @@ class OursScheduler(Contender):
     def session(self, label: str):
         from tests.airflow.real_airflow import RealAirflow
 
-        home = self.work / f"airflow-scheduler-{label}"
+        home = self.work / f"{self.home_prefix}-{label}"
         shutil.rmtree(home, ignore_errors=True)
         # Airflow's own defaults, as `airflow standalone` runs, where the test harness polls
         # faster to keep tests short: the LocalExecutor runs up to 32 task instances (how many
@@ -554,15 +554,17 @@ class OursScheduler(Contender):
             "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "1",
             "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "5",
         }
-        airflow = RealAirflow(home, home / "dags", {**extra, **self.connection_env()}, parallelism=32)
+        env = {**extra, **self.airflow_settings, **self.connection_env()}
+        airflow = RealAirflow(home, home / "dags", env, parallelism=32)
         try:
             airflow.dags_folder.mkdir(parents=True, exist_ok=True)
-            for workload in self.dag_workloads():
-                airflow.add_dag(dag_id(workload), dag_source(workload, self.tables, self.name))
+            dags = self.dag_files()
+            for name, source in dags.items():
+                airflow.add_dag(name, source)
             airflow.start(timeout=300)
-            for workload in self.dag_workloads():
-                airflow.wait_for_dag(dag_id(workload), timeout=120)
-                airflow.unpause(dag_id(workload))
+            for name in dags:
+                airflow.wait_for_dag(name, timeout=120)
+                airflow.unpause(name)
             self.startup_s.append(airflow.startup_seconds)
             self.airflow = airflow
             yield self
@@ -572,6 +574,14 @@ class OursScheduler(Contender):
                 airflow.stop()
             except Exception as exc:  # a leftover process is worth a line, not the benchmark
                 print(f"ours-scheduler: stop: {exc}", file=sys.stderr)
+
+    def dag_files(self) -> dict[str, str]:
+        """Return the DAG files of a session by DAG id: ours per workload, and Airflow's floor for (f).
+
+        ``airflow-floor`` runs on the same files, so both Airflows parse and schedule alike.
+        """
+        ours = {dag_id(w): dag_source(w, self.tables, self.name) for w in self.dag_workloads()}
+        return {**ours, airflow_floor.DAG_ID: airflow_floor.DAG_SOURCE}
 
     def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
         airflow = self.airflow
@@ -639,6 +649,43 @@ class OursScheduler(Contender):
         }
 
 
+class AirflowFloor(OursScheduler):
+    """Airflow's floor for (f): our run's shape of no-op tasks (``airflow_floor.py``), timed as ours.
+
+    The same Airflow as ``ours-scheduler``'s (settings, DAG files, start per rep), the same REST
+    trigger and conf; the wall time from the trigger to the run's ``end_date``, broken down into
+    the same hops and task spans.
+    """
+
+    name = "airflow-floor"
+    workloads = ("f",)
+    home_prefix = "airflow-floor"
+
+    def measure(self, job: Job, output: Path, counts: Path) -> dict[str, Any]:
+        airflow = self.airflow
+        dag = airflow_floor.DAG_ID
+        started_wall, started = time.time(), time.perf_counter()
+        run_id = airflow.trigger(dag, conf=_conf(job, output, counts))
+        run = airflow.dag_run(dag, run_id)
+        while run["state"] not in ("success", "failed") and time.perf_counter() < started + self.timeout:
+            time.sleep(1.0)
+            run = airflow.dag_run(dag, run_id)
+        polled = time.perf_counter() - started
+        ended = _parse_time(run.get("end_date"))
+        tis = airflow.task_instances(dag, run_id)
+        states = sorted({t["state"] for t in tis})
+        ok = run["state"] == "success" and states == ["success"] and len(tis) == 3
+        return {
+            "ok": ok,
+            "wall_s": ended - started_wall if ended else polled,
+            "polled_s": polled,
+            "task_instances": {"run": len([t for t in tis if t["task_id"].endswith(".run")])},
+            "run_id": run_id,
+            "fixed_cost_parts": breakdown(started_wall, ended, tis, {}, 0.0),
+            "error": None if ok else f"run {run['state']}, task states {states}; logs in {airflow.logs}",
+        }
+
+
 def _fixed_cost_parts(
     wall: tuple[float, float | None],
     tis: list[dict[str, Any]],
@@ -647,8 +694,6 @@ def _fixed_cost_parts(
     report: dict[str, Any],
 ) -> dict[str, Any]:
     """Return where (f)'s wall time went, and the parts of its aggregate re-run in a fresh process."""
-    from benchmarks.fixed_cost import breakdown
-
     config = {
         "append_row_format": "parquet",
         "error_threshold": 0,
@@ -672,5 +717,5 @@ def _fixed_cost_parts(
 
 
 CONTENDERS: dict[str, type[Contender]] = {
-    c.name: c for c in (OursScheduler, OursDagsTest, ProcessPool, RayData, Floor)
+    c.name: c for c in (OursScheduler, AirflowFloor, OursDagsTest, ProcessPool, RayData, Floor)
 }

@@ -44,6 +44,8 @@ PARTS = (
     "aggregate_step_s",
     "hop_after_aggregate_s",
 )
+#: The contender that runs our DAG's shape with no-op tasks: Airflow's own floor.
+FLOOR = "airflow-floor"
 AGGREGATE_PARTS = ("matplotlib_import_s", "report_html_s", "merge_s", "progress_records_s", "summary_s")
 
 
@@ -103,7 +105,11 @@ def fixed_cost(wall: float | None, run_s: float | None) -> float | None:
 
 
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Return per contender of (f): the median fixed cost, each rep's, and the median of each part."""
+    """Return per contender of (f): the median fixed cost, each rep's, and the median of each part.
+
+    With ``airflow-floor`` measured, each of ours has ``above_floor_s``: its median fixed cost minus
+    the floor's, what our operator adds to Airflow's own cost of a three-step run.
+    """
     out = []
     for contender in sorted({r["contender"] for r in results if r["workload"] == "f"}):
         rows = [r for r in results if r["workload"] == "f" and r["contender"] == contender and r.get("ok")]
@@ -122,32 +128,59 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 "aggregate_parts": {k: median(k, "aggregate_parts") for k in AGGREGATE_PARTS},
             }
         )
+    floor = next((f["fixed_cost_s"] for f in out if f["contender"] == FLOOR), None)
+    for f in out:
+        if f["contender"].startswith("ours") and floor is not None and f["fixed_cost_s"] is not None:
+            f["above_floor_s"] = round(f["fixed_cost_s"] - floor, 3)
     return out
 
 
+def _num(value: Any) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
 def markdown_lines(fixed: list[dict[str, Any]]) -> list[str]:
-    """Return (f)'s table: the fixed cost per contender, then where ours' went (medians)."""
+    """Return (f)'s tables: the fixed cost per contender, then where it went, part by part (medians)."""
     if not fixed:
         return []
-
-    def num(value: Any) -> str:
-        return "-" if value is None else f"{value:.2f}"
-
     lines = ["", "(f) fixed cost per run (wall - run() time / processes, one file of 100 rows):", ""]
-    lines += ["| contender | fixed cost s, median (each rep) |", "|---|--:|"]
+    lines += ["| contender | fixed cost s, median (each rep) | above airflow-floor s |", "|---|--:|--:|"]
     for f in fixed:
-        each = ", ".join(num(c) for c in f["fixed_costs_s"])
-        lines.append(f"| {f['contender']} | {num(f['fixed_cost_s'])} ({each}) |")
-    for f in fixed:
-        parts = {**f["parts"], **f["aggregate_parts"]}
-        if any(v is not None for v in parts.values()):
-            lines += [
-                "",
-                f"Where {f['contender']}'s went (s, medians): "
-                + ", ".join(f"{k[:-2].replace('_', ' ')} {num(v)}" for k, v in parts.items())
-                + ".",
-            ]
+        each = ", ".join(_num(c) for c in f["fixed_costs_s"])
+        lines.append(
+            f"| {f['contender']} | {_num(f['fixed_cost_s'])} ({each}) | {_num(f.get('above_floor_s'))} |"
+        )
+    # The floor last, and each other contender's difference to it after it.
+    broken = sorted(
+        (f for f in fixed if any(v is not None for v in f["parts"].values())),
+        key=lambda f: f["contender"] == FLOOR,
+    )
+    if not broken:
+        return lines
+    floor = broken[-1] if broken[-1]["contender"] == FLOOR else None
+    above = [f for f in broken if floor is not None and f is not floor]
+    lines += [
+        "",
+        "Where the fixed cost went (s, medians; airflow-floor: the same DAG shape of no-op tasks, "
+        "Airflow's own floor):",
+        "",
+        "| part | "
+        + " | ".join([f["contender"] for f in broken] + [f"{f['contender']} - {FLOOR}" for f in above])
+        + " |",
+        "|---|" + "--:|" * (len(broken) + len(above)),
+    ]
+    for key in (*PARTS, *AGGREGATE_PARTS):
+        values = [{**f["parts"], **f["aggregate_parts"]}.get(key) for f in broken]
+        if all(v is None for v in values):
+            continue
+        if floor is not None:
+            values += [_minus(f["parts"].get(key), floor["parts"].get(key)) for f in above]
+        lines.append(f"| {key[:-2].replace('_', ' ')} | " + " | ".join(_num(v) for v in values) + " |")
     return lines
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return round(a - b, 3) if a is not None and b is not None else None
 
 
 def _timed(module: Any, name: str, into: dict[str, float], key: str) -> None:

@@ -74,7 +74,8 @@ def _figures(rows: list[dict[str, Any]], baseline: dict[str, Any] | None) -> dic
             ]
         ),
         "task_instances": _max([(r.get("task_instances") or {}).get("run") for r in rows]),
-        "digests": sorted({(r.get("digest") or {}).get("sha256") or "" for r in rows}),
+        # A contender that computes nothing (airflow-floor) has no digest to compare.
+        "digests": sorted({d.get("sha256") or "" for r in rows if (d := r.get("digest")) is not None}),
         "rows": _max([(r.get("digest") or {}).get("rows") for r in rows]),
     }
     base_wall = baseline.get("wall_median_s") if baseline else None
@@ -284,6 +285,18 @@ def _sql_lines(sql: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _settings_lines(record: dict[str, Any]) -> list[str]:
+    """Return the line naming the Airflow settings of ``--airflow-setting``, if any."""
+    settings = record.get("airflow_settings") or {}
+    if not settings:
+        return []
+    return [
+        "Airflow settings over the defaults (`--airflow-setting`): "
+        + ", ".join(f"`{k}={v}`" for k, v in settings.items())
+        + "."
+    ]
+
+
 def where(figures: dict[str, Any]) -> str:
     return " on S3" if figures["job"].endswith("-s3") else ""
 
@@ -302,6 +315,7 @@ def render_markdown(record: dict[str, Any]) -> str:
         f"Ray {m['versions'].get('ray') or 'not installed'}; commit {m['git_commit'] or '?'}; "
         f"load average at start {m['load_average_at_start']}; {m['time']}.",
         f"Command: `{record['command']}` ({record['seconds']:,.0f} s in all).",
+        *_settings_lines(record),
         "",
         "| workload | contender | wall s, median (each rep) | items/s | x baseline | overhead ms per "
         "mini-batch | worker peak RSS MB | merge peak RSS MB (+step) | init() calls / mini-batches | "

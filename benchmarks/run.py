@@ -28,7 +28,14 @@ from benchmarks.report import render_markdown, summarize
 from benchmarks.sql_tables import POSTGRES_URL, SqlTables, drop_tables, safe_url, unreachable
 from benchmarks.workloads import FILES_PER_MINI_BATCH, REPO, SIZES, Paths, Size, link_tabular_prefix, prepare
 
-DEFAULT_CONTENDERS = ("ours-scheduler", "ours-dags-test", "process-pool", "ray-data", "floor")
+DEFAULT_CONTENDERS = (
+    "ours-scheduler",
+    "airflow-floor",
+    "ours-dags-test",
+    "process-pool",
+    "ray-data",
+    "floor",
+)
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -185,7 +192,24 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="(a) on the first N of the size's files (default: all of them)",
     )
+    parser.add_argument(
+        "--airflow-setting",
+        action="append",
+        default=[],
+        metavar="AIRFLOW__SECTION__KEY=VALUE",
+        help="an Airflow setting over the defaults of the Airflows that ours-scheduler and airflow-floor "
+        "start (repeatable), e.g. AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.2",
+    )
     args = parser.parse_args(argv)
+    args.airflow_settings = {}
+    for setting in args.airflow_setting:
+        name, equals, value = setting.partition("=")
+        if not equals or not name.startswith("AIRFLOW__") or name.count("__") < 2:
+            parser.error(
+                f"--airflow-setting {setting!r} is not AIRFLOW__SECTION__KEY=VALUE; "
+                "e.g. AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME=0.2"
+            )
+        args.airflow_settings[name] = value
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     args.contenders = [c.strip() for c in args.contenders.split(",") if c.strip()]
     for w in args.workloads:
@@ -270,6 +294,7 @@ def _run(
         "sample_interval": args.sample_interval,
         "tables": tables,
         "store": store,
+        "airflow_settings": args.airflow_settings,
     }
     contenders = [CONTENDERS[name](work, **options) for name in args.contenders]
     unavailable = {c.name: reason for c in contenders if (reason := c.unavailable())}
@@ -318,6 +343,7 @@ def _run(
         "reps": reps,
         "workloads": args.workloads,
         "contenders": args.contenders,
+        "airflow_settings": args.airflow_settings,
         "unavailable": unavailable,
         "machine": machine(),
         "seconds": round(time.time() - started, 1),

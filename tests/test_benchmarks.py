@@ -137,7 +137,9 @@ def test_tiny_run_with_dags_test_process_pool_and_ray(tmp_path: Path) -> None:
 
 def test_tiny_run_under_a_real_scheduler(tmp_path: Path) -> None:
     record = run_harness(
-        tmp_path, "--contenders", "ours-scheduler,process-pool", "--workloads", "a,c,f", "--scaling", "off"
+        tmp_path,
+        *("--contenders", "ours-scheduler,airflow-floor,process-pool", "--workloads", "a,c,f"),
+        *("--scaling", "off"),
     )
     for job in ("a", "c"):
         f = figures(record, job, "ours-scheduler")
@@ -153,15 +155,19 @@ def test_tiny_run_under_a_real_scheduler(tmp_path: Path) -> None:
 
 
 def assert_fixed_cost(record: dict, tmp_path: Path) -> None:
-    """(f): one file of 100 rows, its fixed cost a figure of its own, ours' broken down step by step."""
+    """(f): one file of 100 rows, its fixed cost a figure of its own, broken down step by step.
+
+    ``airflow-floor`` runs the same shape of DAG with no-op tasks: Airflow's own cost of such a run.
+    """
     f = figures(record, "f", "ours-scheduler")
     assert f["ok"] and f["same_output_as_baseline"] is True, f["errors"]
     assert f["mini_batches"] == 1 and f["rows"] == f["items"] == 100
     fixed = {c["contender"]: c for c in record["summary"]["fixed_cost"]}
-    assert set(fixed) == {"ours-scheduler", "process-pool"}
-    ours = fixed["ours-scheduler"]
+    assert set(fixed) == {"ours-scheduler", "airflow-floor", "process-pool"}
+    ours, floor = fixed["ours-scheduler"], fixed["airflow-floor"]
     # Wall time minus run() time over the 2 processes: below the wall, and the run took some.
     assert 0 < ours["fixed_cost_s"] < f["wall_median_s"]
+    assert ours["above_floor_s"] == round(ours["fixed_cost_s"] - floor["fixed_cost_s"], 3)
     parts, aggregate = ours["parts"], ours["aggregate_parts"]
     assert all(v is not None for v in parts.values()), parts
     assert all(v is not None and v >= 0 for v in aggregate.values()), aggregate
@@ -171,8 +177,18 @@ def assert_fixed_cost(record: dict, tmp_path: Path) -> None:
     assert abs(sum(parts[k] for k in (*spans, *hops)) - f["wall_median_s"]) < 0.05, parts
     assert parts["partition_step_s"] <= parts["partition_task_s"]
     assert parts["aggregate_step_s"] <= parts["aggregate_task_s"]
+    # The floor: three task instances that ran and succeeded, every hop and span measured, no steps.
+    floor_run = figures(record, "f", "airflow-floor")
+    assert floor_run["ok"] and floor_run["task_instances"] == 1, floor_run["errors"]
+    assert floor_run["same_output_as_baseline"] is None  # it computes nothing
+    assert floor["fixed_cost_s"] == floor_run["wall_median_s"] > 0
+    floor_parts = floor["parts"]
+    assert all(floor_parts[k] is not None and floor_parts[k] >= 0 for k in (*spans, *hops)), floor_parts
+    assert abs(sum(floor_parts[k] for k in (*spans, *hops)) - floor_run["wall_median_s"]) < 0.05
+    assert floor_parts["partition_step_s"] is None and floor_parts["aggregate_step_s"] is None
     latest = (tmp_path / "results" / "latest.md").read_text()
-    assert "(f) fixed cost per run" in latest and "Where ours-scheduler's went" in latest
+    assert "(f) fixed cost per run" in latest and "| airflow-floor |" in latest
+    assert "Where the fixed cost went" in latest and "| part | ours-scheduler | airflow-floor |" in latest
 
 
 def test_tiny_sql_run_under_a_real_scheduler_against_the_read_sql_loop(tmp_path: Path) -> None:
