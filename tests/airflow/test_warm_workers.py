@@ -82,3 +82,37 @@ def gone(pid: int) -> bool:
         return True
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ", 1)[1].startswith("Z")
+
+
+def test_the_partition_task_starts_a_warm_worker_before_it_lists_the_input(
+    write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' imports and init() overlap with the listing and splitting, not only with Airflow's hop."""
+    from airflow_parallelrun.core import steps
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "item0.txt").write_text("item0.txt")
+    init_log = tmp_path / "init.log"
+    script = tmp_path / "score.py"
+    script.write_text(SCRIPT.format(init_log=str(init_log)))
+    partition, seen_before = steps.partition, []
+
+    def partition_once_a_worker_is_up(*args, **kwargs):
+        deadline = time.monotonic() + 60  # only bounds the wait: a warm worker is up within seconds
+        while time.monotonic() < deadline and not init_log.exists():
+            time.sleep(0.05)
+        seen_before.append(init_log.exists())
+        return partition(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "partition", partition_once_a_worker_is_up)
+    dag_id = f"warm_early_{tmp_path.name}"
+    dag = write_dag(
+        DAG_SOURCE.format(dag_id=dag_id, input=folder, output=tmp_path / "out", script=script, warm=True)
+    )
+    dag_run = dag.test()
+    states = {key: state for key, (state, _) in task_instances(dag_run).items()}
+    assert set(states.values()) == {"success"}, states
+    # init() ran in a worker the partition task started before it partitioned, and only there.
+    assert seen_before == [True]
+    assert [line.split()[1] for line in init_log.read_text().splitlines()] == ["ahead"]
