@@ -30,18 +30,25 @@ class WarmStart:
     def __init__(self, spec: RunSpec, run_key: str | None) -> None:
         self.spec, self.run_key = spec, run_key
         self.started = 0
+        self._error: Exception | None = None
         self._thread = threading.Thread(target=self._first, name="parallelrun-warm-start", daemon=True)
         self._thread.start()
 
     def _first(self) -> None:
-        self.started = start_warm_workers(self.spec, 1, self.run_key)
+        try:
+            self.started = start_warm_workers(self.spec, 1, self.run_key)
+        except Exception as exc:  # raised in the partition's thread, as when it started them itself
+            self._error = exc
 
     def finish(self, tasks: int) -> int:
         """Wait for the first worker's start to be asked; warm up to one worker per run task in all.
 
-        Return how many workers this partition had the pool start.
+        Return how many workers this partition had the pool start. Raise what the start raised
+        that :func:`start_warm_workers` does not log (a worker environment that cannot be built).
         """
         self._thread.join()
+        if self._error is not None:
+            raise self._error
         if self.started and tasks > self.started:
             # The pool was reached: ask it for the others (never more than its size in all).
             self.started += start_warm_workers(self.spec, tasks - self.started, self.run_key)
