@@ -15,7 +15,7 @@ broken down from the task instances' start and end (the REST API) and the summar
 
 ``python -m benchmarks.fixed_cost OUTPUT CONFIG_JSON`` re-runs the aggregate on a finished run's
 output in a fresh process, as the aggregate task does, and prints how long each of its parts took:
-matplotlib's import apart from the drawing of report.html, the merge, the progress records, the
+the drawing of report.html, the merge, the progress records, the
 summary.
 """
 
@@ -46,7 +46,7 @@ PARTS = (
 )
 #: The contender that runs our DAG's shape with no-op tasks: Airflow's own floor.
 FLOOR = "airflow-floor"
-AGGREGATE_PARTS = ("matplotlib_import_s", "report_html_s", "merge_s", "progress_records_s", "summary_s")
+AGGREGATE_PARTS = ("report_html_s", "merge_s", "progress_records_s", "summary_s")
 
 
 def make_input(tabular_input: Path, folder: Path) -> None:
@@ -207,11 +207,6 @@ def aggregate_parts(output: str, config_fields: dict[str, Any]) -> dict[str, flo
     step = importlib.import_module("airflow_parallelrun.core.steps.aggregate")
 
     parts: dict[str, float] = {}
-    began = time.perf_counter()
-    import matplotlib.backends.backend_svg
-    import matplotlib.figure  # noqa: F401
-
-    parts["matplotlib_import_s"] = round(time.perf_counter() - began, 3)
     _timed(step, "write_html_report", parts, "report_html_s")
     _timed(step, "_merge", parts, "merge_s")
     _timed(step, "step_times", parts, "progress_records_s")

@@ -1,8 +1,7 @@
 """What report.html and the resource samples cost (docs/report.md): ``python -m benchmarks.report_page_cost``.
 
 1. The report page for 1,000, 10,000 and 100,000 synthetic mini-batches (8 workers, 1% failed,
-   2 s each on average, an hour of samples): its size and the time to draw it, matplotlib's
-   import apart.
+   2 s each on average, an hour of samples): its size and the time to draw it.
 2. One resource sample with 2, 8 and 32 sleeping worker processes: CPU and wall time, bytes.
 """
 
@@ -72,10 +71,6 @@ def synthetic_samples(seconds: float, workers: int = 8, every: float = 10) -> li
 def page_cost() -> None:
     from airflow_parallelrun.core.outputs.report_html import render_html
 
-    began = time.perf_counter()
-    import matplotlib.figure  # noqa: F401
-
-    print(f"matplotlib import: {time.perf_counter() - began:.2f} s")
     for count in (1_000, 10_000, 100_000):
         statuses = synthetic_statuses(count)
         samples = synthetic_samples(max(s.ended or 0 for s in statuses) - T0)

@@ -165,11 +165,14 @@ class PartitionOperator(BaseOperator):
     def _partition(
         self, context: Context, dataset: Dataset, spec: RunSpec
     ) -> tuple[str, list[dict[str, Any]]]:
-        """Run the partition step under a new run key, then start this node's warm workers."""
+        """Run the partition step under a new run key, this node's warm workers starting meanwhile."""
         from airflow_parallelrun.core import steps
         from airflow_parallelrun.core.errors import OutputPathInUse, SqlSourceError
+        from airflow_parallelrun.core.execution.warm_start import WarmStart
 
         run_key = steps.new_run_key()
+        # Before the listing: the workers' imports and init() are what the first run task waits for.
+        warm = WarmStart(spec, run_key)
         try:
             descriptors = steps.partition(
                 dataset,
@@ -187,7 +190,7 @@ class PartitionOperator(BaseOperator):
         except SqlSourceError as exc:
             # The same read fails the same way on a retry, and queries the database again.
             raise fail(f"the SQL input could not be read: {exc}") from None
-        if warming := steps.start_warm_workers(spec, len(descriptors), run_key):
+        if warming := warm.finish(len(descriptors)):
             self.log.info(
                 "starting %d warm worker(s) on this node while the run tasks are scheduled", warming
             )

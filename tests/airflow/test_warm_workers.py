@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,21 +42,8 @@ with DAG("{dag_id}", schedule=None) as dag:
 
 @pytest.mark.parametrize("warm", [True, False])
 def test_init_runs_once_per_worker_process_with_warm_workers(write_dag, tmp_path: Path, warm: bool) -> None:
-    folder = tmp_path / "in"
-    folder.mkdir()
     names = [f"item{i}.txt" for i in range(6)]
-    for name in names:
-        (folder / name).write_text(name)
-    init_log = tmp_path / "init.log"
-    script = tmp_path / "score.py"
-    script.write_text(SCRIPT.format(init_log=str(init_log)))
-    dag_id = f"warm_{warm}_{tmp_path.name}"
-    dag = write_dag(
-        DAG_SOURCE.format(dag_id=dag_id, input=folder, output=tmp_path / "out", script=script, warm=warm)
-    )
-    dag_run = dag.test()
-    states = {key: state for key, (state, _) in task_instances(dag_run).items()}
-    assert set(states.values()) == {"success"}, states
+    dag_run, states, init_log = run_dag(write_dag, tmp_path, names, warm=warm)
     assert len([key for key in states if key[0] == "score.run"]) == 6
 
     lines = (tmp_path / "out" / dag_run.run_id / "parallel_run_step.txt").read_text().splitlines()
@@ -82,3 +70,47 @@ def gone(pid: int) -> bool:
         return True
     with open(f"/proc/{pid}/stat") as f:
         return f.read().split(") ", 1)[1].startswith("Z")
+
+
+def test_the_partition_task_starts_a_warm_worker_before_it_lists_the_input(
+    write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workers' imports and init() overlap with the listing and splitting, not only with Airflow's hop."""
+    from airflow_parallelrun.core import steps
+
+    init_log = tmp_path / "init.log"
+    partition, seen_before = steps.partition, []
+
+    def partition_once_a_worker_is_up(*args, **kwargs):
+        deadline = time.monotonic() + 60  # only bounds the wait: a warm worker is up within seconds
+        while time.monotonic() < deadline and not init_log.exists():
+            time.sleep(0.05)
+        seen_before.append(init_log.exists())
+        return partition(*args, **kwargs)
+
+    monkeypatch.setattr(steps, "partition", partition_once_a_worker_is_up)
+    run_dag(write_dag, tmp_path, ["item0.txt"], warm=True)
+    # init() ran in a worker the partition task started before it partitioned, and only there.
+    assert seen_before == [True]
+    assert [line.split()[1] for line in init_log.read_text().splitlines()] == ["ahead"]
+
+
+def run_dag(
+    write_dag: Any, tmp_path: Path, names: list[str], *, warm: bool
+) -> tuple[Any, dict[tuple[str, int], str], Path]:
+    """Run the DAG on one input file per name; return its run, its task states and the init() log."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_text(name)
+    init_log = tmp_path / "init.log"
+    script = tmp_path / "score.py"
+    script.write_text(SCRIPT.format(init_log=str(init_log)))
+    dag_id = f"warm_{warm}_{tmp_path.name}"
+    dag = write_dag(
+        DAG_SOURCE.format(dag_id=dag_id, input=folder, output=tmp_path / "out", script=script, warm=warm)
+    )
+    dag_run = dag.test()
+    states = {key: state for key, (state, _) in task_instances(dag_run).items()}
+    assert set(states.values()) == {"success"}, states
+    return dag_run, states, init_log

@@ -211,3 +211,24 @@ def test_a_report_that_cannot_be_written_never_fails_the_run(
     assert "report_html" not in on_disk and not Path(layout.report_html).exists()
     assert "could not write the report" in caplog.text
     assert "MemoryError: drawing took everything" in caplog.text
+
+
+def test_drawing_the_report_imports_no_plotting_library() -> None:
+    """Every run's aggregate draws the page: it must not pay a plotting library's import (issue 17)."""
+    import subprocess
+    import sys
+
+    code = textwrap.dedent(
+        """
+        import sys
+        from tests.unit.test_resource_monitor import synthetic_statuses
+        from airflow_parallelrun.core.outputs.report_html import render_html
+        page = render_html(synthetic_statuses(50), {"status": "failed", "total_mini_batches": 50}, [], 0)
+        assert page.count("<svg") == 3, page
+        print(sorted(m for m in sys.modules if m.split(".")[0] in ("matplotlib", "plotly", "bokeh")))
+        """
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
