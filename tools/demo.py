@@ -30,8 +30,8 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 #: Seconds the Execution API server gets to listen, then to answer its health check: on a 2-core
@@ -85,49 +85,40 @@ def start_execution_api(port: int, env: dict[str, str], log_path: Path) -> subpr
         )
 
 
-def wait_until_listening(server: subprocess.Popen[bytes], port: int, log_path: Path, timeout: float) -> None:
-    """Wait until the server accepts connections on ``port``: from then on no request is refused.
+def listens(port: int) -> bool:
+    """Tell whether something accepts connections on 127.0.0.1:``port``."""
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+    return False
 
-    Raises ``RuntimeError`` naming the log when the server exits or does not listen in time.
+
+def answers(url: str) -> bool:
+    """Tell whether ``url`` answers 200 within 5 s."""
+    with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=5) as response:
+        return bool(response.status == 200)
+    return False
+
+
+def wait_for(
+    server: subprocess.Popen[bytes], what: str, ready: Callable[[], bool], log_path: Path, timeout: float
+) -> None:
+    """Wait until ``ready()``; ``what`` says what the server should do ("listen on ...").
+
+    Raises ``RuntimeError`` naming the log when the server exits, or ``timeout`` seconds pass.
     """
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         if server.poll() is not None:
             raise RuntimeError(
-                f"the Execution API server exited with code {server.returncode} before it listened on "
-                f"127.0.0.1:{port}; its output is in {log_path}"
+                f"the Execution API server exited with code {server.returncode} before it would {what}; "
+                f"its output is in {log_path}"
             )
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+        if ready():
             return
         time.sleep(0.25)
     raise RuntimeError(
-        f"the Execution API server did not listen on 127.0.0.1:{port} within {timeout:.0f} s; its "
-        f"output is in {log_path}. Is the machine very busy? Plain `airflow dags test` runs without it."
-    )
-
-
-def wait_until_ready(server: subprocess.Popen[bytes], url: str, log_path: Path, timeout: float) -> float:
-    """Wait for the server's health check to answer; return the seconds waited.
-
-    Raises ``RuntimeError`` naming the log when the server exits or does not answer in time.
-    """
-    started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        if server.poll() is not None:
-            raise RuntimeError(
-                f"the Execution API server exited with code {server.returncode} before it answered "
-                f"{url}; its output is in {log_path}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=5) as response:
-                if response.status == 200:
-                    return time.monotonic() - started
-        except (urllib.error.URLError, OSError):
-            pass
-        time.sleep(0.25)
-    raise RuntimeError(
-        f"the Execution API server did not answer {url} within {timeout:.0f} s; its output is in "
-        f"{log_path}. Is the machine very busy? Plain `airflow dags test` runs without it."
+        f"the Execution API server did not {what} within {timeout:.0f} s; its output is in {log_path}. "
+        "Is the machine very busy? Plain `airflow dags test` runs without it."
     )
 
 
@@ -157,14 +148,15 @@ def main(argv: list[str]) -> int:
     server = start_execution_api(port, env, log_path)
     dags_test: subprocess.Popen[bytes] | None = None
     try:
-        wait_until_listening(server, port, log_path, READY_TIMEOUT)
+        wait_for(server, f"listen on 127.0.0.1:{port}", lambda: listens(port), log_path, READY_TIMEOUT)
         print(
             f"demo: Airflow's Execution API listens on {base_url} after {time.monotonic() - started:.1f} s",
             flush=True,
         )
         command = [sys.executable, "-m", "airflow", "dags", "test", "--use-executor", *argv]
         dags_test = subprocess.Popen(command, env=env)
-        wait_until_ready(server, base_url + "health", log_path, READY_TIMEOUT)
+        health = base_url + "health"
+        wait_for(server, f"answer {health}", lambda: answers(health), log_path, READY_TIMEOUT)
         print(f"demo: Airflow's Execution API answers after {time.monotonic() - started:.1f} s", flush=True)
         return dags_test.wait()
     except RuntimeError as exc:
