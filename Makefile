@@ -1,7 +1,8 @@
 # Two commands do all set-up on a fresh machine with Python 3.11+ (the pinned numpy, pandas, pyarrow
 # and scikit-learn need 3.11):
 #   make demo   - create .venv, install, initialise an embedded Airflow (SQLite), make the example
-#                 data and model, run the digits example DAG with `airflow dags test`, show its outputs
+#                 data and model, run the digits example DAG with `airflow dags test --use-executor`
+#                 (tools/demo.py serves Airflow's Execution API beside it), show its outputs
 #   make test   - create .venv, install, run ruff, mypy and the whole test suite
 #   (make test-fast: the tests not marked slow; make test-under-load: the suite twice, one core kept busy;
 #   make test-compat: the built wheel in fresh venvs, Airflow 3.1.8 on Python 3.11 and 3.3.2 on 3.12 and 3.13)
@@ -44,7 +45,7 @@ install-browser:
 
 demo: install
 	$(BIN)/airflow db migrate > /dev/null
-	$(BIN)/airflow dags test $(DEMO_DAG)
+	$(BIN)/python tools/demo.py $(DEMO_DAG)
 	$(BIN)/python tools/show_latest_run.py "$(PARALLELRUN_EXAMPLES_DIR)/out"
 
 lint: install

@@ -53,8 +53,9 @@ RUN_BY_TEST = {
 # ... or why nothing does.
 NOT_RUN = {
     ("README.md", "make demo"): (
-        "make demo installs into a fresh .venv (minutes, from the package registry) and its DAG is run "
-        "by tests/airflow/test_example_dags.py; make test is the whole suite, this test included"
+        "make demo installs into a fresh .venv (minutes, from the package registry); its DAG is run by "
+        "tests/airflow/test_example_dags.py and its way of running it (tools/demo.py) by "
+        "tests/airflow/test_demo.py; make test is the whole suite, this test included"
     ),
     ("docs/development.md", "make test"): "the make targets run the test suite, this test included",
     ("docs/sql.md", "python -m benchmarks --size full --workloads d --reps 1 \\"): (
