@@ -43,8 +43,9 @@ class StreamedUpload:
     """Send the local file ``local`` to ``path`` on ``fs`` as it grows; :meth:`publish` ends it.
 
     Call :meth:`start` once the file exists, :meth:`publish` once it is complete and closed
-    (returns whether the streamed upload published it: if not, the caller puts the file
-    itself), or :meth:`discard` when the writer failed.
+    (returns whether the streamed upload published it: if not, a file smaller than one chunk
+    or a stream that failed, the caller puts the whole file itself), or :meth:`discard` when
+    the writer failed.
     """
 
     def __init__(self, fs: Any, local: str, path: str, chunk: int = CHUNK) -> None:
@@ -62,7 +63,6 @@ class StreamedUpload:
     def _send_chunks(self) -> None:
         """Send every whole chunk written so far, until the writer is done (or an error)."""
         try:
-            self._remote = self.fs.open(self.path, "wb", block_size=self.chunk)
             with open(self.local, "rb") as f:
                 while True:
                     finished = self._done.is_set()
@@ -75,6 +75,8 @@ class StreamedUpload:
             self.error = exc
 
     def _send(self, f: Any, size: int) -> None:
+        if self._remote is None:  # opened at the first whole chunk: a smaller file is put as one
+            self._remote = self.fs.open(self.path, "wb", block_size=self.chunk)
         f.seek(self.sent)
         data = f.read(size)
         self._remote.write(data)  # a whole chunk: the file object uploads it as one part
@@ -84,6 +86,8 @@ class StreamedUpload:
         """Send the rest of the complete local file and publish the object; tell whether it was."""
         self._done.set()
         self._thread.join()
+        if self._remote is None and self.error is None:
+            return False  # not a whole chunk: the caller puts it in one request, as before
         if self.error is None:
             try:
                 with open(self.local, "rb") as f:
