@@ -3,7 +3,8 @@
 A real run (``steps.partition``, real worker processes, ``steps.aggregate``) of parquet files on
 moto's S3 server behind ``FaultyProxy`` adding 50 ms to every request. The proxy records every
 request's start and end: the parquet footers the partition reads, and the statuses and parts the
-aggregate reads, overlap (several answered at once), where a plain loop would have one at a time.
+aggregate reads, overlap (several answered at once), where a plain loop would have one at a time;
+the aggregate reads each status with one GET, no lookup first.
 One read of a part is answered with a throttle, with the storage libraries' own retries turned
 off (as in ``tests/airflow/test_object_store_faults.py``): the package's retries read it again,
 and the merged output holds every row once, in input order.
@@ -89,6 +90,8 @@ def test_footers_statuses_and_parts_are_read_several_at_once_and_a_throttled_par
         started = time.monotonic()
         summary = steps.aggregate(spec)
         statuses = proxy.most_at_once("GET", "/_parallelrun/status/", since=started)
+        # One GET a status, no lookup first (a HEAD before each was a round trip more).
+        looked_up = [p for s, _, m, p in proxy.spans if s >= started and m == "HEAD" and "/status/" in p]
         parts = proxy.most_at_once("GET", "/_parallelrun/parts/", since=started)
     finally:
         clear_storage_options()
@@ -97,6 +100,7 @@ def test_footers_statuses_and_parts_are_read_several_at_once_and_a_throttled_par
     assert mini_batches == FILES  # one mini-batch per file
     assert footers >= 4, f"at most {footers} parquet footer read(s) at once"
     assert statuses >= 4, f"at most {statuses} status read(s) at once"
+    assert not looked_up, looked_up
     assert parts >= 4, f"at most {parts} part read(s) at once"
     # The throttled read was read again (by the package's retries: the libraries' are off).
     assert len(throttled) == 1 and [f[3] for f in proxy.faults] == ["throttle"]

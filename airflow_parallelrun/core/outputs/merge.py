@@ -89,15 +89,17 @@ def _twice(parts: Parts) -> Iterator[Callable[[], Iterable[BinaryIO | None]]]:
                 shutil.copyfileobj(part, f, 1024 * 1024)
             spilled.append(path)
 
-        def reopen() -> Iterator[BinaryIO | None]:
-            for path in spilled:
-                if path is None:
-                    yield None
-                    continue
-                with open(path, "rb") as f:
-                    yield f
+        yield lambda: reopened(spilled)
 
-        yield reopen
+
+def reopened(paths: Iterable[str | None]) -> Iterator[BinaryIO | None]:
+    """Open each local file of ``paths`` in turn (None stays None), closing it when the next is asked."""
+    for path in paths:
+        if path is None:
+            yield None
+            continue
+        with open(path, "rb") as f:
+            yield f
 
 
 def unified_schema(schemas: Sequence[Any]) -> Any:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.execution.pool.protocol import PoolUnavailable, pool_dir, short_hash
 from airflow_parallelrun.core.execution.resource_monitor import node_name
+from airflow_parallelrun.core.storage.concurrent import READS_IN_FLIGHT, map_ahead
 
 if TYPE_CHECKING:
     from airflow_parallelrun.core.storage.manifest import RunLayout
@@ -106,14 +107,19 @@ def read_perf_samples(layout: RunLayout) -> tuple[list[dict[str, Any]], int]:
     """Return the run's resource samples (of ``MAX_PERF_FILES`` files at most) and the count of files."""
     out = layout.output
     files = [f for node in out.listdir(layout.state("perf")) for f in out.listdir(node) if f.endswith(".csv")]
-    rows: list[dict[str, Any]] = []
-    for path in files[:MAX_PERF_FILES]:
+
+    def read(path: str) -> str | None:
         try:
-            text = out.read_bytes(path).decode()
+            return out.read_bytes(path).decode()
         except Exception:
             log.warning("cannot read the resource samples %s", path, exc_info=True)
-            continue
-        rows += [_parsed(row) for row in csv.DictReader(io.StringIO(text)) if row.get("role")]
+            return None
+
+    rows: list[dict[str, Any]] = []
+    # A remote store: several files read at once (one run task's file each, or more).
+    for text in map_ahead(read, files[:MAX_PERF_FILES], 0 if out.is_local else READS_IN_FLIGHT):
+        if text is not None:
+            rows += [_parsed(row) for row in csv.DictReader(io.StringIO(text)) if row.get("role")]
     return rows, len(files)
 
 

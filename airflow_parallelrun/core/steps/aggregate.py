@@ -12,6 +12,7 @@ import os
 import tempfile
 import time
 from collections.abc import Collection, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from airflow_parallelrun.core.errors import (
@@ -24,7 +25,7 @@ from airflow_parallelrun.core.execution.pool import stop_pools
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch
 from airflow_parallelrun.core.inputs.reading import count_piece_items
 from airflow_parallelrun.core.outputs.counting import count_run
-from airflow_parallelrun.core.outputs.merge import merge_parts
+from airflow_parallelrun.core.outputs.merge import merge_parts, reopened
 from airflow_parallelrun.core.outputs.parts import as_format
 from airflow_parallelrun.core.outputs.report import failure_message, render_report
 from airflow_parallelrun.core.outputs.report_html import write_html_report
@@ -44,6 +45,7 @@ from airflow_parallelrun.core.storage.manifest import (
 if TYPE_CHECKING:
     from airflow_parallelrun.core.config import ParallelRunConfig
     from airflow_parallelrun.core.spec import RunSpec
+    from airflow_parallelrun.core.storage.location import Location
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +116,12 @@ def _aggregate(
     if aborted and skipped and not reasons:
         # Inputs were left unprocessed on purpose: whatever the bounds say, the run did not succeed.
         reasons.append(f"the run was aborted ({aborted}); {skipped} mini-batches were skipped")
-    merged_url = _merge(layout, statuses, config) if config.output_action == "append_row" else None
-    _write_dead_letters(layout, statuses)
-    layout.output.write_bytes(layout.report, render_report(statuses))
+    with ThreadPoolExecutor(1, thread_name_prefix="parallelrun-records") as records:
+        # What needs only the statuses is written while the merge runs (a remote store's round
+        # trips overlap it); an error of either is raised here, the merge's first.
+        written = records.submit(_write_records, layout, statuses)
+        merged_url = _merge(layout, statuses, config) if config.output_action == "append_row" else None
+        written.result()
     sql_output = _write_table(spec, statuses, (run_key, accepted), reasons)
     summary = build_summary(
         statuses,
@@ -154,9 +159,9 @@ def _status_of(
     status from a run it resumed, did not run in this one: skipped when the run was aborted,
     otherwise failed with all its items.
     """
-    path = layout.status(mb.id)
-    if layout.output.exists(path):
-        status = BatchStatus.from_dict(layout.output.read_json(path))
+    record = layout.output.read_json_if_exists(layout.status(mb.id))  # one GET, no lookup first
+    if record is not None:
+        status = BatchStatus.from_dict(record)
         if status.run_key in accepted and (
             status.succeeded
             or (status.run_key == run_key if run_key else run_id is None or status.run_id in (None, run_id))
@@ -220,6 +225,12 @@ def _write_table(
     return merge_run(spec.sink, run_key, accepted, [(s.run_key, s.id) for s in statuses if s.succeeded])
 
 
+def _write_records(layout: RunLayout, statuses: list[BatchStatus]) -> None:
+    """Write the dead letters and the per-mini-batch report."""
+    _write_dead_letters(layout, statuses)
+    layout.output.write_bytes(layout.report, render_report(statuses))
+
+
 def _write_dead_letters(layout: RunLayout, statuses: list[BatchStatus]) -> None:
     """List every input that was not processed, and write a record for mini-batches nobody ran."""
     out = layout.output
@@ -247,8 +258,9 @@ def _merge(layout: RunLayout, statuses: list[BatchStatus], config: ParallelRunCo
                 data = out.read_bytes(part)
                 yield io.BytesIO(as_format(data, fmt) if sql_part(part) else data)
             return
-        # A remote store: the next parts download while this one is merged, each into a local
-        # temporary file removed once merged (or with the folder, whatever stops the merge).
+        # A remote store (text, csv; parquet: _merge_fetched): the next parts download while this
+        # one is merged, each into a local temporary file removed once merged (or with the
+        # folder, whatever stops the merge).
         with tempfile.TemporaryDirectory(prefix="parallelrun-parts-") as folder:
 
             def fetch(numbered: tuple[int, str]) -> tuple[str, str]:
@@ -268,5 +280,26 @@ def _merge(layout: RunLayout, statuses: list[BatchStatus], config: ParallelRunCo
         out.remove(target)
         return None
     with out.writer(target) as f:
-        merge_parts(parts(), fmt, f)
+        if fmt == "parquet" and not out.is_local:
+            _merge_fetched(out, [s.part for s in statuses if s.succeeded and s.part], f)
+        else:
+            merge_parts(parts(), fmt, f)
     return out.url_of(target)
+
+
+def _merge_fetched(out: Location, wanted: list[str], f: BinaryIO) -> None:
+    """Merge parquet parts of a remote store: download them all, many at once, then merge.
+
+    The merge reads every parquet part twice (the footers first, for the schema), so it needs
+    them all at hand anyway: downloaded straight into one folder, READS_IN_FLIGHT at a time, and
+    reopened from there, with no copy.
+    """
+    with tempfile.TemporaryDirectory(prefix="parallelrun-parts-") as folder:
+
+        def fetch(numbered: tuple[int, str]) -> str:
+            local = os.path.join(folder, f"{numbered[0]:08d}.parquet")
+            out.get_file(numbered[1], local)  # with the storage retries
+            return local
+
+        fetched = list(map_ahead(fetch, enumerate(wanted), READS_IN_FLIGHT))
+        merge_parts(lambda: reopened(fetched), "parquet", f)

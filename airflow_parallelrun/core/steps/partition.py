@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 from airflow_parallelrun.core.errors import OutputPathInUse
 from airflow_parallelrun.core.inputs.datasets import Dataset, check_partition_keys_fit
 from airflow_parallelrun.core.inputs.minibatch import LABEL_LIMIT, MiniBatch, describe_inputs
+from airflow_parallelrun.core.storage.concurrent import map_ahead
 from airflow_parallelrun.core.storage.manifest import RunLayout, describe_owner, new_run_key, write_manifest
 
 if TYPE_CHECKING:
@@ -139,8 +140,10 @@ def _clear_stale_state(layout: RunLayout, *, resumed: bool) -> None:
     """
     stale: tuple[str, ...] = ("errors", "abort.json", "progress")
     stale += () if resumed else ("status", "parts", "manifest")
-    for name in stale:
-        layout.output.remove(layout.state(name))
+    out = layout.output
+    # A remote store: each removal is a lookup and a delete; all at once, not one after another.
+    for _ in map_ahead(lambda name: out.remove(layout.state(name)), stale, 0 if out.is_local else len(stale)):
+        pass
 
 
 def _earlier_run(

@@ -29,6 +29,7 @@ from airflow_parallelrun.core.storage.retries import (  # noqa: F401 (the storag
     retrying,
     storage_retry_seconds,
 )
+from airflow_parallelrun.core.storage.streamed_upload import StreamedUpload, can_stream
 
 log = logging.getLogger(__name__)
 
@@ -201,8 +202,10 @@ class Location:
         """Stream into a temporary file, then publish it at ``path`` in one step.
 
         On local disk the temporary file sits next to ``path`` and is fsynced, then renamed;
-        elsewhere it is a local file published with :meth:`put_file`. If the block raises,
-        nothing is published and the temporary file is removed.
+        elsewhere it is a local file published with :meth:`put_file`. On S3 and Azure Blob its
+        chunks are uploaded while the block still writes, and published in one step at the end
+        (``storage/streamed_upload.py``). If the block raises, nothing is published and the
+        temporary file is removed.
         """
         if self.is_local:
             with local_writer(path) as write:
@@ -210,10 +213,14 @@ class Location:
             return
         fd, tmp = tempfile.mkstemp(prefix="parallelrun-", suffix=".tmp")
         os.close(fd)
+        upload = StreamedUpload(self.fs, tmp, path).start() if can_stream(self.fs) else None
         try:
             with open(tmp, "wb") as f:
                 yield f
-            self.put_file(tmp, path)
+            if upload is None or not upload.publish():
+                self.put_file(tmp, path)
         finally:
+            if upload is not None:
+                upload.discard()  # after a publish, nothing is left to discard
             with suppress(FileNotFoundError):
                 os.unlink(tmp)
