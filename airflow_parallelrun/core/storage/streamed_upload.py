@@ -20,7 +20,7 @@ import logging
 import os
 import posixpath
 import threading
-from contextlib import suppress
+import time
 from typing import Any
 
 from airflow_parallelrun.core.failpoints import failpoint
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 STREAMED_PROTOCOLS = frozenset({"s3", "s3a", "abfs", "abfss", "az"})
 #: Bytes per part (S3 wants at least 5 MiB but for the last): what is sent once written.
 CHUNK = 16 * 2**20
+#: Tries at aborting an unfinished upload (its parts are invisible, but they take space until then).
+DISCARD_TRIES = 3
 
 
 def can_stream(fs: Any) -> bool:
@@ -111,8 +113,20 @@ class StreamedUpload:
         self._done.set()
         self._thread.join()
         if self._remote is not None and not self._remote.closed:
-            with suppress(Exception):
-                self._remote.discard()
+            for attempt in range(1, DISCARD_TRIES + 1):
+                try:
+                    self._remote.discard()
+                    break
+                except Exception as exc:  # a busy store: try again; the upload stays unpublished anyway
+                    log.warning(
+                        "giving up the unfinished upload of %s failed, try %d of %d (%s: %s)",
+                        self.path,
+                        attempt,
+                        DISCARD_TRIES,
+                        type(exc).__name__,
+                        exc,
+                    )
+                    time.sleep(0.2 * attempt)
             self._remote.closed = True  # closing it must never complete the upload
 
 
