@@ -49,7 +49,7 @@ def list_input_files(dataset: Dataset) -> Listed:
     glob = loc.join(str(dataset.pattern))
     # An object store: the listing first. A folder it finds files in exists, and is no file: the
     # lookup of the path (a request, two for a folder on S3) is left for an empty listing.
-    found = None if loc.is_local else _glob(loc, glob, dataset.path)
+    found = None if loc.is_local else _glob_ahead(loc, glob, dataset.path)
     if not found:
         # Not fs.exists: fsspec's generic exists() answers False for any error, a timeout included.
         info = with_retries(f"input path {dataset.path!r}", _info_or_none, loc.fs, loc.path)
@@ -75,6 +75,20 @@ def list_input_files(dataset: Dataset) -> Listed:
 
 def _glob(loc: Location, pattern: str, path: str) -> dict[str, dict[str, Any]]:
     return dict(with_retries(f"listing {path!r}", loc.fs.glob, pattern, detail=True))
+
+
+def _glob_ahead(loc: Location, pattern: str, path: str) -> dict[str, dict[str, Any]] | None:
+    """List an object store's folder before looking it up; None when the listing cannot tell.
+
+    A bucket that does not exist, or a file's path (adlfs's glob under a file raises), is then
+    looked up first, as on local disk, and what the lookup says is said.
+    """
+    try:
+        return _glob(loc, pattern, path)
+    except StorageError:
+        raise
+    except Exception:
+        return None
 
 
 def _list_explicit(dataset: Dataset) -> Listed:
