@@ -50,17 +50,8 @@ def partition(
     size = spec.config.batch_size(tabular=dataset.tabular)
     started, started_at = time.perf_counter(), time.time()
     with _split_ahead(dataset, spec, size, run_key=run_key, owner=owner, resume=resume) as split:
-        earlier, finished = _earlier_run(layout, owner, is_active)
-        running = _mark_running(layout, run_key, owner, earlier, finished)
-        try:
-            batches, header = split()
-            header["partition_keys"] = list(spec.config.partition_keys or []) or None
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-            layout.output.write_json(
-                layout.summary, {**running, "status": "failed", "step": "partition", "error": error}
-            )
-            raise
+        earlier, batches, header = _take_over(layout, split, run_key, owner, is_active)
+    header["partition_keys"] = list(spec.config.partition_keys or []) or None
     header["resumed"], header["resume_note"] = (
         _resumable(layout, header, len(batches), earlier) if resume else (False, "")
     )
@@ -136,6 +127,29 @@ def _log_partition(header: dict[str, Any], batches: int, size: Any, tasks: int, 
         header["run_key"],
         f"; {header['resume_note']}" if header["resume_note"] else "",
     )
+
+
+def _take_over(
+    layout: RunLayout,
+    split: Callable[[], tuple[list[MiniBatch], dict[str, Any]]],
+    run_key: str,
+    owner: dict[str, Any] | None,
+    is_active: Callable[[dict[str, Any]], bool] | None,
+) -> tuple[dict[str, Any] | None, list[MiniBatch], dict[str, Any]]:
+    """Take the path over from the earlier run (see ``_earlier_run``), then return the split input.
+
+    Return the earlier run's manifest header, the mini-batches and the manifest facts of the
+    input. A split that failed is told in the summary, then raised.
+    """
+    earlier, finished = _earlier_run(layout, owner, is_active)
+    running = _mark_running(layout, run_key, owner, earlier, finished)
+    try:
+        batches, header = split()
+    except Exception as exc:
+        failed = {**running, "status": "failed", "step": "partition", "error": f"{type(exc).__name__}: {exc}"}
+        layout.output.write_json(layout.summary, failed)
+        raise
+    return earlier, batches, header
 
 
 def _mark_running(
