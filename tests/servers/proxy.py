@@ -170,6 +170,21 @@ class FaultyProxy:
             most = max(most, now)
         return most
 
+    def sequential(self, since: float = 0.0, until: float = float("inf")) -> int:
+        """Return the most requests started in ``[since, until]`` that ran one after another.
+
+        That is the round trips on the critical path of what made them: requests in flight at
+        once count once. (The longest chain of requests each starting after the one before it
+        ended, found by taking the earliest to end first.)
+        """
+        with self._lock:
+            spans = sorted((e, s) for s, e, _, _ in self.spans if since <= s <= until)
+        chain, ended = 0, float("-inf")
+        for end, start in spans:
+            if start >= ended:
+                chain, ended = chain + 1, end
+        return chain
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()

@@ -14,34 +14,21 @@ from __future__ import annotations
 
 import io
 import json
-import textwrap
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from airflow_parallelrun.core import steps
-from airflow_parallelrun.core.config import ParallelRunConfig
 from airflow_parallelrun.core.inputs.datasets import TabularDataset
-from airflow_parallelrun.core.spec import RunSpec
-from airflow_parallelrun.core.storage.location import clear_storage_options, set_storage_options
+from airflow_parallelrun.core.storage.location import clear_storage_options
 from tests.object_stores import make_store
+from tests.parquet_runs import parquet_bytes, scoring_spec
 
 pytestmark = pytest.mark.slow
 
 FILES, ROWS = 16, 5
-SCRIPT = """
-def run(mini_batch):
-    return mini_batch[["id"]]
-"""
-
-
-def parquet_bytes(first: int) -> bytes:
-    buffer = io.BytesIO()
-    pq.write_table(pa.table({"id": list(range(first, first + ROWS))}), buffer)
-    return buffer.getvalue()
 
 
 def test_footers_statuses_and_parts_are_read_several_at_once_and_a_throttled_part_is_retried(
@@ -49,13 +36,11 @@ def test_footers_statuses_and_parts_are_read_several_at_once_and_a_throttled_par
 ) -> None:
     import s3fs
 
-    from airflow_parallelrun.hooks.storage import ParallelRunStorageHook
-
     store = make_store("s3")
     for key, value in store.env().items():
         monkeypatch.setenv(key, value)
     for f in range(FILES):
-        store.put(f"in/t{f:02d}.parquet", parquet_bytes(f * ROWS))
+        store.put(f"in/t{f:02d}.parquet", parquet_bytes(f * ROWS, ROWS))
     throttled: list[str] = []
 
     def throttle_one_part_read(number: int, method: str, path: str) -> str | None:
@@ -70,16 +55,7 @@ def test_footers_statuses_and_parts_are_read_several_at_once_and_a_throttled_par
     connection["extra"]["config_kwargs"] = {"retries": {"total_max_attempts": 1, "mode": "standard"}}
     monkeypatch.setenv(f"AIRFLOW_CONN_{slow.conn_id.upper()}", json.dumps(connection))
     monkeypatch.setattr(s3fs.S3FileSystem, "retries", 1)
-    set_storage_options(slow.url(), ParallelRunStorageHook(slow.conn_id).filesystem(slow.url()))
-    script = tmp_path / "score.py"
-    script.write_text(textwrap.dedent(SCRIPT))
-    spec = RunSpec(
-        output_path=slow.url("out"),
-        config=ParallelRunConfig(
-            entry_script="score.py", mini_batch_size="64MB", append_row_format="parquet", run_max_try=1
-        ),
-        entry_script=str(script),
-    )
+    spec = scoring_spec(slow, tmp_path, run_max_try=1)
     try:
         started = time.monotonic()
         descriptors = steps.partition(TabularDataset(path=slow.url("in"), format="parquet"), spec)

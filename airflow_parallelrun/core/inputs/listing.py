@@ -46,27 +46,49 @@ def list_input_files(dataset: Dataset) -> Listed:
         return _list_explicit(dataset)
     assert dataset.path is not None
     loc = Location(dataset.path)
-    # Not fs.exists: fsspec's generic exists() answers False for any error, a timeout included.
-    info = with_retries(f"input path {dataset.path!r}", _info_or_none, loc.fs, loc.path)
-    if info is None:
-        raise InputError(
-            f"input path {dataset.path!r} does not exist; check the path (after templating) or create it"
-        )
-    if info.get("type") == "file":
-        return (
-            [(loc.url_of(loc.path), info.get("size"))],
-            [],
-            _fingerprint([f"{loc.path} {_version(info)}"]),
-            [],
-        )
-    pattern = loc.join(str(dataset.pattern))
-    found = with_retries(f"listing {dataset.path!r}", loc.fs.glob, pattern, detail=True)
+    glob = loc.join(str(dataset.pattern))
+    # An object store: the listing first. A folder it finds files in exists, and is no file: the
+    # lookup of the path (a request, two for a folder on S3) is left for an empty listing.
+    found = None if loc.is_local else _glob_ahead(loc, glob, dataset.path)
+    if not found:
+        # Not fs.exists: fsspec's generic exists() answers False for any error, a timeout included.
+        info = with_retries(f"input path {dataset.path!r}", _info_or_none, loc.fs, loc.path)
+        if info is None:
+            raise InputError(
+                f"input path {dataset.path!r} does not exist; check the path (after templating) or create it"
+            )
+        if info.get("type") == "file":
+            return (
+                [(loc.url_of(loc.path), info.get("size"))],
+                [],
+                _fingerprint([f"{loc.path} {_version(info)}"]),
+                [],
+            )
+        found = found if found is not None else _glob(loc, glob, dataset.path)
     fingerprint = _fingerprint([f"{p} {_version(info)}" for p, info in sorted(found.items())])
     if not loc.is_local:
         files = [(loc.url_of(p), info.get("size")) for p, info in found.items() if info.get("type") == "file"]
         return sorted(files), [], fingerprint, []
     kept, refused = _inside_the_folder(found, loc.path)
     return kept, refused, fingerprint, []
+
+
+def _glob(loc: Location, pattern: str, path: str) -> dict[str, dict[str, Any]]:
+    return dict(with_retries(f"listing {path!r}", loc.fs.glob, pattern, detail=True))
+
+
+def _glob_ahead(loc: Location, pattern: str, path: str) -> dict[str, dict[str, Any]] | None:
+    """List an object store's folder before looking it up; None when the listing cannot tell.
+
+    A bucket that does not exist, or a file's path (adlfs's glob under a file raises), is then
+    looked up first, as on local disk, and what the lookup says is said.
+    """
+    try:
+        return _glob(loc, pattern, path)
+    except StorageError:
+        raise
+    except Exception:
+        return None
 
 
 def _list_explicit(dataset: Dataset) -> Listed:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Sequence
+from itertools import repeat
 from typing import Any
 
 from airflow_parallelrun.core.errors import StorageError
@@ -12,6 +13,7 @@ from airflow_parallelrun.core.inputs.datasets import Dataset, FileDataset, Tabul
 from airflow_parallelrun.core.inputs.formats import table_format
 from airflow_parallelrun.core.inputs.listing import list_input_files, with_retries
 from airflow_parallelrun.core.inputs.minibatch import MiniBatch, TabularPiece
+from airflow_parallelrun.core.inputs.parquet_footers import footer_tails, metadata_of
 from airflow_parallelrun.core.inputs.reading import is_local
 from airflow_parallelrun.core.sizes import MiniBatchSize
 from airflow_parallelrun.core.storage.concurrent import READS_IN_FLIGHT, map_ahead
@@ -85,11 +87,16 @@ def _text_row_ranges(url: str, fmt: str, rows: int) -> tuple[list[tuple[int, int
     return ranges, offset
 
 
-def _parquet_pieces(url: str, size: MiniBatchSize) -> list[tuple[TabularPiece, int]]:
+def _parquet_pieces(
+    url: str, size: MiniBatchSize, tail: bytes | None = None
+) -> list[tuple[TabularPiece, int]]:
+    """Cut a parquet file into pieces by its footer: in ``tail`` (its last bytes) if read already."""
     import pyarrow.parquet as pq
 
-    with open_url(url) as f:
-        meta = pq.ParquetFile(f).metadata
+    meta = metadata_of(tail) if tail is not None else None
+    if meta is None:
+        with open_url(url) as f:
+            meta = pq.ParquetFile(f).metadata
     groups = [
         (meta.row_group(i).num_rows, meta.row_group(i).total_byte_size) for i in range(meta.num_row_groups)
     ]
@@ -122,12 +129,16 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
     """
     if size.unit not in ("bytes", "rows") or size.value < 1:
         raise ValueError(f"a TabularDataset needs a positive byte or row size per mini-batch, got {size}")
-    # On a remote store the files' layouts (parquet footers) are read several at once, in order.
+    # On a remote store the files' layouts (parquet footers) are read several at once, in order:
+    # the footers' bytes in batches first, where the filesystem can (one round trip a batch).
     remote = any(not is_local(url) for url, _ in files)
+    tails = footer_tails(files) if remote and fmt == "parquet" else repeat(None)
     pieces = [
         piece
         for pieces_of_file in map_ahead(
-            lambda listed: _pieces_or_whole(*listed, fmt, size), files, READS_IN_FLIGHT if remote else 0
+            lambda listed: _pieces_or_whole(*listed[0], fmt, size, listed[1]),
+            zip(files, tails, strict=False),  # tails: one a file, or None forever
+            READS_IN_FLIGHT if remote else 0,
         )
         for piece in pieces_of_file
     ]
@@ -138,7 +149,7 @@ def partition_table(files: list[tuple[str, int | None]], fmt: str, size: MiniBat
 
 
 def _pieces_or_whole(
-    url: str, file_size: int | None, fmt: str, size: MiniBatchSize
+    url: str, file_size: int | None, fmt: str, size: MiniBatchSize, tail: bytes | None = None
 ) -> list[tuple[TabularPiece, int | None]]:
     """Cut one listed table file (or a piece named by a report) into pieces, or keep it whole."""
     named = _PIECE.match(url)
@@ -148,7 +159,7 @@ def _pieces_or_whole(
         piece = TabularPiece(path, fmt, unit, int(start), int(end))  # type: ignore[arg-type]
         return [(piece, end_minus_start(piece))]
     try:
-        return _pieces_of(url, file_size, fmt, size)
+        return _pieces_of(url, file_size, fmt, size, tail)
     except StorageError:
         raise
     except Exception as exc:
@@ -163,11 +174,11 @@ def _pieces_or_whole(
 
 
 def _pieces_of(
-    url: str, file_size: int | None, fmt: str, size: MiniBatchSize
+    url: str, file_size: int | None, fmt: str, size: MiniBatchSize, tail: bytes | None = None
 ) -> list[tuple[TabularPiece, int | None]]:
     """Cut one table file into pieces of about ``size``, each with its row count when known."""
     if not table_format(fmt).lines:
-        return list(with_retries(url, _parquet_pieces, url, size))
+        return list(with_retries(url, _parquet_pieces, url, size, tail))
     if size.unit == "rows":
         ranges, _ = with_retries(url, _text_row_ranges, url, fmt, size.value)
         return [(TabularPiece(url, fmt, "bytes", s, e), n) for s, e, n in ranges]

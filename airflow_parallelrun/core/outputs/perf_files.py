@@ -103,10 +103,22 @@ def publish_node_pools(layout: RunLayout) -> int:
     return len(found)
 
 
+def node_samples(layout: RunLayout) -> tuple[list[dict[str, Any]], int]:
+    """Publish the last samples of this node's pools of the run, then read the run's (``read_perf_samples``).
+
+    Run in the aggregate task, once it has stopped its pools.
+    """
+    publish_node_pools(layout)
+    return read_perf_samples(layout)
+
+
 def read_perf_samples(layout: RunLayout) -> tuple[list[dict[str, Any]], int]:
     """Return the run's resource samples (of ``MAX_PERF_FILES`` files at most) and the count of files."""
     out = layout.output
-    files = [f for node in out.listdir(layout.state("perf")) for f in out.listdir(node) if f.endswith(".csv")]
+    ahead = 0 if out.is_local else READS_IN_FLIGHT
+    # A remote store: the nodes' folders are listed at once, as their files are read.
+    listed = map_ahead(out.listdir, out.listdir(layout.state("perf")), ahead)
+    files = [f for in_node in listed for f in in_node if f.endswith(".csv")]
 
     def read(path: str) -> str | None:
         try:
@@ -117,7 +129,7 @@ def read_perf_samples(layout: RunLayout) -> tuple[list[dict[str, Any]], int]:
 
     rows: list[dict[str, Any]] = []
     # A remote store: several files read at once (one run task's file each, or more).
-    for text in map_ahead(read, files[:MAX_PERF_FILES], 0 if out.is_local else READS_IN_FLIGHT):
+    for text in map_ahead(read, files[:MAX_PERF_FILES], ahead):
         if text is not None:
             rows += [_parsed(row) for row in csv.DictReader(io.StringIO(text)) if row.get("role")]
     return rows, len(files)

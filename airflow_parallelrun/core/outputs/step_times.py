@@ -33,13 +33,22 @@ def span(started: float | None, ended: float | None) -> dict[str, Any] | None:
     return {"started": round(started, 3), "ended": round(ended, 3), "seconds": round(ended - started, 3)}
 
 
-def step_times(layout: RunLayout, header: dict[str, Any], aggregate_started: float) -> dict[str, Any]:
-    """Return the summary's ``"steps"``; the aggregate ends now. A step not recorded is None."""
+def step_times(
+    layout: RunLayout,
+    header: dict[str, Any],
+    aggregate_started: float,
+    records: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Return the summary's ``"steps"``; the aggregate ends now. A step not recorded is None.
+
+    ``records`` are the run tasks' progress records of the run, read here unless given.
+    """
     created = header.get("created_at")
     partition = span(
         header.get("partition_started"), datetime.fromisoformat(created).timestamp() if created else None
     )
-    records = read_task_records(layout, header.get("run_key"))
+    if records is None:
+        records = read_task_records(layout, header.get("run_key"))
     run = span(
         min((float(r["started"]) for r in records), default=None),
         max((float(r["updated"]) for r in records), default=None),

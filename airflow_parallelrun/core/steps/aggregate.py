@@ -27,6 +27,8 @@ from airflow_parallelrun.core.inputs.reading import count_piece_items
 from airflow_parallelrun.core.outputs.counting import count_run
 from airflow_parallelrun.core.outputs.merge import merge_parts, reopened
 from airflow_parallelrun.core.outputs.parts import as_format
+from airflow_parallelrun.core.outputs.perf_files import node_samples
+from airflow_parallelrun.core.outputs.progress import read_task_records
 from airflow_parallelrun.core.outputs.report import failure_message, render_report
 from airflow_parallelrun.core.outputs.report_html import write_html_report
 from airflow_parallelrun.core.outputs.status import NOT_RUN, SKIPPED, SUCCEEDED, BatchStatus
@@ -116,10 +118,13 @@ def _aggregate(
     if aborted and skipped and not reasons:
         # Inputs were left unprocessed on purpose: whatever the bounds say, the run did not succeed.
         reasons.append(f"the run was aborted ({aborted}); {skipped} mini-batches were skipped")
-    with ThreadPoolExecutor(1, thread_name_prefix="parallelrun-records") as records:
-        # What needs only the statuses is written while the merge runs (a remote store's round
-        # trips overlap it); an error of either is raised here, the merge's first.
-        written = records.submit(_write_records, layout, statuses)
+    with ThreadPoolExecutor(3, thread_name_prefix="parallelrun-records") as background:
+        # What needs only the statuses is written while the merge runs, and what the summary and
+        # the report read of the run tasks' records is read meanwhile (a remote store's round
+        # trips overlap it); an error of the writes or the merge is raised here, the merge's first.
+        written = background.submit(_write_records, layout, statuses)
+        task_records = background.submit(read_task_records, layout, run_key)
+        samples = background.submit(node_samples, layout)
         merged_url = _merge(layout, statuses, config) if config.output_action == "append_row" else None
         written.result()
     sql_output = _write_table(spec, statuses, (run_key, accepted), reasons)
@@ -135,8 +140,8 @@ def _aggregate(
     )
     if sql_output is not None:
         summary["sql_output"] = sql_output
-    summary["steps"] = step_times(layout, header, started)
-    write_html_report(layout, statuses, summary)  # logged, never raised, when it fails
+    summary["steps"] = step_times(layout, header, started, task_records.result())
+    write_html_report(layout, statuses, summary, samples.result)  # logged, never raised, when it fails
     summary["steps"] = aggregate_ended(summary["steps"], started)  # drawing the report included
     check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
     layout.output.write_json(layout.summary, summary)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -47,15 +49,9 @@ def partition(
     check_partition_keys_fit(dataset, spec.config.partition_keys)
     size = spec.config.batch_size(tabular=dataset.tabular)
     started, started_at = time.perf_counter(), time.time()
-    earlier, finished = _earlier_run(layout, owner, is_active)
-    running = _mark_running(layout, run_key, owner, earlier, finished)
-    try:
-        batches, header = _split(dataset, spec, size, run_key=run_key, owner=owner, resume=resume)
-        header["partition_keys"] = list(spec.config.partition_keys or []) or None
-    except Exception as exc:
-        failed = {**running, "status": "failed", "step": "partition", "error": f"{type(exc).__name__}: {exc}"}
-        layout.output.write_json(layout.summary, failed)
-        raise
+    with _split_ahead(dataset, spec, size, run_key=run_key, owner=owner, resume=resume) as split:
+        earlier, batches, header = _take_over(layout, split, run_key, owner, is_active)
+    header["partition_keys"] = list(spec.config.partition_keys or []) or None
     header["resumed"], header["resume_note"] = (
         _resumable(layout, header, len(batches), earlier) if resume else (False, "")
     )
@@ -95,6 +91,30 @@ def _split(
     return partition_dataset(dataset, size, keys)
 
 
+@contextmanager
+def _split_ahead(
+    dataset: Dataset, spec: RunSpec, size: Any, **split: Any
+) -> Iterator[Callable[[], tuple[list[MiniBatch], dict[str, Any]]]]:
+    """Start listing and splitting a file or table input now; yield what returns the result, or raises.
+
+    Listing and splitting such an input only reads it (the listing, the parquet footers), so it
+    runs in a thread while the earlier run at the path is looked up and this run's summary is
+    written: on an object store those round trips overlap, not add up. A SQL input is read into
+    the run's storage: it is split when asked, after the path is taken over, as before.
+    """
+    from airflow_parallelrun.core.sql.source import SqlDataset
+
+    if isinstance(dataset, SqlDataset):
+        yield lambda: _split(dataset, spec, size, **split)
+        return
+    pool = ThreadPoolExecutor(1, thread_name_prefix="parallelrun-split")
+    try:
+        yield pool.submit(_split, dataset, spec, size, **split).result
+    finally:
+        # Raised before the result was asked for (the path is in use): the listing is left to end.
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _log_partition(header: dict[str, Any], batches: int, size: Any, tasks: int, seconds: float) -> None:
     keys = header.get("partition_keys")
     log.info(
@@ -107,6 +127,29 @@ def _log_partition(header: dict[str, Any], batches: int, size: Any, tasks: int, 
         header["run_key"],
         f"; {header['resume_note']}" if header["resume_note"] else "",
     )
+
+
+def _take_over(
+    layout: RunLayout,
+    split: Callable[[], tuple[list[MiniBatch], dict[str, Any]]],
+    run_key: str,
+    owner: dict[str, Any] | None,
+    is_active: Callable[[dict[str, Any]], bool] | None,
+) -> tuple[dict[str, Any] | None, list[MiniBatch], dict[str, Any]]:
+    """Take the path over from the earlier run (see ``_earlier_run``), then return the split input.
+
+    Return the earlier run's manifest header, the mini-batches and the manifest facts of the
+    input. A split that failed is told in the summary, then raised.
+    """
+    earlier, finished = _earlier_run(layout, owner, is_active)
+    running = _mark_running(layout, run_key, owner, earlier, finished)
+    try:
+        batches, header = split()
+    except Exception as exc:
+        failed = {**running, "status": "failed", "step": "partition", "error": f"{type(exc).__name__}: {exc}"}
+        layout.output.write_json(layout.summary, failed)
+        raise
+    return earlier, batches, header
 
 
 def _mark_running(
@@ -159,11 +202,15 @@ def _earlier_run(
     same owner (its partition task cleared and run again), or with no way to ask
     (``is_active`` or its owner missing), is taken over.
     """
-    if not layout.output.exists(layout.manifest):
+    out = layout.output
+    # One read each, no lookup first, both at once on a remote store (each a round trip).
+    found, summary = map_ahead(
+        out.read_json_if_exists, [layout.manifest, layout.summary], 0 if out.is_local else 2
+    )
+    if found is None:
         return None, True
-    earlier = dict(layout.output.read_json(layout.manifest))
+    earlier, summary = dict(found), summary or {}
     other, other_owner = earlier.get("run_key"), earlier.get("owner")
-    summary = layout.output.read_json(layout.summary) if layout.output.exists(layout.summary) else {}
     finished = bool(other) and (
         (summary.get("run_key") == other and summary.get("status") in ("succeeded", "failed"))
         # A later partition that failed before taking the path over kept what it knew.

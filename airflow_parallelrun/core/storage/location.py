@@ -140,8 +140,8 @@ class Location:
         return bytes(self.fs.cat_file(path))
 
     @retrying
-    def _read_small(self, path: str) -> bytes:
-        """Read a small object (a record) in one request.
+    def read_small(self, path: str) -> bytes:
+        """Read a small object (a record, a manifest shard) in one request.
 
         s3fs asks for an object's size before reading it whole, to split a big read into
         ranges: a HEAD first, and for a missing object a LIST too (to tell a folder). A record
@@ -150,7 +150,7 @@ class Location:
         return bytes(self.fs.cat_file(path, **self._small_read))
 
     def read_json(self, path: str) -> Any:
-        return json.loads(self._read_small(path))
+        return json.loads(self.read_small(path))
 
     def read_json_if_exists(self, path: str) -> Any:
         """Return the JSON at ``path``, or None if there is none: one read, no lookup first.
@@ -193,9 +193,15 @@ class Location:
 
     @retrying
     def listdir(self, path: str) -> list[str]:
-        if not self._exists(path):
+        """Return the paths in the folder ``path``, sorted; none if there is no such folder.
+
+        One listing, no lookup first: on an object store a lookup of a folder is a request or
+        two more (s3fs asks for an object of that name, then lists the name as a prefix).
+        """
+        try:
+            return sorted(self.fs.ls(path, detail=False))
+        except FileNotFoundError:
             return []
-        return sorted(self.fs.ls(path, detail=False))
 
     @contextmanager
     def writer(self, path: str) -> Iterator[BinaryIO]:

@@ -127,11 +127,8 @@ def check_run_key(layout: RunLayout, run_key: str | None) -> dict[str, Any]:
 
     ``run_key`` None means the run the manifest describes (plain core use, one run at a time).
     """
-    try:
-        # One read, no exists(): a task calls this before publishing each mini-batch.
-        header = dict(layout.output.read_json(layout.manifest))
-    except FileNotFoundError:
-        header = read_manifest_header(layout)  # raises, saying what is missing and what to do
+    # One read, no exists(): a task calls this before publishing each mini-batch.
+    header = read_manifest_header(layout)  # raises, saying what is missing and what to do
     current = header.get("run_key")
     if run_key is None or run_key == current:
         return header
@@ -145,19 +142,26 @@ def check_run_key(layout: RunLayout, run_key: str | None) -> dict[str, Any]:
 
 
 def read_manifest_header(layout: RunLayout) -> dict[str, Any]:
-    if not layout.output.exists(layout.manifest):
+    """Return the manifest header; raise ``ParallelRunError`` saying what to do when there is none."""
+    header = layout.output.read_json_if_exists(layout.manifest)  # one read, no lookup first
+    if header is None:
         raise ParallelRunError(
             f"no manifest at {layout.output.url_of(layout.manifest)}: the partition task of this run has "
             "not finished, or output_path renders differently between tasks; clear the partition task"
         )
-    return dict(layout.output.read_json(layout.manifest))
+    return dict(header)
+
+
+def _shard_lines(layout: RunLayout, number: int) -> list[str]:
+    # A shard is small (SHARD_SIZE descriptors): one GET, not a lookup of its size first.
+    return layout.output.read_small(layout.shard(number)).decode().splitlines()
 
 
 def read_mini_batch(layout: RunLayout, index: int) -> MiniBatch:
     """Read one mini-batch by reading only its shard."""
     header = read_manifest_header(layout)
     size = int(header["shard_size"])
-    lines = layout.output.read_bytes(layout.shard(index // size)).decode().splitlines()
+    lines = _shard_lines(layout, index // size)
     mb = MiniBatch.from_dict(json.loads(lines[index % size]))
     if mb.index != index:
         raise ParallelRunError(
@@ -176,7 +180,7 @@ def read_mini_batches(
     for index in indexes:
         if index // size != shard_number:
             shard_number = index // size
-            lines = layout.output.read_bytes(layout.shard(shard_number)).decode().splitlines()
+            lines = _shard_lines(layout, shard_number)
         mb = MiniBatch.from_dict(json.loads(lines[index % size]))
         if mb.index != index:
             raise ParallelRunError(
@@ -190,6 +194,6 @@ def iter_mini_batches(layout: RunLayout, header: dict[str, Any] | None = None) -
     header = header or read_manifest_header(layout)
     total, size = int(header["total_mini_batches"]), int(header["shard_size"])
     for number in range((total + size - 1) // size):
-        for line in layout.output.read_bytes(layout.shard(number)).decode().splitlines():
+        for line in _shard_lines(layout, number):
             if line:
                 yield MiniBatch.from_dict(json.loads(line))
