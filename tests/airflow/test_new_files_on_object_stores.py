@@ -73,6 +73,7 @@ def test_the_deferred_sensor_claims_new_files_on_the_store_and_the_next_run_only
     assert json.loads(out.read_text()) == [newer]
 
 
+@pytest.mark.slow
 def test_the_trigger_claims_new_files_on_the_store_once_and_fires_an_unfired_batch_again(
     object_store: ObjectStore,
 ) -> None:

@@ -162,6 +162,7 @@ class GrowingMemory(MemoryFileSystem):
         return super().find(path, *args, **kwargs)
 
 
+@pytest.mark.slow
 def test_run_does_not_fire_on_a_file_still_being_written(listings: Listings) -> None:
     fsspec.register_implementation("growmem", GrowingMemory, clobber=True)
     GrowingMemory().pipe_file("/in/scan.png", b"")
@@ -183,6 +184,7 @@ def test_run_does_not_fire_on_a_file_still_being_written(listings: Listings) -> 
     assert event.payload["files"] == ["growmem:///in/scan.png"]
 
 
+@pytest.mark.slow
 def test_run_does_not_fire_twice_for_the_same_files_even_after_a_restart(
     tmp_path: Path, listings: Listings
 ) -> None:
@@ -393,6 +395,7 @@ def test_credentials_come_from_the_connection_when_it_runs_never_from_its_kwargs
     assert SECRET not in json.dumps(event.payload)
 
 
+@pytest.mark.slow
 def test_25_files_with_max_files_10_fire_3_events_of_10_10_and_5_each_file_once(tmp_path: Path) -> None:
     files = [str(tmp_path / f"{i:02d}.png") for i in range(25)]
     for name in files:
@@ -461,6 +464,7 @@ def test_a_trigger_cancelled_between_claiming_and_firing_leaves_its_files_to_the
     assert {ledger.record(f)["batch"] for f in files} == {event.payload["batch"]}
 
 
+@pytest.mark.slow
 def test_an_event_the_triggerer_never_took_fires_again_and_a_taken_one_never(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(b"png")
     trigger = _trigger(tmp_path, settle_seconds=0)

@@ -182,6 +182,7 @@ def test_without_process_count_per_node_the_bound_takes_this_machines_cpu_count(
     assert dag.task_dict["score.run"].partial_kwargs["max_active_tis_per_dagrun"] == 2 * (os.cpu_count() or 1)
 
 
+@pytest.mark.slow
 def test_a_param_cannot_move_the_input_out_of_its_templated_folder(write_dag, tmp_path: Path) -> None:
     root = tmp_path / "data" / "in"
     (root / "ok").mkdir(parents=True)

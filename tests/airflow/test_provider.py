@@ -21,6 +21,7 @@ def test_provider_info_passes_airflows_schema() -> None:
     jsonschema.validate(get_provider_info(), schema)
 
 
+@pytest.mark.slow
 def test_airflow_providers_list_shows_the_provider(airflow_db: None) -> None:
     result = subprocess.run(
         [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],

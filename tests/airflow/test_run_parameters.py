@@ -62,6 +62,7 @@ def _runs(dag_run) -> dict[tuple[str, int], str]:
     return {key: state for key, (state, _) in task_instances(dag_run).items()}
 
 
+@pytest.mark.slow
 def test_mini_batch_size_and_error_threshold_come_from_the_runs_params(form_dag) -> None:
     # mini_batch_size 2: six files in three mini-batches; error_threshold -1: the bad file is tolerated.
     dag_run = form_dag.test(run_conf={"mini_batch_size": "2", "error_threshold": -1})
@@ -100,6 +101,7 @@ def test_the_same_dag_with_other_params_partitions_and_counts_otherwise(form_dag
     assert states[("score.aggregate", -1)] == "failed"
 
 
+@pytest.mark.slow
 def test_an_invalid_rendered_value_fails_the_partition_naming_field_and_value(form_dag, capfd) -> None:
     states = _runs(form_dag.test(run_conf={"mini_batch_size": "0"}))
     assert states[("score.partition", -1)] == "failed"
@@ -263,6 +265,7 @@ def test_the_dag_with_good_values_runs(retried_dag, tmp_path: Path) -> None:
     assert (tmp_path / "out" / "ok").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("conf", "message"), BAD_VALUES, ids=[next(iter(c)) + "=" + next(iter(c.values())) for c, _ in BAD_VALUES]
 )

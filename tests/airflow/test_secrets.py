@@ -70,6 +70,7 @@ def _files_containing(folder: Path, needles: list[str]) -> dict[str, list[str]]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warm", [True, False], ids=["warm_workers", "own_worker"])
 def test_a_secret_reaches_the_worker_and_no_database_xcom_or_file(
     write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, warm: bool

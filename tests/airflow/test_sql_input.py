@@ -86,6 +86,7 @@ def connected_table(db: Any, monkeypatch: pytest.MonkeyPatch, name: str, rows: i
     return table
 
 
+@pytest.mark.slow
 def test_every_row_of_a_table_is_scored_exactly_once_in_a_dag_run(
     sql_database, write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -102,6 +103,7 @@ def test_every_row_of_a_table_is_scored_exactly_once_in_a_dag_run(
     assert (summary["succeeded_mini_batches"], summary["succeeded_items"]) == (15, 100)
 
 
+@pytest.mark.slow
 def test_a_templated_query_takes_the_runs_params_and_logical_date(
     sql_database, write_dag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -184,6 +184,7 @@ def test_a_missing_connection_fails_the_run_tasks_naming_it(write_dag, tmp_path,
     assert "the SqlTable's Connection 'no_such_db' cannot be read" in _logged(capsys, caplog)
 
 
+@pytest.mark.slow
 def test_a_database_error_names_the_connection_and_never_its_password(
     write_dag, tmp_path, monkeypatch, capsys, caplog
 ) -> None:

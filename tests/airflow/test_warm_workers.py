@@ -40,6 +40,7 @@ with DAG("{dag_id}", schedule=None) as dag:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warm", [True, False])
 def test_init_runs_once_per_worker_process_with_warm_workers(write_dag, tmp_path: Path, warm: bool) -> None:
     names = [f"item{i}.txt" for i in range(6)]

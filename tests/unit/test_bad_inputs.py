@@ -431,6 +431,7 @@ class CountingReader(io.RawIOBase):
         super().close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fmt", "megabytes"), [("csv", 50), ("jsonl", 12)])
 def test_one_enormous_row_is_read_once_and_loses_no_neighbour(tmp_path, fmt, megabytes):
     folder = tmp_path / "in"

@@ -48,6 +48,7 @@ def run_racers(target: Any, args: list[tuple[Any, ...]], timeout: float = 60) ->
     return results
 
 
+@pytest.mark.slow
 def test_racing_processes_each_file_goes_to_exactly_one(tmp_path: Path) -> None:
     files = _write(tmp_path, [f"f{i:03d}.png" for i in range(60)])
     results = run_racers(_race, [(str(tmp_path), f"run-{i}") for i in range(6)])

@@ -113,6 +113,7 @@ def _claim_puts(action: str, times: int) -> Any:
     return fault
 
 
+@pytest.mark.slow
 def test_a_409_conflict_is_retried_and_the_claim_taken_once(
     object_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -131,6 +132,7 @@ def test_a_409_conflict_is_retried_and_the_claim_taken_once(
     assert not ClaimLedger(object_store.url("_parallelrun_claims"), object_store.fs()).claim(stat, "rival")
 
 
+@pytest.mark.slow
 def test_a_conflict_that_never_ends_fails_with_the_store_s_answer(
     object_store: ObjectStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

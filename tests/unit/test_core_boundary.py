@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import airflow_parallelrun.core as core
 
 
@@ -33,6 +35,7 @@ def test_core_imports_no_airflow_module() -> None:
     assert result.returncode == 0, f"core imported airflow modules: {result.stdout} {result.stderr}"
 
 
+@pytest.mark.slow
 def test_the_boundary_check_would_see_an_airflow_import() -> None:
     """The check above is only worth something if importing airflow shows in sys.modules."""
     code = "import sys, airflow.sdk; sys.exit(0 if 'airflow' in sys.modules else 1)"

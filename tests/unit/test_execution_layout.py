@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import airflow_parallelrun
 
 PACKAGE = Path(airflow_parallelrun.__file__).parent
@@ -44,6 +46,7 @@ def test_the_private_import_check_sees_one(tmp_path: Path) -> None:
     assert private_imports(tmp_path) == ["a.py: from airflow_parallelrun.core.execution.runner import _LIVE"]
 
 
+@pytest.mark.slow
 def test_execution_modules_and_functions_stay_small() -> None:
     spec = importlib.util.spec_from_file_location("long_functions", TOOL)
     assert spec is not None and spec.loader is not None

@@ -157,6 +157,7 @@ print(json.dumps(env))
 """
 
 
+@pytest.mark.slow
 def test_two_processes_staging_one_remote_model_at_once_download_it_once(
     http_models: tuple[str, Counter[str], Path], cache: Path
 ) -> None:
@@ -194,6 +195,7 @@ def run(mini_batch):
 """
 
 
+@pytest.mark.slow
 def test_a_run_stages_a_remote_model_and_its_workers_read_it_from_the_working_directory(
     tmp_path: Path, http_models: tuple[str, Counter[str], Path]
 ) -> None:

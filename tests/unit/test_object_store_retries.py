@@ -19,6 +19,7 @@ from tests.object_stores import make_store
 CASES = [("s3", "throttle"), ("s3", "drop"), ("s3", "drop-after"), ("azure", "drop"), ("azure", "drop-after")]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("kind", "fault"), CASES)
 def test_the_libraries_own_retries_absorb_a_single_fault(
     kind: str, fault: str, monkeypatch: pytest.MonkeyPatch

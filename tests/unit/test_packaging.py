@@ -9,6 +9,8 @@ import sys
 import zipfile
 from pathlib import Path
 
+import pytest
+
 import airflow_parallelrun
 from airflow_parallelrun.core import steps
 
@@ -33,6 +35,7 @@ def test_the_steps_package_exports_the_step_functions_not_their_modules() -> Non
         assert callable(getattr(steps, name)) and not isinstance(getattr(steps, name), type(steps)), name
 
 
+@pytest.mark.slow
 def test_the_wheel_carries_py_typed(tmp_path: Path) -> None:
     source = tmp_path / "src"
     source.mkdir()

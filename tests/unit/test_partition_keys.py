@@ -305,6 +305,7 @@ def _range(tmp_path: Path, index: int) -> str:
 # --- resume and counting --------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_resume_reruns_only_the_groups_that_failed(
     tmp_path: Path, seen_dir: Path, monkeypatch: pytest.MonkeyPatch

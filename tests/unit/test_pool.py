@@ -191,6 +191,7 @@ def test_tasks_in_separate_processes_share_the_warm_worker_and_each_gets_its_pri
     assert "init in" not in second[1] and f"task {first[0]}" not in second[1]
 
 
+@pytest.mark.slow
 def test_a_pool_runs_at_most_its_size_and_a_lease_waits_for_a_free_worker(tmp_path, make_spec):
     spec = make_spec(size=1)
     first = lease_worker(spec)
@@ -217,6 +218,7 @@ def test_two_workers_for_two_leases_at_once_in_a_pool_of_two(tmp_path, make_spec
     c.shutdown()
 
 
+@pytest.mark.slow
 def test_a_timeout_kills_the_leased_worker_and_the_next_lease_starts_a_fresh_one(tmp_path, make_spec):
     spec = make_spec()
     worker = lease_worker(spec)
@@ -278,6 +280,7 @@ def test_a_dead_pool_takes_its_workers_along_and_is_replaced(tmp_path, make_spec
     assert pool_pid(pool_dir) != old_pool
 
 
+@pytest.mark.slow
 def test_an_idle_pool_calls_shutdown_in_its_workers_and_exits(tmp_path, make_spec, pool_dir):
     spec = make_spec(idle=1)
     worker = lease_worker(spec)
@@ -361,6 +364,7 @@ def run(mini_batch):
 """
 
 
+@pytest.mark.slow
 def test_a_pool_does_not_stop_as_idle_while_a_worker_is_in_init_or_a_lease_waits(tmp_path, make_spec):
     # init() takes far longer than worker_idle_timeout: were the pool to count that time as idle,
     # it would stop, and the waiting lease would start a second worker with a second init().
@@ -373,6 +377,7 @@ def test_a_pool_does_not_stop_as_idle_while_a_worker_is_in_init_or_a_lease_waits
     assert init_pids(tmp_path) == [str(worker.pid)]
 
 
+@pytest.mark.slow
 def test_a_pool_warming_a_worker_does_not_stop_as_idle_before_its_init_ends(tmp_path, make_spec):
     # No task asks yet: only the worker in init() keeps the pool up. A pool that stopped would
     # take the worker with it (it watches its parent) before its init() could end.
@@ -555,6 +560,7 @@ def test_a_worker_the_pool_cannot_start_is_a_framework_error_not_the_scripts(tmp
     assert "Traceback" in log_file.read_text()
 
 
+@pytest.mark.slow
 def test_a_pool_that_logged_a_warning_keeps_its_log_when_it_stops(tmp_path, make_spec, pool_dir):
     spec = make_spec(
         "def run(mb):\n    return mb\ndef shutdown():\n    raise RuntimeError('could not flush the cache')\n",

@@ -114,6 +114,7 @@ def merged(tmp_path: Path) -> list[str]:
 EVERY_ROW = sorted(f"f{i:02d}.txt:text {i}" for i in range(MINI_BATCHES * FILES_PER_MINI_BATCH))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ahead", [1, 2])
 def test_the_next_mini_batches_are_fetched_while_run_scores_and_no_more(
     slow_store, tmp_path, monkeypatch, caplog, ahead
@@ -144,6 +145,7 @@ def test_the_next_mini_batches_are_fetched_while_run_scores_and_no_more(
     assert not [p for p in Path(spec.output_path).rglob("input")]
 
 
+@pytest.mark.slow
 def test_without_prefetch_the_next_mini_batch_is_fetched_at_its_turn(slow_store, tmp_path, monkeypatch):
     spec = make_spec(tmp_path, slow_store, ahead=0, wait=1.0, monkeypatch=monkeypatch)
     statuses = steps.run_mini_batches(range(2), spec)
@@ -152,6 +154,7 @@ def test_without_prefetch_the_next_mini_batch_is_fetched_at_its_turn(slow_store,
     assert seen[0]["seen_next"] is None and seen[0]["present"] == []
 
 
+@pytest.mark.slow
 def test_a_failed_fetch_fails_its_own_mini_batch_only(slow_store, tmp_path, monkeypatch):
     spec = make_spec(tmp_path, slow_store, wait=3.0, monkeypatch=monkeypatch)
     # Gone after the listing: mini-batch 1's fetch, started while 0 runs, fails on it.
@@ -188,6 +191,7 @@ steps.run_mini_batches(range(args["count"]), spec)
 """
 
 
+@pytest.mark.slow
 def test_a_task_killed_while_fetching_ahead_leaves_every_row_once_after_its_retry(
     slow_store, tmp_path, monkeypatch
 ):

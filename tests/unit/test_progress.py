@@ -134,6 +134,7 @@ def test_a_new_partition_drops_the_records_of_the_run_before(tmp_path):
     assert not state(tmp_path, "progress", "task-000000.json").exists()
 
 
+@pytest.mark.slow
 def test_each_interval_the_task_logs_azures_line_for_itself_and_the_whole_run(tmp_path, caplog):
     make_input(tmp_path / "in")
     spec = make_run(
@@ -156,6 +157,7 @@ def test_each_interval_the_task_logs_azures_line_for_itself_and_the_whole_run(tm
     )
 
 
+@pytest.mark.slow
 def test_a_task_stuck_longer_than_progress_update_timeout_kills_its_worker_and_fails(tmp_path):
     make_input(tmp_path / "in")
     # run() hangs far longer than both: the watchdog, not run_invocation_timeout, must end it.

@@ -138,6 +138,7 @@ def check_report(spec: RunSpec, summary: dict[str, Any]) -> str:
     return page
 
 
+@pytest.mark.slow
 def test_a_run_with_warm_workers_writes_its_pools_samples_and_the_report(tmp_path: Path) -> None:
     spec = make_spec(tmp_path)
     summary, statuses = run_all(tmp_path, spec)
@@ -148,6 +149,7 @@ def test_a_run_with_warm_workers_writes_its_pools_samples_and_the_report(tmp_pat
     assert all(s.started and s.ended and s.started <= s.ended and s.node and s.worker_pid for s in timed)
 
 
+@pytest.mark.slow
 def test_a_run_without_warm_workers_samples_each_tasks_own_worker(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, warm_workers=False)
     summary, statuses = run_all(tmp_path, spec)
@@ -156,6 +158,7 @@ def test_a_run_without_warm_workers_samples_each_tasks_own_worker(tmp_path: Path
     assert not (tmp_path / "pools").exists() or not list((tmp_path / "pools").glob("*.perf.csv"))
 
 
+@pytest.mark.slow
 def test_resource_monitor_interval_0_takes_no_samples_and_the_report_says_so(tmp_path: Path) -> None:
     spec = make_spec(tmp_path, resource_monitor_interval=0)
     summary, _ = run_all(tmp_path, spec)
@@ -188,6 +191,7 @@ def run_with_a_failure(
     return spec, run_all(tmp_path, spec)[0]
 
 
+@pytest.mark.slow
 def test_a_figure_that_cannot_be_drawn_leaves_a_note_and_the_rest_of_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -199,6 +203,7 @@ def test_a_figure_that_cannot_be_drawn_leaves_a_note_and_the_rest_of_the_report(
     assert "could not draw a figure of the report (broken)" in caplog.text
 
 
+@pytest.mark.slow
 def test_a_report_that_cannot_be_written_never_fails_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

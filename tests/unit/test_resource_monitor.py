@@ -41,6 +41,7 @@ def rows(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+@pytest.mark.slow
 def test_the_monitor_samples_its_child_processes_and_the_node(tmp_path, busy_child, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi: the GPU column is empty, not an error
     path = tmp_path / "perf.csv"

@@ -157,6 +157,7 @@ def test_a_script_that_cannot_load_fails_at_once_without_using_its_tries(tmp_pat
     assert (status.items_total, status.items_failed) == (3, 3)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_a_timed_out_try_is_retried_in_a_fresh_worker(tmp_path):
     make_input(tmp_path / "in")

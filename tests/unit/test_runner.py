@@ -339,6 +339,7 @@ def test_run_returning_neither_list_nor_dataframe_is_a_run_output_error(
 # --- timeouts and dying workers -----------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
     "stuck",
@@ -376,6 +377,7 @@ def test_run_longer_than_the_timeout_is_killed(tmp_path, worker, stuck):
     assert not w.alive()
 
 
+@pytest.mark.slow
 def test_the_timeout_bounds_run_itself_not_the_writing_of_its_results(tmp_path, worker):
     # run() returns at once; writing its results takes longer than the whole timeout (the first
     # result's str() sleeps past it, so the write outlasts the timeout however busy the machine).
@@ -420,6 +422,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc to see whether a process exited")
 def test_timeout_also_kills_the_processes_run_started(tmp_path, worker):

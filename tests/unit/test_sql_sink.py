@@ -91,6 +91,7 @@ def expected(ids: range, factor: float = 2) -> list[tuple[Any, ...]]:
     return [(i, (i + 0.5) * factor, f"odd{i}" if i % 2 else None) for i in ids]
 
 
+@pytest.mark.slow
 def test_append_creates_the_table_and_a_second_run_appends(sql_database, tmp_path: Path) -> None:
     table = sink_tables(sql_database, sql_database.table("scores"))
     summary = score(sql_database, tmp_path, table)
@@ -124,6 +125,7 @@ def test_the_created_table_takes_the_returned_columns_types(sql_database, tmp_pa
     assert rows(sql_database, table)[0] == (0, 1.0, None)
 
 
+@pytest.mark.slow
 def test_upsert_a_second_run_over_the_same_keys_updates_rather_than_duplicates(
     sql_database, tmp_path: Path
 ) -> None:
@@ -135,6 +137,7 @@ def test_upsert_a_second_run_over_the_same_keys_updates_rather_than_duplicates(
     assert summary["sql_output"]["if_exists"] == "upsert"
 
 
+@pytest.mark.slow
 def test_replace_swaps_the_tables_rows_and_keeps_the_table(sql_database, tmp_path: Path) -> None:
     table = sink_tables(sql_database, sql_database.table("replaced"))
     engine = sql_database.engine()
@@ -156,6 +159,7 @@ def test_replace_swaps_the_tables_rows_and_keeps_the_table(sql_database, tmp_pat
     assert rows(sql_database, table) == expected(range(3))
 
 
+@pytest.mark.slow
 def test_upsert_into_a_table_without_a_unique_key_is_refused_saying_how_to_add_one(
     sql_database, tmp_path: Path
 ) -> None:
@@ -174,6 +178,7 @@ def test_upsert_into_a_table_without_a_unique_key_is_refused_saying_how_to_add_o
     assert rows(sql_database, table) == []
 
 
+@pytest.mark.slow
 def test_a_mini_batch_run_again_after_its_rows_were_staged_leaves_them_once(
     sql_database, tmp_path: Path
 ) -> None:
@@ -197,6 +202,7 @@ def test_a_mini_batch_run_again_after_its_rows_were_staged_leaves_them_once(
     assert rows(sql_database, table) == expected(range(10))
 
 
+@pytest.mark.slow
 def test_summary_only_writes_the_table_instead_of_the_merged_file(sql_database, tmp_path: Path) -> None:
     table = sink_tables(sql_database, sql_database.table("only"))
     summary = score(sql_database, tmp_path, table, output_action="summary_only")
@@ -206,6 +212,7 @@ def test_summary_only_writes_the_table_instead_of_the_merged_file(sql_database, 
     assert not list((summary["_out"] / "_parallelrun").glob("parts/*"))
 
 
+@pytest.mark.slow
 def test_the_merged_file_keeps_its_format_alongside_the_table(sql_database, tmp_path: Path) -> None:
     table = sink_tables(sql_database, sql_database.table("both"))
     summary = score(sql_database, tmp_path, table, append_row_format="csv")
@@ -214,6 +221,7 @@ def test_the_merged_file_keeps_its_format_alongside_the_table(sql_database, tmp_
     assert rows(sql_database, table) == expected(range(10))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("warm_workers", [True, False])
 def test_warm_workers_on_and_off_stage_the_same_rows(sql_database, tmp_path: Path, warm_workers) -> None:
     table = sink_tables(sql_database, sql_database.table("warm"))
@@ -234,6 +242,7 @@ def test_a_plain_list_of_strings_fails_each_mini_batch_saying_to_return_rows(
     assert summary["sql_output"]["rows_written"] == 0
 
 
+@pytest.mark.slow
 def test_a_failed_run_writes_nothing_into_the_table(sql_database, tmp_path: Path) -> None:
     table = sink_tables(sql_database, sql_database.table("failed"))
     script = SCRIPT.replace(
@@ -281,6 +290,7 @@ def test_the_repr_hides_the_url() -> None:
     assert "pw" not in repr(SqlTable(url="postgresql://u:pw@h/db", table="t"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("if_exists", ["append", "replace"])
 def test_a_failed_mini_batch_run_again_after_the_run_merged_completes_the_table_once(
     sql_database, tmp_path: Path, if_exists: str

@@ -274,6 +274,7 @@ def test_a_refused_connection_names_the_source_and_never_the_password(sql_databa
         assert path.is_dir() or "pw-Zq81" not in path.read_text(errors="replace")
 
 
+@pytest.mark.slow
 def test_mini_batches_by_bytes_pack_whole_row_groups_and_hold_every_row_once(
     sql_database, tmp_path: Path
 ) -> None:

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 
 
 def _running(pid: int) -> bool:
@@ -18,6 +19,7 @@ def _running(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow
 def test_worker_busy_in_run_exits_when_its_task_process_is_killed(tmp_path: Path) -> None:
     # Busy in run(), the worker is not reading its socket, so it cannot see the parent go that way.
     script = tmp_path / "score.py"
