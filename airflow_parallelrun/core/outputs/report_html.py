@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from airflow_parallelrun.core.outputs import report_data as data
 from airflow_parallelrun.core.outputs import report_figures as figures
-from airflow_parallelrun.core.outputs.perf_files import MAX_PERF_FILES, node_samples
+from airflow_parallelrun.core.outputs.perf_files import MAX_PERF_FILES
 
 if TYPE_CHECKING:
     from airflow_parallelrun.core.outputs.status import BatchStatus
@@ -57,17 +57,17 @@ def write_html_report(
     layout: RunLayout,
     statuses: Sequence[BatchStatus],
     summary: dict[str, Any],
-    samples_of: Callable[[], tuple[list[dict[str, Any]], int]] | None = None,
+    samples_of: Callable[[], tuple[list[dict[str, Any]], int]],
 ) -> bool:
     """Write the report page and name it in ``summary`` (``report_html``); return whether it was written.
 
-    This node's pools of the run publish their last resource samples first (``node_samples``),
-    unless ``samples_of`` returns them, gathered already (or raises what gathering them raised).
+    ``samples_of`` returns the run's resource samples and their files' count (``node_samples``,
+    this node's pools' last ones published first), or raises what gathering them raised.
     Log, never raise, when anything fails: the summary is then written without ``report_html``.
     """
     began = time.perf_counter()
     try:
-        samples, files = samples_of() if samples_of is not None else node_samples(layout)
+        samples, files = samples_of()
         page = render_html(statuses, summary, samples, files)
         layout.output.write_bytes(layout.report_html, page.encode())
     except Exception:

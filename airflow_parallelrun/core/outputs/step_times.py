@@ -12,12 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from airflow_parallelrun.core.outputs.progress import read_task_records
-
-if TYPE_CHECKING:
-    from airflow_parallelrun.core.storage.manifest import RunLayout
+from typing import Any
 
 
 def span(started: float | None, ended: float | None) -> dict[str, Any] | None:
@@ -34,21 +29,16 @@ def span(started: float | None, ended: float | None) -> dict[str, Any] | None:
 
 
 def step_times(
-    layout: RunLayout,
-    header: dict[str, Any],
-    aggregate_started: float,
-    records: list[dict[str, Any]] | None = None,
+    header: dict[str, Any], aggregate_started: float, records: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """Return the summary's ``"steps"``; the aggregate ends now. A step not recorded is None.
 
-    ``records`` are the run tasks' progress records of the run, read here unless given.
+    ``records`` are the run tasks' progress records of the run (``read_task_records``).
     """
     created = header.get("created_at")
     partition = span(
         header.get("partition_started"), datetime.fromisoformat(created).timestamp() if created else None
     )
-    if records is None:
-        records = read_task_records(layout, header.get("run_key"))
     run = span(
         min((float(r["started"]) for r in records), default=None),
         max((float(r["updated"]) for r in records), default=None),

@@ -140,7 +140,7 @@ def _aggregate(
     )
     if sql_output is not None:
         summary["sql_output"] = sql_output
-    summary["steps"] = step_times(layout, header, started, task_records.result())
+    summary["steps"] = step_times(header, started, task_records.result())
     write_html_report(layout, statuses, summary, samples.result)  # logged, never raised, when it fails
     summary["steps"] = aggregate_ended(summary["steps"], started)  # drawing the report included
     check_run_key(layout, run_key)  # another run took the path over meanwhile: its summary stays
